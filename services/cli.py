@@ -1,0 +1,46 @@
+"""The ``accord`` command: the local stack, the services, and the demo."""
+
+from __future__ import annotations
+
+import typer
+
+from services import devstack
+from services.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Accord: consent-governed case-event sharing.")
+dev = typer.Typer(no_args_is_help=True, help="The local stack: Kafka, OPA and PostgreSQL.")
+app.add_typer(dev, name="dev")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@dev.command("up")
+def dev_up() -> None:
+    """Install what is missing and start Kafka, OPA and PostgreSQL (idempotent)."""
+    try:
+        for line in devstack.up(Settings()):
+            typer.echo(line)
+    except devstack.StackError as exc:
+        _fail(exc)
+
+
+@dev.command("down")
+def dev_down() -> None:
+    """Stop the services that `accord dev up` started, and nothing else."""
+    for line in devstack.down(Settings()):
+        typer.echo(line)
+
+
+@dev.command("status")
+def dev_status() -> None:
+    """Say what runs where; exit 1 if any service is unhealthy."""
+    all_ok = True
+    for svc in devstack.status(Settings()):
+        state = "healthy" if svc.healthy else "DOWN"
+        owner = f"pid {svc.pid}" if svc.pid else "not started by accord"
+        typer.echo(f"{svc.name:<9} {state:<8} {svc.address:<28} {owner}")
+        all_ok = all_ok and svc.healthy
+    raise typer.Exit(0 if all_ok else 1)

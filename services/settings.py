@@ -1,0 +1,86 @@
+"""One settings object for every Accord process, read from ``ACCORD_*`` environment variables.
+
+``accord dev up`` writes the addresses of the stack it started to ``<state_dir>/stack.env``;
+that file is read too, so the relay, the APIs and the tests find the local stack without
+extra configuration. Real environment variables always win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STATE_DIR = REPO_ROOT / ".accord"
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("ACCORD_STATE_DIR", DEFAULT_STATE_DIR))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ACCORD_",
+        env_file=_state_dir() / "stack.env",
+        extra="ignore",
+    )
+
+    # Where the local stack keeps data, logs and pid files (gitignored).
+    state_dir: Path = DEFAULT_STATE_DIR
+    # Downloads (Kafka jars, the opa binary) are cached here across checkouts.
+    cache_dir: Path = Path.home() / ".cache" / "accord"
+    policies_dir: Path = REPO_ROOT / "policies"
+    schemas_dir: Path = REPO_ROOT / "schemas"
+
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_bootstrap: str = ""
+    opa_version: str = "v1.22.2"
+    opa_port: int = 18181
+    opa_url: str = ""
+    postgres_port: int = 15432
+    # Empty means the embedded SQLite default under state_dir.
+    database_url: str = ""
+
+    topic_inbound: str = "accord.inbound"
+    topic_decisions: str = "accord.decisions"
+    topic_consents: str = "accord.consent.changes"
+    partner_topic_prefix: str = "accord.partner."
+    inbound_partitions: int = 3
+
+    relay_group: str = "accord-relay"
+    relay_transactional_id: str = "accord-relay-0"
+    relay_max_batch: int = Field(default=500, ge=1)
+    # Bounded waits: a slow or absent OPA is a deny-and-retry, never an allow (R1).
+    opa_timeout_s: float = Field(default=2.0, gt=0)
+    relay_retry_initial_s: float = Field(default=0.2, gt=0)
+    relay_retry_max_s: float = Field(default=5.0, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    max_event_bytes: int = 256 * 1024
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def opa_base_url(self) -> str:
+        return self.opa_url or f"http://127.0.0.1:{self.opa_port}"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'accord.db'}"
+
+    def partner_topic(self, partner_id: str) -> str:
+        return f"{self.partner_topic_prefix}{partner_id}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
