@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     topic_inbound: str = "accord.inbound"
     topic_decisions: str = "accord.decisions"
     topic_consents: str = "accord.consent.changes"
+    topic_deadletter: str = "accord.deadletter"
     partner_topic_prefix: str = "accord.partner."
     inbound_partitions: int = 3
 

@@ -58,7 +58,9 @@ def status(s: Settings) -> list[ServiceStatus]:
         ServiceStatus("kafka", kafka.managed(s).pid(), kafka.healthy(s), s.bootstrap_servers),
         ServiceStatus("opa", opa.managed(s).pid(), opa.healthy(s), s.opa_base_url),
         ServiceStatus(
-            "postgres", postgres.managed(s).pid(), postgres.healthy(s),
+            "postgres",
+            postgres.managed(s).pid(),
+            postgres.healthy(s),
             f"127.0.0.1:{s.postgres_port}",
         ),
     ]

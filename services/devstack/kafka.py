@@ -34,8 +34,14 @@ def ensure_jars(s: Settings) -> None:
     lib.mkdir(parents=True, exist_ok=True)
     run(
         [
-            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-Dkafka.version={s.kafka_version}", f"-DoutputDirectory={lib}",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-Dkafka.version={s.kafka_version}",
+            f"-DoutputDirectory={lib}",
             "-DincludeScope=runtime",
         ],
         what=f"fetching Kafka {s.kafka_version} jars with Maven",
@@ -45,8 +51,14 @@ def ensure_jars(s: Settings) -> None:
 
 def _java(s: Settings, main: str, *args: str) -> list[str]:
     return [
-        "java", "-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={LOG4J}",
-        "-cp", f"{lib_dir(s)}/*", main, *args,
+        "java",
+        "-Xms256m",
+        "-Xmx768m",
+        f"-Dlog4j2.configurationFile={LOG4J}",
+        "-cp",
+        f"{lib_dir(s)}/*",
+        main,
+        *args,
     ]
 
 

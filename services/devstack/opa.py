@@ -66,9 +66,19 @@ def up(s: Settings) -> str:
     meta.parent.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({"revision": policy_revision(s.policies_dir)}))
     argv = [
-        str(opa), "run", "--server", "--addr", f"127.0.0.1:{s.opa_port}",
-        "--log-format", "json", "--log-level", "error", "--ignore", "schemas",
-        str(s.policies_dir), f"accord.meta:{meta}",
+        str(opa),
+        "run",
+        "--server",
+        "--addr",
+        f"127.0.0.1:{s.opa_port}",
+        "--log-format",
+        "json",
+        "--log-level",
+        "error",
+        "--ignore",
+        "schemas",
+        str(s.policies_dir),
+        f"accord.meta:{meta}",
     ]
     if proc.pid() is None:
         spawn(proc, argv)

@@ -36,10 +36,14 @@ def bin_dir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
         if os.geteuid() != 0:
-            raise StackError("PostgreSQL is not installed: run `apt-get install postgresql` as root")
+            raise StackError(
+                "PostgreSQL is not installed: run `apt-get install postgresql` as root"
+            )
         run(["apt-get", "update", "-qq"], what="apt-get update")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        run(["apt-get", "install", "-y", "-qq", "postgresql"], what="installing PostgreSQL", env=env)
+        run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"], what="installing PostgreSQL", env=env
+        )
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent
 
@@ -74,10 +78,20 @@ def _ensure_cluster(s: Settings, bindir: Path) -> None:
         shutil.chown(pwfile, "postgres", "postgres")
     try:
         run(
-            _as_owner([
-                str(bindir / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}",
-                "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-            ]),
+            _as_owner(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    USER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
             what="initdb",
         )
     finally:
@@ -86,8 +100,13 @@ def _ensure_cluster(s: Settings, bindir: Path) -> None:
 
 def _connect(s: Settings, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(
-        host="127.0.0.1", port=s.postgres_port, user=USER, password=_password(s),
-        dbname=database, connect_timeout=2, autocommit=True,
+        host="127.0.0.1",
+        port=s.postgres_port,
+        user=USER,
+        password=_password(s),
+        dbname=database,
+        connect_timeout=2,
+        autocommit=True,
     )
 
 
@@ -129,10 +148,19 @@ def up(s: Settings) -> str:
         f"-c unix_socket_directories={data_dir(s)}"
     )
     run(
-        _as_owner([
-            str(bindir / "pg_ctl"), "-D", str(data_dir(s)), "-l", str(proc.log_file),
-            "-o", options, "-w", "start",
-        ]),
+        _as_owner(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data_dir(s)),
+                "-l",
+                str(proc.log_file),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ]
+        ),
         what="starting postgres",
     )
     wait_until(lambda: healthy(s), what="postgres", timeout_s=30, log_file=proc.log_file)

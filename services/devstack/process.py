@@ -51,7 +51,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def spawn(
-    proc: Managed, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    proc: Managed,
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> int:
     proc.log_file.parent.mkdir(parents=True, exist_ok=True)
     proc.pid_file.parent.mkdir(parents=True, exist_ok=True)

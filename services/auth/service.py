@@ -1,0 +1,62 @@
+"""Issue, check and revoke API keys.
+
+A key reads ``acc_<id>_<secret>``: the id finds the row, the secret is compared by hash in
+constant time. Secrets carry 256 bits of randomness, so a single fast hash is enough; a
+slow password hash would only add latency to every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from services.auth.models import Credential
+from services.auth.principals import Principal, Role
+
+PREFIX = "acc"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def issue_credential(*, session: Session, role: Role, subject: str) -> str:
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    session.add(
+        Credential(
+            id=key_id,
+            secret_sha256=_digest(secret),
+            role=role.value,
+            subject=subject,
+            created_at=datetime.now(UTC),
+        )
+    )
+    return f"{PREFIX}_{key_id}_{secret}"
+
+
+def authenticate(*, session: Session, token: str) -> Principal | None:
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != PREFIX or not key_id or not secret:
+        return None
+    cred = session.get(Credential, key_id)
+    # Compare even when the row is missing, so timing does not reveal which ids exist.
+    expected = cred.secret_sha256 if cred is not None else _digest("")
+    if not hmac.compare_digest(expected, _digest(secret)) or cred is None:
+        return None
+    if cred.revoked_at is not None:
+        return None
+    return Principal(role=Role(cred.role), subject=cred.subject, credential_id=cred.id)
+
+
+def revoke_credential(*, session: Session, credential_id: str) -> bool:
+    cred = session.get(Credential, credential_id)
+    if cred is None or cred.revoked_at is not None:
+        return False
+    cred.revoked_at = datetime.now(UTC)
+    return True

@@ -1,0 +1,38 @@
+"""CloudEvents 1.0, structured JSON mode, as Accord uses it.
+
+``source`` is ``/agencies/<agency id>``; ``subject`` is the survivor's pseudonymous id;
+``data`` is a flat JSON object whose fields are classified per event type in the policy data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SOURCE_PREFIX = "/agencies/"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class CloudEvent(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: str = Field(pattern=_ID)
+    source: str = Field(pattern=r"^/agencies/[a-z0-9][a-z0-9-]{0,63}$")
+    type: str = Field(pattern=r"^accord\.[a-z_]+\.[a-z_]+$")
+    subject: str = Field(pattern=_ID, description="The survivor's pseudonymous id.")
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+    @property
+    def agency_id(self) -> str:
+        return self.source.removeprefix(SOURCE_PREFIX)
+
+
+def source_for(agency_id: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", agency_id):
+        raise ValueError("agency ids are lowercase letters, digits and dashes")
+    return SOURCE_PREFIX + agency_id

@@ -1,0 +1,75 @@
+"""HTTP ingest: an agency POSTs a CloudEvent; it is checked and written to the inbound topic.
+
+The same checks run again in the relay (agencies may also publish with a Kafka producer);
+here they give the agency an immediate, plain-language answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel
+
+from services.auth.deps import require
+from services.auth.principals import Principal, Role
+from services.broker.cloudevents import CloudEvent
+from services.broker.pipeline.validate import SchemaRegistry
+
+router = APIRouter(prefix="/v1/events", tags=["ingest"])
+
+AgencyPrincipal = Annotated[Principal, Depends(require(Role.AGENCY))]
+
+
+class Accepted(BaseModel):
+    id: str
+    status: str = "accepted"
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    summary="Publish a case event (CloudEvents 1.0, structured JSON)",
+    responses={
+        401: {"description": "Missing or invalid API key"},
+        403: {"description": "The key is not an agency's, or the event's source is another agency"},
+        413: {"description": "Event larger than the configured limit"},
+        422: {
+            "description": "Not a valid CloudEvent, unknown type, or data not matching its schema"
+        },
+        503: {"description": "Kafka unavailable; nothing was accepted, retry later"},
+    },
+)
+async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipal) -> Accepted:
+    if event.agency_id != principal.subject:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="An agency can only publish as itself: "
+            f"source must be /agencies/{principal.subject}.",
+        )
+    schemas: SchemaRegistry = request.app.state.schemas
+    if not schemas.known(event.type):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"Unknown event type {event.type!r}."
+        )
+    problems = schemas.errors(event.type, event.data)
+    if problems:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail={"message": "The event's data does not match its schema.", "errors": problems},
+        )
+    producer: AIOKafkaProducer = request.app.state.producer
+    body = event.model_dump_json(exclude_none=True).encode()
+    try:
+        await producer.send_and_wait(
+            request.app.state.settings.topic_inbound, body, key=event.subject.encode()
+        )
+    except KafkaError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="The event could not be stored; nothing was accepted. Please retry.",
+        ) from exc
+    return Accepted(id=event.id)

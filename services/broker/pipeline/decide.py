@@ -1,0 +1,178 @@
+"""Stage 2: ask the policy what each recipient may receive of each event.
+
+``build_input`` and ``parse_decision`` are pure; ``OpaPolicy`` is the only I/O. One HTTP call
+carries a whole batch of event × partner pairs (rule ``data.accord.decision.batch``).
+
+Fail closed (R1): if OPA cannot be reached, answers late or with an error status,
+``PolicyUnavailable`` is raised and the relay delivers nothing of the batch and retries it later.
+If OPA answers but an item's decision is missing or malformed, that item is denied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+from opa_client import AsyncOpaClient
+
+from services.broker.pipeline.model import (
+    JSON,
+    Decision,
+    InboundEvent,
+    Judged,
+    Recipient,
+    Withheld,
+)
+
+POLICY_PACKAGE = "accord/decision"
+BATCH_RULE = "batch"
+
+
+class PolicyUnavailable(RuntimeError):
+    """OPA could not give decisions now; nothing may be delivered until it can."""
+
+
+class Policy(Protocol):
+    async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        """Raw decisions, one per input item, in order."""
+        ...
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def build_input(
+    event: InboundEvent,
+    recipient: Recipient,
+    *,
+    jurisdiction: str,
+    consents: Sequence[JSON],
+    now: datetime,
+    declarations: Sequence[JSON] = (),
+    court_orders: Sequence[JSON] = (),
+) -> JSON:
+    """The policy input for one event × partner. Field names only: values never go to OPA."""
+    return {
+        "now": _ts(now),
+        "purpose": recipient.purpose,
+        "event": {
+            "id": event.id,
+            "type": event.type,
+            "time": _ts(event.time),
+            "agency": {"id": event.agency_id, "jurisdiction": jurisdiction},
+            "survivor": {"id": event.survivor_id, "age": event.survivor_age},
+            "fields": sorted(event.data),
+        },
+        "partner": {
+            "id": recipient.partner_id,
+            "type": recipient.partner_type,
+            "status": recipient.status,
+            "vetted": recipient.vetted,
+            "immigration_enforcement": recipient.immigration_enforcement,
+            "agreements": [
+                {
+                    "id": a.id,
+                    "purposes": list(a.purposes),
+                    "categories": list(a.categories),
+                    "valid_from": _ts(a.valid_from),
+                    "valid_until": _ts(a.valid_until),
+                }
+                for a in recipient.agreements
+            ],
+            "training_attested_until": _ts(recipient.training_attested_until),
+        },
+        "consents": list(consents),
+        "declarations": list(declarations),
+        "court_orders": list(court_orders),
+    }
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def parse_decision(raw: Any, *, event_fields: Sequence[str]) -> Decision:
+    """Turn OPA's JSON into a Decision; anything unexpected denies every field (R1)."""
+    try:
+        if not isinstance(raw, Mapping):
+            raise ValueError("decision is not an object")
+        allow = raw["allow"]
+        if not isinstance(allow, bool):
+            raise ValueError("allow is not a boolean")
+        fields = _strings(raw.get("fields", []))
+        if not allow and fields:
+            raise ValueError("fields released without allow")
+        unknown = set(fields) - set(event_fields)
+        if unknown:
+            raise ValueError("policy released fields the event does not have")
+        withheld = tuple(
+            Withheld(str(w["field"]), _strings(w.get("rules", []))) for w in raw.get("withheld", [])
+        )
+        consents = tuple((str(c["id"]), int(c["version"])) for c in raw.get("consents", []))
+        return Decision(
+            allow=allow,
+            fields=fields,
+            withheld=withheld,
+            basis=_strings(raw.get("basis", [])),
+            reasons=_strings(raw.get("reasons", [])),
+            consents=consents,
+            obligations=tuple(dict(o) for o in raw.get("obligations", [])),
+            review_required=bool(raw.get("review_required", False)),
+            policy_revision=str(raw.get("policy_revision", "unknown")),
+            field_basis={str(k): str(v) for k, v in dict(raw.get("field_basis", {})).items()},
+        )
+    except (KeyError, TypeError, ValueError):
+        return Decision.deny(fields=list(event_fields), rule="R1")
+
+
+class OpaPolicy:
+    """The OPA server's REST API through opa-python-client, with a bounded timeout."""
+
+    def __init__(self, base_url: str, *, timeout_s: float) -> None:
+        url = urlsplit(base_url)
+        self._client = AsyncOpaClient(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or 8181,
+            ssl=url.scheme == "https",
+            timeout=timeout_s,
+            retries=0,  # the relay owns retries, with backoff, for the whole batch
+        )
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> OpaPolicy:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.__aexit__(None, None, None)
+
+    async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._client.query_rule(
+                    {"items": list(items)}, POLICY_PACKAGE, BATCH_RULE
+                )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise PolicyUnavailable(f"OPA unavailable: {type(exc).__name__}") from exc
+        result = answer.get("result") if isinstance(answer, dict) else None
+        if not isinstance(result, list) or len(result) != len(items):
+            # A missing or short result means the policy is broken: deny each item.
+            return [None] * len(items)
+        return result
+
+
+async def decide_all(
+    policy: Policy, pairs: Sequence[tuple[InboundEvent, Recipient]], inputs: Sequence[JSON]
+) -> list[Judged]:
+    raw = await policy.decide(inputs) if inputs else []
+    return [
+        Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
+        for (event, recipient), answer in zip(pairs, raw, strict=True)
+    ]

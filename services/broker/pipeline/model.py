@@ -1,0 +1,114 @@
+"""Values that travel through the relay's stages: validate → decide → project → deliver.
+
+All frozen; stages return values (a delivery, a dead letter) rather than raise. Exceptions
+are for infrastructure faults (OPA or Kafka unreachable), which abort the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """A validated CloudEvent about one survivor, published by one agency."""
+
+    id: str
+    type: str
+    agency_id: str
+    survivor_id: str
+    time: datetime
+    data: JSON
+    survivor_age: int | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an inbound record cannot be relayed; goes to the dead-letter topic, never its payload."""
+
+    code: str
+    detail: str
+    event_id: str | None = None
+    agency_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    id: str
+    purposes: tuple[str, ...]
+    categories: tuple[str, ...]
+    valid_from: datetime
+    valid_until: datetime
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One subscribed partner and the purpose of its subscription."""
+
+    partner_id: str
+    partner_type: str
+    purpose: str
+    jurisdiction: str
+    status: str
+    vetted: bool
+    immigration_enforcement: bool
+    training_attested_until: datetime | None
+    agreements: tuple[Agreement, ...] = ()
+
+
+@dataclass(frozen=True)
+class Withheld:
+    field: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """OPA's answer for one event × partner (see policies/README.md)."""
+
+    allow: bool
+    fields: tuple[str, ...]
+    withheld: tuple[Withheld, ...]
+    basis: tuple[str, ...]
+    reasons: tuple[str, ...]
+    consents: tuple[tuple[str, int], ...]
+    obligations: tuple[JSON, ...]
+    review_required: bool
+    policy_revision: str
+    field_basis: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def deny(cls, *, fields: list[str], rule: str, revision: str = "unknown") -> Decision:
+        return cls(
+            allow=False,
+            fields=(),
+            withheld=tuple(Withheld(f, (rule,)) for f in sorted(fields)),
+            basis=(),
+            reasons=(rule,),
+            consents=(),
+            obligations=(),
+            review_required=False,
+            policy_revision=revision,
+        )
+
+
+@dataclass(frozen=True)
+class Judged:
+    """An event, one recipient, and the decision about it."""
+
+    event: InboundEvent
+    recipient: Recipient
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """One Kafka record the relay writes inside its transaction."""
+
+    topic: str
+    key: bytes
+    value: bytes

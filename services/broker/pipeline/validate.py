@@ -1,0 +1,96 @@
+"""Stage 1: bytes from the inbound topic → an InboundEvent, or a Rejection with a reason code.
+
+Checks the CloudEvents 1.0 envelope, that the publishing agency is known, and the event
+type's JSON Schema. Never copies payload values into a rejection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from pydantic import ValidationError
+
+from services.broker.cloudevents import CloudEvent
+from services.broker.pipeline.model import InboundEvent, Rejection
+
+
+class SchemaRegistry:
+    """JSON Schemas of event ``data``, one file per event type under ``schemas/events/``."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    def known(self, event_type: str) -> bool:
+        return self._validator(event_type) is not None
+
+    def errors(self, event_type: str, data: Mapping[str, Any]) -> list[str]:
+        validator = self._validator(event_type)
+        if validator is None:
+            return [f"unknown event type {event_type!r}"]
+        # Report where the data is wrong, never the offending value.
+        return [
+            f"{'/'.join(map(str, e.absolute_path)) or '(data)'}: {e.validator} violated"
+            for e in validator.iter_errors(dict(data))
+        ]
+
+    @lru_cache(maxsize=128)  # noqa: B019  (one registry per process; schemas are static)
+    def _validator(self, event_type: str) -> Draft202012Validator | None:
+        if "/" in event_type or event_type.startswith("."):
+            return None
+        path = self._dir / f"{event_type}.json"
+        if not path.is_file():
+            return None
+        return Draft202012Validator(json.loads(path.read_text()))
+
+
+def survivor_age(data: Mapping[str, Any], at: datetime) -> int | None:
+    """Age at event time (R4, R5): from ``age`` if given, else from ``date_of_birth``."""
+    age = data.get("age")
+    if isinstance(age, int) and not isinstance(age, bool) and 0 <= age < 130:
+        return age
+    dob = data.get("date_of_birth")
+    if isinstance(dob, str):
+        try:
+            born = date.fromisoformat(dob)
+        except ValueError:
+            return None
+        day = at.date()
+        return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    return None
+
+
+def validate(
+    raw: bytes, *, schemas: SchemaRegistry, known_agencies: frozenset[str], max_bytes: int
+) -> InboundEvent | Rejection:
+    if len(raw) > max_bytes:
+        return Rejection("oversized", f"event is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        envelope = CloudEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, e["loc"])) or "(envelope)" for e in exc.errors()})
+        return Rejection("malformed", "invalid CloudEvents envelope at: " + ", ".join(fields))
+    agency = envelope.agency_id
+    if agency not in known_agencies:
+        return Rejection("unknown_agency", "source is not a registered agency", envelope.id)
+    if not schemas.known(envelope.type):
+        return Rejection(
+            "unknown_type", f"unknown event type {envelope.type!r}", envelope.id, agency
+        )
+    problems = schemas.errors(envelope.type, envelope.data)
+    if problems:
+        return Rejection("schema", "; ".join(problems[:10]), envelope.id, agency)
+    return InboundEvent(
+        id=envelope.id,
+        type=envelope.type,
+        agency_id=agency,
+        survivor_id=envelope.subject,
+        time=envelope.time,
+        data=dict(envelope.data),
+        survivor_age=survivor_age(envelope.data, envelope.time),
+    )

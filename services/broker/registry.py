@@ -1,0 +1,70 @@
+"""Who publishes and who is subscribed, as the relay sees it for one batch.
+
+The relay takes a fresh snapshot for every batch, so a registry change applies from the next
+event on. ``SqlRegistry`` reads the database; tests of pure logic build snapshots directly.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.broker import models
+from services.broker.pipeline.model import Agreement, Recipient
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    jurisdictions: dict[str, str]  # agency id → jurisdiction
+    subscribers: dict[str, tuple[Recipient, ...]] = field(default_factory=dict)  # by event type
+
+    @property
+    def agencies(self) -> frozenset[str]:
+        return frozenset(self.jurisdictions)
+
+    def recipients(self, event_type: str, *, publisher: str) -> tuple[Recipient, ...]:
+        # An agency does not receive its own events back through the relay.
+        return tuple(r for r in self.subscribers.get(event_type, ()) if r.partner_id != publisher)
+
+    def partner_ids(self) -> frozenset[str]:
+        return frozenset(r.partner_id for rs in self.subscribers.values() for r in rs)
+
+
+class Registry(Protocol):
+    def snapshot(self) -> RegistrySnapshot: ...
+
+
+def recipient_of(partner: models.Partner, purpose: str) -> Recipient:
+    return Recipient(
+        partner_id=partner.id,
+        partner_type=partner.type,
+        purpose=purpose,
+        jurisdiction=partner.jurisdiction,
+        status=partner.status,
+        vetted=partner.vetted,
+        immigration_enforcement=partner.immigration_enforcement,
+        training_attested_until=partner.training_attested_until,
+        agreements=tuple(
+            Agreement(a.id, tuple(a.purposes), tuple(a.categories), a.valid_from, a.valid_until)
+            for a in partner.agreements
+        ),
+    )
+
+
+class SqlRegistry:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def snapshot(self) -> RegistrySnapshot:
+        with self._sessions() as session:
+            agencies = {a.id: a.jurisdiction for a in session.scalars(select(models.Agency))}
+            by_type: defaultdict[str, list[Recipient]] = defaultdict(list)
+            for partner in session.scalars(select(models.Partner).order_by(models.Partner.id)):
+                for sub in partner.subscriptions:
+                    for event_type in sub.event_types:
+                        by_type[event_type].append(recipient_of(partner, sub.purpose))
+        return RegistrySnapshot(agencies, {t: tuple(rs) for t, rs in by_type.items()})

@@ -1,0 +1,42 @@
+"""Kafka topics Accord uses, created idempotently with the admin API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.settings import Settings
+
+
+def core_topics(s: Settings) -> list[NewTopic]:
+    return [
+        # Keyed by survivor: one survivor's events stay in order on one partition.
+        NewTopic(s.topic_inbound, s.inbound_partitions, 1),
+        NewTopic(s.topic_decisions, 3, 1),
+        NewTopic(s.topic_deadletter, 1, 1),
+        NewTopic(s.topic_consents, 3, 1, topic_configs={"cleanup.policy": "compact"}),
+    ]
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[NewTopic]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it first
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def partner_topics(s: Settings, partner_ids: Iterable[str]) -> list[NewTopic]:
+    return [NewTopic(s.partner_topic(p), 1, 1) for p in sorted(partner_ids)]

@@ -1,0 +1,100 @@
+"""The relay's view of consents, kept from the compacted consent-changes topic.
+
+Each record is keyed by survivor id and holds that survivor's complete current set of
+consents (a tombstone means none). Before every batch the relay calls ``catch_up``, which
+reads up to the topic's end as it stands at that moment: every change committed before the
+batch is processed is seen by it (R3), and no cached consent outlives its revocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+JSON = dict[str, Any]
+
+
+class ConsentViewUnavailable(RuntimeError):
+    """The view could not be brought up to date; deciding now could miss a revocation."""
+
+
+class ConsentView(Protocol):
+    async def catch_up(self) -> None: ...
+
+    def consents_for(self, survivor_id: str) -> Sequence[JSON]: ...
+
+
+class StaticConsentView:
+    """A fixed view, for unit tests of pure logic."""
+
+    def __init__(self, by_survivor: dict[str, list[JSON]] | None = None) -> None:
+        self._by_survivor = by_survivor or {}
+
+    async def catch_up(self) -> None:
+        return None
+
+    def consents_for(self, survivor_id: str) -> Sequence[JSON]:
+        return self._by_survivor.get(survivor_id, [])
+
+
+def apply_change(state: dict[str, list[JSON]], key: bytes | None, value: bytes | None) -> None:
+    if key is None:
+        return
+    survivor = key.decode()
+    if value is None:
+        state.pop(survivor, None)
+        return
+    record = json.loads(value)
+    state[survivor] = list(record.get("consents", []))
+
+
+class KafkaConsentView:
+    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
+        self._topic = topic
+        self._timeout_s = timeout_s
+        self._state: dict[str, list[JSON]] = {}
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        self._partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        parts = self._consumer.partitions_for_topic(self._topic)
+        if not parts:
+            await self._consumer.stop()
+            raise ConsentViewUnavailable(f"topic {self._topic} does not exist")
+        self._partitions = [TopicPartition(self._topic, p) for p in sorted(parts)]
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def catch_up(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                ends = await self._consumer.end_offsets(self._partitions)
+                while await self._behind(ends):
+                    batch = await self._consumer.getmany(timeout_ms=100)
+                    for records in batch.values():
+                        for rec in records:
+                            apply_change(self._state, rec.key, rec.value)
+        except TimeoutError as exc:
+            raise ConsentViewUnavailable("consent view could not catch up in time") from exc
+
+    async def _behind(self, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await self._consumer.position(tp) < end:
+                return True
+        return False
+
+    def consents_for(self, survivor_id: str) -> Sequence[JSON]:
+        return self._state.get(survivor_id, [])

@@ -1,0 +1,18 @@
+"""Alembic environment: the URL comes from Accord's settings unless the caller set one."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import services.auth.models
+import services.broker.models  # noqa: F401  (registers the tables on Base.metadata)
+from services.db import Base, make_engine
+from services.settings import Settings
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or Settings().sqlalchemy_url
+
+with make_engine(url).connect() as connection:
+    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
