@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.broker import ingest
@@ -58,6 +59,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 status_code=413,
             )
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Say where the request is wrong, never echo what it contained (it may be case data).
+        errors = [
+            {"loc": [str(part) for part in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     app.include_router(ingest.router)
     return app

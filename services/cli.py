@@ -44,3 +44,57 @@ def dev_status() -> None:
         typer.echo(f"{svc.name:<9} {state:<8} {svc.address:<28} {owner}")
         all_ok = all_ok and svc.healthy
     raise typer.Exit(0 if all_ok else 1)
+
+
+db = typer.Typer(no_args_is_help=True, help="The database schema.")
+app.add_typer(db, name="db")
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every Alembic migration to the configured database."""
+    from services import migrations
+
+    migrations.upgrade(Settings().sqlalchemy_url)
+    typer.echo("database at head")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Start the stack, publish sample events from two agencies, show what each partner got."""
+    from services.demo import run_demo
+
+    try:
+        run_demo(Settings())
+    except devstack.StackError as exc:
+        _fail(exc)
+
+
+@app.command("relay")
+def relay() -> None:
+    """Run the relay worker until interrupted."""
+    import asyncio
+
+    from services import logs
+    from services.runtime import running_relay
+
+    logs.configure()
+
+    async def forever() -> None:
+        async with running_relay(Settings()) as task:
+            await task
+
+    asyncio.run(forever())
+
+
+@app.command("api")
+def api() -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from services import logs
+    from services.api import create_app
+
+    logs.configure()
+    s = Settings()
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None)

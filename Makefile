@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`. Everything else supports them.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+OPA      = $(shell $(BIN)/python -c 'from services.devstack.opa import binary; from services.settings import Settings; print(binary(Settings()))')
+
+.PHONY: demo test install stack lint policy-test unit integration down clean
+
+$(BIN)/accord: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/accord
+
+stack: install
+	$(BIN)/accord dev up
+
+demo: stack
+	$(BIN)/accord demo
+
+# What CI runs: installs and starts everything, then every check and test.
+test: stack lint policy-test
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+	$(BIN)/mypy
+
+policy-test: stack
+	$(OPA) fmt --list --fail policies/
+	$(OPA) check --strict policies/
+	$(OPA) test policies/ --coverage --threshold 95 > /dev/null || { $(OPA) test -v policies/ | tail -40; exit 1; }
+	$(OPA) test policies/
+
+down:
+	$(BIN)/accord dev down
+
+clean: down
+	rm -rf .accord

@@ -1,0 +1,57 @@
+"""What a partner system runs to receive its deliveries: a read_committed consumer of its topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+@asynccontextmanager
+async def tail(
+    bootstrap: str, topic: str, *, from_beginning: bool = False
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer assigned to every partition of ``topic``, at its end (or its beginning).
+
+    Only committed records are read: a delivery whose relay transaction aborted never shows.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+            for tp in tps:  # resolve the end now, before anything new is produced
+                await consumer.position(tp)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def collect(
+    consumer: AIOKafkaConsumer, *, until: int, timeout_s: float, settle_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Read JSON records until ``until`` arrived (then ``settle_s`` more, to catch extras)."""
+    got: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    settle_end: float | None = None
+    while loop.time() < deadline:
+        if settle_end is None and len(got) >= until:
+            settle_end = loop.time() + settle_s
+        if settle_end is not None and loop.time() >= settle_end:
+            break
+        batch = await consumer.getmany(timeout_ms=100)
+        for records in batch.values():
+            got.extend(json.loads(r.value) for r in records if r.value is not None)
+    return got

@@ -1,0 +1,204 @@
+"""``accord demo``: the whole flow on the real local stack, printed as a readable summary.
+
+Two agencies publish (one over the HTTP ingest API, one straight to Kafka); the relay asks
+OPA for every subscribed partner; each partner's topic is read back and shown next to what
+the decision records say was withheld and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import typer
+from aiokafka import AIOKafkaProducer
+
+from services import devstack, migrations
+from services.auth.principals import Role
+from services.auth.service import issue_credential
+from services.broker import topics
+from services.broker.partner import collect, tail
+from services.broker.schemas import RegistryIn
+from services.broker.service import load_registry
+from services.db import make_engine, make_sessionmaker, transaction
+from services.runtime import running_api, running_relay
+from services.settings import REPO_ROOT, Settings
+
+REGISTRY = REPO_ROOT / "deploy" / "demo" / "registry.json"
+
+
+def _event(agency: str, survivor: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"demo-{uuid.uuid4().hex[:12]}",
+        "source": f"/agencies/{agency}",
+        "type": event_type,
+        "subject": survivor,
+        "time": datetime.now(UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+ADULT = "sv-demo-adult"
+MINOR = "sv-demo-minor"
+
+# What the consent service (issue 3) publishes: each survivor's complete current consents.
+CONSENTS = {
+    ADULT: [
+        {
+            "id": "consent-demo-adult",
+            "version": 1,
+            "status": "active",
+            "recorded_by": {"role": "advocate"},
+            "provisions": [
+                {
+                    "type": "permit",
+                    "recipients": {"partners": [], "partner_types": ["shelter", "health"]},
+                    "purposes": ["service_referral", "care_coordination"],
+                    "categories": ["*", "hiv_sti"],
+                    "period": {"start": "2026-01-01T00:00:00Z", "end": None},
+                }
+            ],
+        }
+    ]
+}
+
+
+def _seed(s: Settings) -> dict[str, str]:
+    migrations.upgrade(s.sqlalchemy_url)
+    sessions = make_sessionmaker(make_engine(s.sqlalchemy_url))
+    registry = RegistryIn.model_validate_json(REGISTRY.read_text())
+    with transaction(sessions) as session:
+        load_registry(session=session, registry=registry)
+        return {
+            a.id: issue_credential(session=session, role=Role.AGENCY, subject=a.id)
+            for a in registry.agencies
+        }
+
+
+async def _run(s: Settings) -> None:
+    keys = _seed(s)
+    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
+    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for survivor, consents in CONSENTS.items():
+            value = json.dumps({"survivor_id": survivor, "consents": consents}).encode()
+            await producer.send_and_wait(s.topic_consents, value, key=survivor.encode())
+        adult = _event(
+            "harbor-outreach",
+            ADULT,
+            "accord.referral.made",
+            {
+                "survivor_name": "A. Example",
+                "age": 24,
+                "phone": "+1-555-0100",
+                "service_needs": ["housing", "medical"],
+                "referral_reason": "needs safe housing",
+                "shelter_address": "(undisclosed) 12 Hidden Lane",
+                "hiv_status": "negative",
+                "immigration_status": "visa pending",
+                "narrative": "survivor's own account",
+                "caseworker_notes_internal": "internal only",
+                "nickname": "unclassified field",
+            },
+        )
+        minor = _event(
+            "valley-school",
+            MINOR,
+            "accord.case.identified",
+            {
+                "survivor_name": "B. Example",
+                "age": 15,
+                "exploitation_type": "labor",
+                "safety_status": "at risk",
+                "reporting_agency": "valley-school",
+                "reported_at": datetime.now(UTC).isoformat(),
+                "phone": "+1-555-0101",
+                "narrative": "disclosed to counsellor",
+            },
+        )
+        partners = sorted(
+            p.id for p in RegistryIn.model_validate_json(REGISTRY.read_text()).partners
+        )
+        await topics.ensure_topics(s.bootstrap_servers, topics.partner_topics(s, partners))
+        async with (
+            running_relay(s),
+            running_api(s) as base,
+            tail(s.bootstrap_servers, s.topic_decisions) as decisions,
+        ):
+            received: dict[str, list[dict[str, Any]]] = {}
+            tails = {p: tail(s.bootstrap_servers, s.partner_topic(p)) for p in partners}
+            consumers = {p: await t.__aenter__() for p, t in tails.items()}
+            try:
+                async with httpx.AsyncClient(base_url=base) as http:
+                    r = await http.post(
+                        "/v1/events",
+                        json=adult,
+                        headers={
+                            "Authorization": f"Bearer {keys['harbor-outreach']}",
+                            "Content-Type": "application/cloudevents+json",
+                        },
+                    )
+                    r.raise_for_status()
+                typer.echo(f"harbor-outreach published {adult['type']} over HTTP ({r.status_code})")
+                await producer.send_and_wait(
+                    s.topic_inbound, json.dumps(minor).encode(), key=MINOR.encode()
+                )
+                typer.echo(f"valley-school published {minor['type']} straight to Kafka")
+                ids = {adult["id"], minor["id"]}
+                records = [
+                    d
+                    for d in await collect(decisions, until=2 * len(partners), timeout_s=60)
+                    if d["event_id"] in ids
+                ]
+                for p, consumer in consumers.items():
+                    received[p] = await collect(consumer, until=0, timeout_s=2, settle_s=1.0)
+            finally:
+                for t in tails.values():
+                    await t.__aexit__(None, None, None)
+    finally:
+        await producer.stop()
+    _print(adult, minor, records, received)
+
+
+def _print(
+    adult: dict[str, Any],
+    minor: dict[str, Any],
+    records: list[dict[str, Any]],
+    received: dict[str, list[dict[str, Any]]],
+) -> None:
+    for event, who in ((adult, "adult, 24, state A"), (minor, "minor, 15, state B")):
+        typer.echo(f"\n== {event['type']} about {event['subject']} ({who}) ==")
+        typer.echo(f"   fields published: {', '.join(sorted(event['data']))}")
+        for rec in sorted(
+            (r for r in records if r["event_id"] == event["id"]), key=lambda r: r["partner_id"]
+        ):
+            got = [d for d in received.get(rec["partner_id"], []) if d["id"] == event["id"]]
+            fields = sorted(got[0]["data"]) if got else []
+            basis = ", ".join(rec["basis"]) or "none"
+            typer.echo(
+                f"-- {rec['partner_id']} ({rec['partner_type']}, {rec['purpose']}): "
+                f"{rec['outcome']}, basis: {basis}"
+            )
+            typer.echo(f"   received: {', '.join(fields) if fields else '(nothing)'}")
+            withheld = ", ".join(f"{w['field']} [{'/'.join(w['rules'])}]" for w in rec["withheld"])
+            typer.echo(f"   withheld: {withheld or '(nothing)'}")
+    typer.echo(
+        f"\n{len(records)} decisions recorded; policy revision "
+        f"{records[0]['policy_revision'] if records else '?'}"
+    )
+
+
+def run_demo(s: Settings) -> None:
+    for line in devstack.up(s):
+        typer.echo(line)
+    asyncio.run(_run(Settings()))  # re-read: `up` wrote the stack's addresses
+
+
+__all__ = ["run_demo"]

@@ -1,0 +1,67 @@
+"""Wiring of the long-running processes (relay, API), for the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+
+from services.api import create_app
+from services.broker import topics
+from services.broker.pipeline.decide import OpaPolicy
+from services.broker.pipeline.validate import SchemaRegistry
+from services.broker.registry import SqlRegistry
+from services.broker.relay import Clock, Relay, utcnow
+from services.consent.view import KafkaConsentView
+from services.db import make_engine, make_sessionmaker
+from services.settings import Settings
+
+
+@asynccontextmanager
+async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[asyncio.Task[None]]:
+    """Start a relay as a task on the current loop; stop it (cleanly) on exit."""
+    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
+    engine = make_engine(s.sqlalchemy_url)
+    view = KafkaConsentView(s.bootstrap_servers, s.topic_consents)
+    await view.start()
+    stop = asyncio.Event()
+    try:
+        async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as policy:
+            relay = Relay(
+                s,
+                registry=SqlRegistry(make_sessionmaker(engine)),
+                consents=view,
+                policy=policy,
+                schemas=SchemaRegistry(s.schemas_dir / "events"),
+                clock=clock,
+            )
+            task = asyncio.create_task(relay.run(stop), name="relay")
+            try:
+                yield task
+            finally:
+                stop.set()
+                await task
+    finally:
+        await view.stop()
+        engine.dispose()
+
+
+@asynccontextmanager
+async def running_api(s: Settings) -> AsyncIterator[str]:
+    """Serve the API with uvicorn on the current loop; yields its base URL."""
+    config = uvicorn.Config(
+        create_app(s), host=s.api_host, port=s.api_port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name="api")
+    while not server.started:
+        if task.done():
+            task.result()  # raises the startup error
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://{s.api_host}:{s.api_port}"
+    finally:
+        server.should_exit = True
+        await task

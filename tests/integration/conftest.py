@@ -1,0 +1,173 @@
+"""Fixtures on the real local stack: Kafka, OPA and PostgreSQL as `accord dev up` starts them.
+
+Each test session gets its own topics, consumer group, transactional id and a freshly
+migrated test database, so runs never see each other's records.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services import devstack, migrations
+from services.broker import topics
+from services.broker.schemas import RegistryIn
+from services.broker.service import load_registry
+from services.db import make_engine, make_sessionmaker, transaction
+from services.devstack import postgres
+from services.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+MOU = {"valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"}
+TRAINED = "2030-01-01T00:00:00Z"
+EVENT_TYPES = ["accord.referral.made", "accord.case.identified"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def partner(
+    pid: str, ptype: str, purpose: str, categories: list[str], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "name": pid,
+        "type": ptype,
+        "jurisdiction": "state-a",
+        "vetted": True,
+        "training_attested_until": TRAINED,
+        "agreements": [
+            {"id": f"mou-{pid}", "purposes": [purpose], "categories": categories, **MOU}
+        ],
+        "subscriptions": [{"id": f"sub-{pid}", "purpose": purpose, "event_types": EVENT_TYPES}],
+        **extra,
+    }
+
+
+REGISTRY = RegistryIn.model_validate(
+    {
+        "agencies": [
+            {"id": "harbor-outreach", "name": "Harbor Outreach", "jurisdiction": "state-a"},
+            {"id": "valley-school", "name": "Valley School", "jurisdiction": "state-b"},
+        ],
+        "partners": [
+            partner(
+                "lighthouse-shelter",
+                "shelter",
+                "service_referral",
+                ["identity", "contact", "demographics", "service_need", "case_status", "hiv_sti"],
+            ),
+            partner(
+                "northside-clinic",
+                "health",
+                "care_coordination",
+                ["identity", "contact", "demographics", "service_need", "health", "hiv_sti"],
+            ),
+            partner(
+                "metro-police",
+                "law_enforcement",
+                "investigation",
+                ["identity", "contact", "demographics", "victimization", "case_status"],
+            ),
+        ],
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    base = Settings()
+    devstack.up(base)  # idempotent; `make test` has already started the stack
+    base = Settings()  # re-read the addresses `up` wrote
+    run = f"it-{uuid.uuid4().hex[:8]}"
+    return base.model_copy(
+        update={
+            "topic_inbound": f"{run}.inbound",
+            "topic_decisions": f"{run}.decisions",
+            "topic_deadletter": f"{run}.deadletter",
+            "topic_consents": f"{run}.consents",
+            "partner_topic_prefix": f"{run}.partner.",
+            "relay_group": f"{run}-relay",
+            "relay_transactional_id": f"{run}-relay-0",
+            "database_url": postgres.url(base, "accord_test"),
+            "api_port": free_port(),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[str]:
+    url = settings.sqlalchemy_url
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    migrations.upgrade(url)
+    sessions = make_sessionmaker(make_engine(url))
+    with transaction(sessions) as session:
+        load_registry(session=session, registry=REGISTRY)
+    yield url
+
+
+@pytest.fixture(scope="session")
+async def kafka_topics(settings: Settings) -> list[str]:
+    await topics.ensure_topics(settings.bootstrap_servers, topics.core_topics(settings))
+    ids = [p.id for p in REGISTRY.partners]
+    await topics.ensure_topics(settings.bootstrap_servers, topics.partner_topics(settings, ids))
+    return ids
+
+
+@pytest.fixture(scope="session")
+async def producer(settings: Settings, kafka_topics: list[str]) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def cloudevent(agency: str, survivor: str, data: dict[str, Any], **over: Any) -> dict[str, Any]:
+    doc = {
+        "specversion": "1.0",
+        "id": f"evt-{uuid.uuid4().hex[:12]}",
+        "source": f"/agencies/{agency}",
+        "type": "accord.referral.made",
+        "subject": survivor,
+        "time": datetime.now(UTC).isoformat(),
+        "data": data,
+    }
+    doc.update(over)
+    return doc
+
+
+def consent_change(survivor: str, *provisions: dict[str, Any], version: int = 1) -> bytes:
+    consents = [
+        {
+            "id": f"c-{survivor}",
+            "version": version,
+            "status": "active",
+            "recorded_by": {"role": "self"},
+            "provisions": list(provisions),
+        }
+    ]
+    return json.dumps({"survivor_id": survivor, "consents": consents}).encode()
+
+
+def permit(types: list[str], purposes: list[str], categories: list[str]) -> dict[str, Any]:
+    return {
+        "type": "permit",
+        "recipients": {"partners": [], "partner_types": types},
+        "purposes": purposes,
+        "categories": categories,
+        "period": {"start": "2026-01-01T00:00:00Z", "end": None},
+    }

@@ -1,0 +1,124 @@
+"""Fail closed, lose nothing: with OPA stopped nothing is delivered; when it returns, the held
+event is delivered exactly once. Uses a private OPA server so the shared one keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.broker import topics
+from services.broker.partner import collect, tail
+from services.devstack import opa
+from services.runtime import running_relay
+from services.settings import Settings
+from tests.integration.conftest import cloudevent, consent_change, free_port, permit
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def opa_server(s: Settings, port: int, tmp: Path) -> Iterator[None]:
+    meta = tmp / "meta.json"
+    meta.write_text(json.dumps({"revision": opa.policy_revision(s.policies_dir)}))
+    proc = subprocess.Popen(
+        [
+            str(opa.binary(s)),
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--ignore",
+            "schemas",
+            str(s.policies_dir),
+            f"accord.meta:{meta}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("private OPA exited at start") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+async def isolated(settings: Settings, database: str, tmp_path: Path) -> AsyncIterator[Settings]:
+    """Own topics, group and OPA port, so this relay shares nothing with the module relay."""
+    tag = settings.topic_inbound.split(".")[0] + f"-fc{free_port()}"
+    s = settings.model_copy(
+        update={
+            "topic_inbound": f"{tag}.inbound",
+            "topic_decisions": f"{tag}.decisions",
+            "topic_deadletter": f"{tag}.deadletter",
+            "topic_consents": f"{tag}.consents",
+            "partner_topic_prefix": f"{tag}.partner.",
+            "relay_group": f"{tag}-relay",
+            "relay_transactional_id": f"{tag}-relay-0",
+            "opa_url": f"http://127.0.0.1:{free_port()}",
+            "opa_timeout_s": 0.5,
+            "relay_retry_max_s": 0.5,
+        }
+    )
+    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
+    await topics.ensure_topics(
+        s.bootstrap_servers, topics.partner_topics(s, ["lighthouse-shelter"])
+    )
+    yield s
+
+
+async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
+    isolated: Settings, producer: AIOKafkaProducer, tmp_path: Path
+) -> None:
+    s = isolated
+    port = int(s.opa_url.rsplit(":", 1)[1])
+    survivor = "sv-int-outage"
+    await producer.send_and_wait(
+        s.topic_consents,
+        consent_change(survivor, permit(["shelter"], ["service_referral"], ["*"])),
+        key=survivor.encode(),
+    )
+    event = cloudevent(
+        "harbor-outreach", survivor, {"survivor_name": "C", "age": 30, "service_needs": ["housing"]}
+    )
+    async with (
+        tail(s.bootstrap_servers, s.partner_topic("lighthouse-shelter")) as partner,
+        tail(s.bootstrap_servers, s.topic_decisions) as decisions,
+        running_relay(s) as relay_task,
+    ):
+        # OPA is not running: the relay must hold the event, not deliver, not drop.
+        await producer.send_and_wait(
+            s.topic_inbound, json.dumps(event).encode(), key=survivor.encode()
+        )
+        await asyncio.sleep(4)
+        assert not relay_task.done()
+        assert await collect(partner, until=1, timeout_s=1) == []
+        assert await collect(decisions, until=1, timeout_s=0.5) == []
+
+        with opa_server(s, port, tmp_path):
+            delivered = await collect(partner, until=1, timeout_s=30, settle_s=3)
+            recorded = await collect(decisions, until=1, timeout_s=5, settle_s=1)
+
+    assert [d["id"] for d in delivered] == [event["id"]]
+    assert [(r["event_id"], r["partner_id"]) for r in recorded] == [
+        (event["id"], "lighthouse-shelter")
+    ]
+    assert sorted(delivered[0]["data"]) == recorded[0]["released"]
+    assert delivered[0]["data"]["survivor_name"] == "C"

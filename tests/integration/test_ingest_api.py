@@ -1,0 +1,113 @@
+"""The HTTP ingest API on a real server: authentication, authorisation, validation, relay."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.auth.principals import Role
+from services.auth.service import issue_credential, revoke_credential
+from services.broker.partner import collect, tail
+from services.db import make_engine, make_sessionmaker, transaction
+from services.runtime import running_api
+from services.settings import Settings
+from tests.integration.conftest import cloudevent
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def keys(database: str) -> dict[str, str]:
+    sessions = make_sessionmaker(make_engine(database))
+    with transaction(sessions) as session:
+        return {
+            "harbor": issue_credential(
+                session=session, role=Role.AGENCY, subject="harbor-outreach"
+            ),
+            "partner": issue_credential(session=session, role=Role.PARTNER, subject="metro-police"),
+            "revoked": issue_credential(
+                session=session, role=Role.AGENCY, subject="harbor-outreach"
+            ),
+        }
+
+
+@pytest.fixture(scope="module")
+async def api(settings: Settings, database: str, kafka_topics: list[str]) -> AsyncIterator[str]:
+    async with running_api(settings) as base:
+        yield base
+
+
+async def post(base: str, doc: Any, key: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(base_url=base) as client:
+        return await client.post("/v1/events", json=doc, headers=headers)
+
+
+EVENT = cloudevent("harbor-outreach", "sv-int-api", {"survivor_name": "D", "age": 40})
+
+
+async def test_missing_or_bad_key_is_401(api: str) -> None:
+    assert (await post(api, EVENT, None)).status_code == 401
+    assert (await post(api, EVENT, "acc_0000_nope")).status_code == 401
+    assert (await post(api, EVENT, "not-a-key")).status_code == 401
+
+
+async def test_revoked_key_stops_working_at_once(
+    api: str, keys: dict[str, str], database: str
+) -> None:
+    sessions = make_sessionmaker(make_engine(database))
+    with transaction(sessions) as session:
+        assert revoke_credential(session=session, credential_id=keys["revoked"].split("_")[1])
+    assert (await post(api, EVENT, keys["revoked"])).status_code == 401
+
+
+async def test_wrong_role_is_403(api: str, keys: dict[str, str]) -> None:
+    response = await post(api, EVENT, keys["partner"])
+    assert response.status_code == 403
+    assert "agency" in response.json()["detail"]
+
+
+async def test_agency_can_only_publish_as_itself(api: str, keys: dict[str, str]) -> None:
+    forged = cloudevent("valley-school", "sv-int-api", {"age": 40})
+    response = await post(api, forged, keys["harbor"])
+    assert response.status_code == 403
+    assert "only publish as itself" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("over", "fragment"),
+    [
+        ({"type": "accord.unknown.thing"}, "Unknown event type"),
+        ({"data": {"age": "forty"}}, "does not match its schema"),
+        ({"specversion": "0.3", "data": {"age": "forty"}}, "specversion"),
+        ({"time": "forty"}, "time"),
+    ],
+)
+async def test_invalid_events_are_422_with_a_plain_reason(
+    api: str, keys: dict[str, str], over: dict[str, Any], fragment: str
+) -> None:
+    doc = {**EVENT, **over}
+    response = await post(api, doc, keys["harbor"])
+    assert response.status_code == 422
+    assert fragment in response.text
+    assert "forty" not in response.text  # errors say where, never echo the value
+
+
+async def test_oversized_body_is_413(api: str, keys: dict[str, str], settings: Settings) -> None:
+    big = {**EVENT, "data": {"narrative": "x" * (settings.max_event_bytes + 1)}}
+    assert (await post(api, big, keys["harbor"])).status_code == 413
+
+
+async def test_accepted_event_is_on_the_inbound_topic(
+    api: str, keys: dict[str, str], settings: Settings
+) -> None:
+    async with tail(settings.bootstrap_servers, settings.topic_inbound) as inbound:
+        response = await post(api, EVENT, keys["harbor"])
+        assert response.status_code == 202
+        assert response.json() == {"id": EVENT["id"], "status": "accepted"}
+        got = await collect(inbound, until=1, timeout_s=10)
+    assert [e["id"] for e in got] == [EVENT["id"]]
+    assert got[0]["data"] == EVENT["data"]

@@ -1,0 +1,150 @@
+"""One event from an agency to partners through the real Kafka, OPA and PostgreSQL.
+
+A module-scoped relay runs against the session's topics; the referral below is published
+once and every test reads its own conclusion from the same deliveries and decision records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.broker.partner import collect, tail
+from services.runtime import running_relay
+from services.settings import Settings
+from tests.integration.conftest import cloudevent, consent_change, permit
+
+pytestmark = pytest.mark.integration
+
+SURVIVOR = "sv-int-adult"
+REFERRAL = {
+    "survivor_name": "A. Example",
+    "age": 24,
+    "phone": "+1-555-0100",
+    "service_needs": ["housing"],
+    "referral_reason": "needs safe housing",
+    "shelter_address": "12 Hidden Lane",
+    "hiv_status": "negative",
+    "immigration_status": "pending",
+    "narrative": "own account",
+    "caseworker_notes_internal": "internal",
+    "nickname": "not in any classification",
+}
+PARTNERS = ["lighthouse-shelter", "metro-police", "northside-clinic"]
+
+
+@dataclass
+class Outcome:
+    event: dict[str, Any]
+    decisions: dict[str, dict[str, Any]]  # by partner
+    deliveries: dict[str, list[dict[str, Any]]]  # by partner, only this event's
+
+
+@pytest.fixture(scope="module")
+async def relay(settings: Settings, database: str, kafka_topics: list[str]) -> AsyncIterator[None]:
+    async with running_relay(settings):
+        yield
+
+
+async def publish_and_collect(
+    settings: Settings, producer: AIOKafkaProducer, event: dict[str, Any], partners: list[str]
+) -> Outcome:
+    async with tail(settings.bootstrap_servers, settings.topic_decisions) as decisions_c:
+        tails = {p: tail(settings.bootstrap_servers, settings.partner_topic(p)) for p in partners}
+        consumers = {p: await t.__aenter__() for p, t in tails.items()}
+        try:
+            await producer.send_and_wait(
+                settings.topic_inbound, json.dumps(event).encode(), key=event["subject"].encode()
+            )
+            records = await collect(decisions_c, until=len(partners), timeout_s=30, settle_s=1)
+            deliveries = {
+                p: [
+                    d
+                    for d in await collect(c, until=0, timeout_s=1, settle_s=0.5)
+                    if d["id"] == event["id"]
+                ]
+                for p, c in consumers.items()
+            }
+        finally:
+            for t in tails.values():
+                await t.__aexit__(None, None, None)
+    mine = [r for r in records if r["event_id"] == event["id"]]
+    return Outcome(event, {r["partner_id"]: r for r in mine}, deliveries)
+
+
+@pytest.fixture(scope="module")
+async def referral(settings: Settings, producer: AIOKafkaProducer, relay: None) -> Outcome:
+    # The survivor consents to shelters and health partners, for all ordinary categories plus
+    # HIV status; nothing for law enforcement.
+    await producer.send_and_wait(
+        settings.topic_consents,
+        consent_change(
+            SURVIVOR,
+            permit(
+                ["shelter", "health"], ["service_referral", "care_coordination"], ["*", "hiv_sti"]
+            ),
+        ),
+        key=SURVIVOR.encode(),
+    )
+    event = cloudevent("harbor-outreach", SURVIVOR, REFERRAL)
+    return await publish_and_collect(settings, producer, event, PARTNERS)
+
+
+def withheld_rules(decision: dict[str, Any], field: str) -> list[str]:
+    return next(w["rules"] for w in decision["withheld"] if w["field"] == field)
+
+
+def test_every_subscribed_partner_gets_exactly_one_decision(referral: Outcome) -> None:
+    assert sorted(referral.decisions) == PARTNERS
+
+
+def test_partner_receives_exactly_the_permitted_fields(referral: Outcome) -> None:
+    for partner, decision in referral.decisions.items():
+        got = referral.deliveries[partner]
+        if decision["outcome"] == "deny":
+            assert got == [], partner
+            continue
+        assert len(got) == 1, partner
+        assert sorted(got[0]["data"]) == decision["released"]
+        # ...with the values the agency published, untouched.
+        assert all(got[0]["data"][f] == REFERRAL[f] for f in decision["released"])
+    shelter = referral.deliveries["lighthouse-shelter"][0]["data"]
+    assert {"survivor_name", "service_needs"} <= set(shelter)
+
+
+def test_R1_unclassified_field_never_reaches_a_partner(referral: Outcome) -> None:
+    for partner, decision in referral.decisions.items():
+        assert "R1" in withheld_rules(decision, "nickname"), partner
+        assert all("nickname" not in d["data"] for d in referral.deliveries[partner])
+
+
+def test_R6_partner_type_without_need_to_know_gets_none_of_the_category(referral: Outcome) -> None:
+    # Same consent (names hiv_sti) and both agreements cover hiv_sti; only need-to-know differs.
+    assert "hiv_status" not in referral.deliveries["lighthouse-shelter"][0]["data"]
+    assert "R6" in withheld_rules(referral.decisions["lighthouse-shelter"], "hiv_status")
+    assert referral.deliveries["northside-clinic"][0]["data"].get("hiv_status") == "negative"
+
+
+def test_R7_shelter_location_and_internal_fields_never_leave(referral: Outcome) -> None:
+    for partner in PARTNERS:
+        for delivery in referral.deliveries[partner]:
+            assert "shelter_address" not in delivery["data"]
+            assert "caseworker_notes_internal" not in delivery["data"]
+
+
+def test_R4_adult_law_enforcement_without_consent_gets_nothing(referral: Outcome) -> None:
+    assert referral.decisions["metro-police"]["outcome"] == "deny"
+    assert referral.deliveries["metro-police"] == []
+
+
+def test_decision_records_name_rules_and_revision_but_no_values(referral: Outcome) -> None:
+    for decision in referral.decisions.values():
+        assert decision["policy_revision"].startswith("sha256:")
+        assert decision["reasons"]
+        text = json.dumps(decision)
+        assert "Hidden Lane" not in text and "negative" not in text and "A. Example" not in text
