@@ -14,7 +14,7 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.vocabulary import ANY, Category, PartnerType, Purpose
+from services.vocabulary import Category, PartnerType, Purpose
 
 PSEUDONYM = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 PARTNER_ID = r"^[a-z0-9][a-z0-9-]{0,63}$"
