@@ -6,6 +6,8 @@ settings, the database, the Kafka producer and limits together.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -13,11 +15,34 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
 
+from services import policy_data
 from services.broker import ingest
+from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
+from services.consent import views as consent_views
+from services.consent.disclosures import DecisionSink, SqlDisclosureLog
+from services.consent.publisher import ConsentPublisher, republish_pending
 from services.db import make_engine, make_sessionmaker
 from services.settings import Settings
+
+log = logging.getLogger("accord.api")
+
+
+async def _republish_forever(
+    sessions: sessionmaker[Session], publisher: ConsentPublisher, stop: asyncio.Event
+) -> None:
+    """Consent changes saved while Kafka was away reach the relay once it is back."""
+    while not stop.is_set():
+        try:
+            await republish_pending(sessions, publisher)
+        except Exception:  # keep trying; each attempt is logged
+            log.exception("republishing consent snapshots failed")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=2.0)
+        except TimeoutError:
+            pass
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,15 +51,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(s.sqlalchemy_url)
-        app.state.sessions = make_sessionmaker(engine)
+        sessions = make_sessionmaker(engine)
+        app.state.sessions = sessions
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True
         )
         await producer.start()
         app.state.producer = producer
+        publisher = ConsentPublisher(producer, s.topic_consents)
+        app.state.consent_publisher = publisher
+        app.state.disclosures = SqlDisclosureLog(sessions, policy_data.categorizer(s.policies_dir))
+        sink = DecisionSink(
+            s.bootstrap_servers, s.topic_decisions, f"{s.relay_group}-disclosures", sessions
+        )
+        app.state.decision_sink = sink
+        stop = asyncio.Event()
+        background = [
+            asyncio.create_task(sink.run(stop), name="decision-sink"),
+            asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),
+        ]
         try:
-            yield
+            async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as policy:
+                app.state.policy = policy
+                yield
         finally:
+            stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
             await producer.stop()
             engine.dispose()
 
@@ -70,4 +112,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": errors}, status_code=422)
 
     app.include_router(ingest.router)
+    app.include_router(consent_views.router)
     return app

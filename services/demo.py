@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -196,6 +197,8 @@ def _print(
 
 
 def run_demo(s: Settings) -> None:
+    # Kafka clients log transient retries (a new topic's leader election) at WARNING.
+    logging.basicConfig(level=logging.ERROR)
     for line in devstack.up(s):
         typer.echo(line)
     asyncio.run(_run(Settings()))  # re-read: `up` wrote the stack's addresses

@@ -62,9 +62,17 @@ class Category(StrEnum):
     NARRATIVE = "narrative"
 
 
-SENSITIVE: frozenset[Category] = frozenset({
-    Category.HEALTH, Category.REPRODUCTIVE_HEALTH, Category.HIV_STI, Category.MENTAL_HEALTH,
-    Category.SUBSTANCE_USE, Category.IMMIGRATION, Category.CRIMINAL_HISTORY, Category.NARRATIVE,
-})  # fmt: skip
+SENSITIVE: frozenset[Category] = frozenset(
+    {
+        Category.HEALTH,
+        Category.REPRODUCTIVE_HEALTH,
+        Category.HIV_STI,
+        Category.MENTAL_HEALTH,
+        Category.SUBSTANCE_USE,
+        Category.IMMIGRATION,
+        Category.CRIMINAL_HISTORY,
+        Category.NARRATIVE,
+    }
+)
 
 ANY = "*"  # in a provision: any partner type / any purpose / all NON-sensitive categories (R10)

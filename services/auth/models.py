@@ -17,5 +17,7 @@ class Credential(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(128), index=True)
+    # The agency an advocate (or an agency's own key) acts for; scopes what it may see.
+    agency_id: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -21,3 +21,4 @@ class Principal:
     role: Role
     subject: str
     credential_id: str
+    agency_id: str | None = None

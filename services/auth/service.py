@@ -24,7 +24,9 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def issue_credential(*, session: Session, role: Role, subject: str) -> str:
+def issue_credential(
+    *, session: Session, role: Role, subject: str, agency_id: str | None = None
+) -> str:
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     session.add(
@@ -33,6 +35,7 @@ def issue_credential(*, session: Session, role: Role, subject: str) -> str:
             secret_sha256=_digest(secret),
             role=role.value,
             subject=subject,
+            agency_id=agency_id if role is not Role.AGENCY else subject,
             created_at=datetime.now(UTC),
         )
     )
@@ -51,7 +54,9 @@ def authenticate(*, session: Session, token: str) -> Principal | None:
         return None
     if cred.revoked_at is not None:
         return None
-    return Principal(role=Role(cred.role), subject=cred.subject, credential_id=cred.id)
+    return Principal(
+        role=Role(cred.role), subject=cred.subject, credential_id=cred.id, agency_id=cred.agency_id
+    )
 
 
 def revoke_credential(*, session: Session, credential_id: str) -> bool:

@@ -53,12 +53,12 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
     schemas: SchemaRegistry = request.app.state.schemas
     if not schemas.known(event.type):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"Unknown event type {event.type!r}."
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"Unknown event type {event.type!r}."
         )
     problems = schemas.errors(event.type, event.data)
     if problems:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail={"message": "The event's data does not match its schema.", "errors": problems},
         )
     producer: AIOKafkaProducer = request.app.state.producer

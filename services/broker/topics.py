@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
 
 from services.settings import Settings
@@ -40,3 +42,19 @@ async def ensure_topics(bootstrap: str, topics: Iterable[NewTopic]) -> list[str]
 
 def partner_topics(s: Settings, partner_ids: Iterable[str]) -> list[NewTopic]:
     return [NewTopic(s.partner_topic(p), 1, 1) for p in sorted(partner_ids)]
+
+
+async def partitions(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> set[int]:
+    """The topic's partitions, waiting while a just-created topic's metadata propagates."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            found = (await client.fetch_all_metadata()).partitions_for_topic(topic)
+            if found or loop.time() >= deadline:
+                return set(found or ())
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()

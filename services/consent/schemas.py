@@ -97,4 +97,3 @@ class Consent(Strict):
     recorded_by: RecordedBy
     evidence: Evidence
     recorded_at: AwareDatetime
-

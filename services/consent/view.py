@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.broker.topics import partitions
+
 JSON = dict[str, Any]
 
 
@@ -41,7 +43,10 @@ class StaticConsentView:
         return self._by_survivor.get(survivor_id, [])
 
 
-def apply_change(state: dict[str, list[JSON]], key: bytes | None, value: bytes | None) -> None:
+def apply_change(
+    state: dict[str, tuple[int, list[JSON]]], key: bytes | None, value: bytes | None
+) -> None:
+    """Apply one snapshot; an older ``seq`` than the one held (a raced publish) is ignored."""
     if key is None:
         return
     survivor = key.decode()
@@ -49,14 +54,18 @@ def apply_change(state: dict[str, list[JSON]], key: bytes | None, value: bytes |
         state.pop(survivor, None)
         return
     record = json.loads(value)
-    state[survivor] = list(record.get("consents", []))
+    seq = int(record.get("seq", 0))
+    held = state.get(survivor)
+    if held is None or seq >= held[0]:
+        state[survivor] = (seq, list(record.get("consents", [])))
 
 
 class KafkaConsentView:
     def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
         self._topic = topic
+        self._bootstrap = bootstrap
         self._timeout_s = timeout_s
-        self._state: dict[str, list[JSON]] = {}
+        self._state: dict[str, tuple[int, list[JSON]]] = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
@@ -67,7 +76,7 @@ class KafkaConsentView:
 
     async def start(self) -> None:
         await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self._topic)
+        parts = await partitions(self._bootstrap, self._topic)
         if not parts:
             await self._consumer.stop()
             raise ConsentViewUnavailable(f"topic {self._topic} does not exist")
@@ -97,4 +106,5 @@ class KafkaConsentView:
         return False
 
     def consents_for(self, survivor_id: str) -> Sequence[JSON]:
-        return self._state.get(survivor_id, [])
+        held = self._state.get(survivor_id)
+        return held[1] if held else []

@@ -8,7 +8,15 @@ import os
 import urllib.request
 from pathlib import Path
 
-from services.devstack.process import Managed, StackError, port_open, run, spawn, wait_until
+from services.devstack.process import (
+    Managed,
+    StackError,
+    port_open,
+    run,
+    spawn,
+    stop,
+    wait_until,
+)
 from services.settings import Settings
 
 
@@ -52,10 +60,20 @@ def healthy(s: Settings) -> bool:
         return False
 
 
+def _served_revision(s: Settings) -> str | None:
+    try:
+        return str(json.loads((s.state_dir / "opa" / "meta.json").read_text())["revision"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def up(s: Settings) -> str:
     proc = managed(s)
+    revision = policy_revision(s.policies_dir)
+    if proc.pid() is not None and _served_revision(s) != revision:
+        stop(proc)  # the policy tree changed: never keep serving old rules
     if proc.pid() is not None and healthy(s):
-        return f"opa already running (pid {proc.pid()})"
+        return f"opa already running (pid {proc.pid()}, policy {revision})"
     if proc.pid() is None and port_open(s.opa_port):
         raise StackError(
             f"port {s.opa_port} is taken by a process this stack did not start; "
@@ -64,7 +82,7 @@ def up(s: Settings) -> str:
     opa = ensure_binary(s)
     meta = s.state_dir / "opa" / "meta.json"
     meta.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"revision": policy_revision(s.policies_dir)}))
+    meta.write_text(json.dumps({"revision": revision}))
     argv = [
         str(opa),
         "run",
@@ -83,4 +101,4 @@ def up(s: Settings) -> str:
     if proc.pid() is None:
         spawn(proc, argv)
     wait_until(lambda: healthy(s), what="opa", timeout_s=30, log_file=proc.log_file)
-    return f"opa {s.opa_version} on {s.opa_base_url} (pid {proc.pid()})"
+    return f"opa {s.opa_version} on {s.opa_base_url} (pid {proc.pid()}, policy {revision})"

@@ -71,6 +71,7 @@ def build_input(
         "partner": {
             "id": recipient.partner_id,
             "type": recipient.partner_type,
+            "jurisdiction": recipient.jurisdiction,
             "status": recipient.status,
             "vetted": recipient.vetted,
             "immigration_enforcement": recipient.immigration_enforcement,

@@ -39,6 +39,12 @@ class SchemaRegistry:
             for e in validator.iter_errors(dict(data))
         ]
 
+    def fields(self, event_type: str) -> list[str]:
+        """The field names an event type's schema declares (for sample events)."""
+        validator = self._validator(event_type)
+        schema = validator.schema if validator else {}
+        return sorted(schema.get("properties", {})) if isinstance(schema, Mapping) else []
+
     @lru_cache(maxsize=128)  # noqa: B019  (one registry per process; schemas are static)
     def _validator(self, event_type: str) -> Draft202012Validator | None:
         if "/" in event_type or event_type.startswith("."):

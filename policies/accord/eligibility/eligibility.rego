@@ -1,0 +1,55 @@
+# METADATA
+# title: Partner eligibility (R11)
+# description: >-
+#   An inactive or unvetted partner receives nothing on any basis. Consent-based sharing
+#   further needs an agreement (MOU) in force at `now` that lists the purpose and the
+#   field's category, and (if the jurisdiction requires it, default yes) a training
+#   attestation valid after `now`. Legal bases (R5, R8, R9) do not depend on the MOU or
+#   training: the law, a declaration or a court order is the basis.
+package accord.eligibility
+
+import data.accord.clock
+import data.accord.jurisdiction
+
+# METADATA
+# title: The partner is active and vetted
+# custom:
+#   rule: R11
+partner_admitted(item) if {
+	item.partner.status == "active"
+	item.partner.vetted == true
+}
+
+# METADATA
+# title: An agreement in force covers the purpose and the category
+# custom:
+#   rule: R11
+agreement_covers(item, category) if {
+	some agreement in item.partner.agreements
+	agreement_in_force(agreement, clock.now_ns(item))
+	item.purpose in agreement.purposes
+	category in agreement.categories
+}
+
+agreement_in_force(agreement, now) if {
+	clock.at(agreement.valid_from) <= now
+	now < clock.at(agreement.valid_until)
+}
+
+# METADATA
+# title: Training is attested until after now, or not required here
+# custom:
+#   rule: R11
+training_current(item) if jurisdiction.config(item).training_required == false
+
+training_current(item) if clock.now_ns(item) < clock.at(item.partner.training_attested_until)
+
+# METADATA
+# title: The partner may receive this category on the basis of consent
+# custom:
+#   rule: R11
+may_receive_by_consent(item, category) if {
+	partner_admitted(item)
+	agreement_covers(item, category)
+	training_current(item)
+}

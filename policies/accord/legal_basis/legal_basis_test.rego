@@ -1,0 +1,102 @@
+package accord.legal_basis_test
+
+import data.accord.decision
+import data.accord.legal_basis
+import data.accord.testing
+
+declaration(declared_at, ended_at) := {
+	"id": "d-1", "kind": "imminent_danger", "agency": "agency-a",
+	"declared_at": declared_at, "ended_at": ended_at,
+}
+
+emergency_set := {"survivor_name", "date_of_birth", "current_location", "safety_status"}
+
+police_in(jurisdiction, declarations) := json.patch(testing.item(testing.police, "emergency_response", []), [
+	{"op": "replace", "path": "/declarations", "value": declarations},
+	{"op": "replace", "path": "/event/agency/jurisdiction", "value": jurisdiction},
+])
+
+order(recipient, fields, expires_at) := {
+	"id": "co-1", "reference": "2026-CV-1", "court": "District Court", "recipient": recipient,
+	"fields": fields, "expires_at": expires_at,
+}
+
+court_partner := testing.partner("court-1", "court", ["court_proceeding"])
+
+with_order(o) := testing.patched(testing.item(court_partner, "court_proceeding", []), "/court_orders", [o])
+
+test_R8_imminent_danger_gives_law_enforcement_the_emergency_set if {
+	d := decision.decide(police_in("state-a", [declaration("2026-11-24T10:00:00Z", null)]))
+	testing.released(d) == emergency_set
+	d.basis == ["imminent_danger"]
+	d.field_basis.current_location == "imminent_danger"
+	d.review_required == true
+	"R8" in d.reasons
+	testing.rules_of(d, "phone") == {"R2", "R4", "R6"}
+}
+
+test_R8_emergency_services_are_recipients_too if {
+	ems := testing.partner("ems-1", "emergency_services", ["emergency_response"])
+	it := testing.patched(testing.item(ems, "emergency_response", []), "/declarations", [declaration("2026-11-24T10:00:00Z", null)])
+	testing.released(decision.decide(it)) == emergency_set
+}
+
+test_R8_no_declaration_no_emergency_release if {
+	testing.nothing_released(decision.decide(police_in("state-a", [])))
+}
+
+test_R8_declaration_lapses_after_the_jurisdiction_duration if {
+	at_24h := decision.decide(police_in("state-a", [declaration("2026-11-23T12:00:00Z", null)]))
+	testing.nothing_released(at_24h)
+	just_inside := decision.decide(police_in("state-a", [declaration("2026-11-23T12:00:01Z", null)]))
+	testing.released(just_inside) == emergency_set
+}
+
+test_R8_ended_declaration_gives_nothing if {
+	testing.nothing_released(decision.decide(police_in("state-a", [declaration("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z")])))
+}
+
+test_R8_future_declaration_gives_nothing if {
+	testing.nothing_released(decision.decide(police_in("state-a", [declaration("2026-11-24T13:00:00Z", null)])))
+}
+
+test_R8_declaration_by_another_agency_is_ignored if {
+	other := object.union(declaration("2026-11-24T10:00:00Z", null), {"agency": "agency-z"})
+	testing.nothing_released(decision.decide(police_in("state-a", [other])))
+}
+
+test_R8_shelter_is_not_an_emergency_recipient if {
+	it := testing.patched(testing.item(testing.shelter, "service_referral", []), "/declarations", [declaration("2026-11-24T10:00:00Z", null)])
+	testing.nothing_released(decision.decide(it))
+	not legal_basis.emergency_releases(it, "current_location")
+}
+
+test_R9_court_order_releases_exactly_its_fields if {
+	d := decision.decide(with_order(order("court-1", ["hearing_date", "survivor_name", "phone", "shelter_address"], "2027-01-01T00:00:00Z")))
+	d.fields == ["phone", "survivor_name"]
+	d.basis == ["court_order"]
+	d.review_required == true
+	"R9" in d.reasons
+	testing.rules_of(d, "shelter_address") == {"R7"}
+	testing.rules_of(d, "age") == {"R2", "R4"}
+}
+
+test_R9_expired_court_order_releases_nothing if {
+	testing.nothing_released(decision.decide(with_order(order("court-1", ["survivor_name"], "2026-11-24T12:00:00Z"))))
+}
+
+test_R9_order_for_another_recipient_releases_nothing if {
+	testing.nothing_released(decision.decide(with_order(order("court-2", ["survivor_name"], "2027-01-01T00:00:00Z"))))
+}
+
+test_R9_order_without_reference_or_court_releases_nothing if {
+	testing.nothing_released(decision.decide(with_order(json.remove(order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z"), ["/reference"]))))
+	testing.nothing_released(decision.decide(with_order(json.remove(order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z"), ["/court"]))))
+}
+
+test_R9_consent_basis_takes_precedence_and_needs_no_review if {
+	it := json.patch(with_order(order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z")), [{"op": "replace", "path": "/consents", "value": [testing.consent([testing.permit(["court"], ["court_proceeding"], ["identity"])])]}])
+	d := decision.decide(it)
+	d.field_basis.survivor_name == "consent"
+	d.review_required == false
+}

@@ -1,0 +1,54 @@
+"""``consent.revoked`` notices: after a revocation, every partner that earlier received data
+under that consent is asked to stop further use (R3). The notice carries no personal data:
+the survivor's pseudonym, the consent id and version, and the instruction."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from services.consent.schemas import Consent
+
+NOTICE_TYPE = "accord.consent.revoked"
+
+
+def notice(consent: Consent, partner_id: str, at: datetime) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"revoked-{consent.id}-v{consent.version}-{partner_id}",
+        "source": "/accord/consent",
+        "type": NOTICE_TYPE,
+        "subject": consent.survivor_id,
+        "time": at.isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": {
+            "consent_id": consent.id,
+            "consent_version": consent.version,
+            "instruction": "stop_further_use",
+        },
+    }
+
+
+async def send_revocation_notices(state: Any, consent: Consent) -> list[str]:
+    """Send the notices; returns the partner ids notified. ``state`` is the app's state."""
+    await state.decision_sink.catch_up()  # every release so far is in the disclosure log
+    now = datetime.now(UTC)
+    sent = []
+    for partner_id, partner_type in state.disclosures.recipients_under(consent.id):
+        doc = notice(consent, partner_id, now)
+        await state.producer.send_and_wait(
+            state.settings.partner_topic(partner_id),
+            json.dumps(doc).encode(),
+            key=consent.survivor_id.encode(),
+        )
+        state.disclosures.record_notice(
+            survivor_id=consent.survivor_id,
+            consent_id=consent.id,
+            version=consent.version,
+            partner=(partner_id, partner_type),
+            notice_id=doc["id"],
+            at=now,
+        )
+        sent.append(partner_id)
+    return sent

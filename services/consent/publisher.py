@@ -1,0 +1,67 @@
+"""Publishes each survivor's consent snapshot to the compacted topic the relay reads.
+
+A change is acknowledged to the survivor only after Kafka has the snapshot (``acks=all``), so
+the relay, which catches up on this topic before every batch, applies it to every event it
+processes after the acknowledgement (R3). Snapshots that could not be published are found by
+``published_seq < change_seq`` and republished by ``republish_pending``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.consent import models
+from services.consent.service import Snapshot, snapshot
+
+
+def encode(snap: Snapshot) -> bytes:
+    doc = {"survivor_id": snap.survivor_id, "seq": snap.seq, "consents": snap.consents}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+class ConsentPublisher:
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def publish(self, snap: Snapshot) -> None:
+        await self._producer.send_and_wait(self._topic, encode(snap), key=snap.survivor_id.encode())
+
+
+def mark_published(*, session: Session, survivor_id: str, seq: int) -> None:
+    session.execute(
+        update(models.Survivor)
+        .where(models.Survivor.id == survivor_id, models.Survivor.published_seq < seq)
+        .values(published_seq=seq)
+    )
+
+
+async def publish_committed(
+    sessions: sessionmaker[Session], publisher: ConsentPublisher, survivor_id: str
+) -> None:
+    """Publish the survivor's snapshot as committed now, then record that it was published."""
+    with sessions() as session:
+        survivor = session.get(models.Survivor, survivor_id)
+        assert survivor is not None
+        snap = snapshot(session=session, survivor=survivor)
+    await publisher.publish(snap)
+    with sessions() as session, session.begin():
+        mark_published(session=session, survivor_id=survivor_id, seq=snap.seq)
+
+
+async def republish_pending(sessions: sessionmaker[Session], publisher: ConsentPublisher) -> int:
+    with sessions() as session:
+        pending = list(
+            session.scalars(
+                select(models.Survivor.id).where(
+                    models.Survivor.published_seq < models.Survivor.change_seq
+                )
+            )
+        )
+    for survivor_id in pending:
+        await publish_committed(sessions, publisher, survivor_id)
+    return len(pending)

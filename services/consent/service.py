@@ -1,0 +1,357 @@
+"""Consent operations: keyword-only functions taking a session; the caller owns the transaction.
+
+Access rules (who may act for which survivor) live in ``access``; everything else assumes the
+caller was admitted. Every change appends a version and bumps the survivor's ``change_seq``,
+so the snapshot published to the relay is ordered even when changes race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.auth.principals import Principal, Role
+from services.auth.service import issue_credential
+from services.consent import models
+from services.consent.schemas import Consent, ConsentIn, Evidence, Provision, RecordedBy
+
+
+class ConsentError(Exception):
+    """A request the consent service refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _forbidden() -> ConsentError:
+    return ConsentError(403, "You may not act for this survivor.")
+
+
+def access(*, session: Session, principal: Principal, survivor_id: str) -> models.Survivor:
+    """The survivor, if ``principal`` may see and change their consents; else 403 or 404."""
+    survivor = session.get(models.Survivor, survivor_id)
+    if principal.role is Role.SURVIVOR:
+        if principal.subject != survivor_id or survivor is None:
+            raise _forbidden()
+        return survivor
+    if principal.role is Role.ADVOCATE:
+        if survivor is None:
+            raise ConsentError(404, "No survivor with this id.")
+        if survivor.agency_id != principal.agency_id:
+            raise _forbidden()
+        return survivor
+    if principal.role is Role.GUARDIAN:
+        link = guardianship(session, principal.subject, survivor_id)
+        if survivor is None or link is None or link.suspect:
+            raise _forbidden()  # a guardian recorded as a suspect can do nothing (R5)
+        return survivor
+    raise ConsentError(403, "This action needs the role: advocate, guardian or survivor.")
+
+
+def guardianship(session: Session, guardian_id: str, survivor_id: str) -> models.Guardian | None:
+    return session.scalars(
+        select(models.Guardian).where(
+            models.Guardian.guardian_id == guardian_id,
+            models.Guardian.survivor_id == survivor_id,
+        )
+    ).first()
+
+
+def recorded_by(*, session: Session, principal: Principal, survivor_id: str) -> RecordedBy:
+    if principal.role is Role.GUARDIAN:
+        link = guardianship(session, principal.subject, survivor_id)
+        assert link is not None  # access() admitted this guardian
+        return RecordedBy(role="guardian", actor=principal.subject, relation=link.relation)
+    role = "self" if principal.role is Role.SURVIVOR else "advocate"
+    return RecordedBy(role=role, actor=principal.subject)
+
+
+# --- survivors, guardians, enrollment -------------------------------------------------------
+
+
+def register_survivor(
+    *, session: Session, survivor_id: str, agency_id: str, now: datetime
+) -> models.Survivor:
+    if session.get(models.Survivor, survivor_id) is not None:
+        raise ConsentError(409, "A survivor with this id is already registered.")
+    survivor = models.Survivor(id=survivor_id, agency_id=agency_id, created_at=now)
+    session.add(survivor)
+    return survivor
+
+
+def record_guardian(
+    *, session: Session, survivor: models.Survivor, guardian_id: str, relation: str, suspect: bool
+) -> models.Guardian:
+    link = guardianship(session, guardian_id, survivor.id)
+    if link is None:
+        link = models.Guardian(guardian_id=guardian_id, survivor_id=survivor.id)
+        session.add(link)
+    was_suspect = link.suspect
+    link.relation, link.suspect = relation, suspect
+    if suspect != was_suspect:
+        # Consents this guardian recorded become void or valid again: republish the snapshot.
+        _bump(session, survivor)
+    return link
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def issue_enrollment_code(
+    *,
+    session: Session,
+    survivor: models.Survivor,
+    role: Role,
+    subject: str,
+    issued_by: str,
+    now: datetime,
+    ttl: timedelta,
+) -> str:
+    code_id, secret = secrets.token_hex(4), secrets.token_hex(8)
+    session.add(
+        models.EnrollmentCode(
+            id=code_id,
+            secret_sha256=_digest(secret),
+            role=role.value,
+            subject=subject,
+            survivor_id=survivor.id,
+            issued_by=issued_by,
+            expires_at=now + ttl,
+        )
+    )
+    return f"{code_id}-{secret}"
+
+
+def redeem_enrollment_code(*, session: Session, code: str, now: datetime) -> tuple[str, str]:
+    """Exchange a code for a credential; returns (api key, role). Single use."""
+    code_id, _, secret = code.strip().partition("-")
+    row = session.get(models.EnrollmentCode, code_id, with_for_update=True) if code_id else None
+    expected = row.secret_sha256 if row is not None else _digest("")
+    valid = hmac.compare_digest(expected, _digest(secret)) and row is not None
+    if row is None or not valid or row.used_at is not None or row.expires_at <= now:
+        raise ConsentError(401, "This enrollment code is not valid (wrong, used or expired).")
+    row.used_at = now
+    survivor = session.get(models.Survivor, row.survivor_id)
+    assert survivor is not None
+    role = Role(row.role)
+    key = issue_credential(session=session, role=role, subject=row.subject)
+    return key, role.value
+
+
+# --- consents -------------------------------------------------------------------------------
+
+
+def _consent(row: models.ConsentVersion, *, now: datetime | None = None) -> Consent:
+    consent = Consent.model_validate(
+        {
+            "id": row.consent_id,
+            "survivor_id": row.survivor_id,
+            "version": row.version,
+            "status": row.status,
+            "provisions": row.provisions,
+            "recorded_by": row.recorded_by,
+            "evidence": row.evidence,
+            "recorded_at": row.recorded_at,
+        }
+    )
+    if now is not None and consent.status == "active" and _ended(consent.provisions, now):
+        return consent.model_copy(update={"status": "expired"})
+    return consent
+
+
+def _ended(provisions: list[Provision], now: datetime) -> bool:
+    return all(p.period.end is not None and p.period.end <= now for p in provisions)
+
+
+def _bump(session: Session, survivor: models.Survivor) -> None:
+    survivor.change_seq = (survivor.change_seq or 0) + 1
+
+
+def _append(
+    session: Session,
+    survivor: models.Survivor,
+    *,
+    consent_id: str,
+    version: int,
+    status: str,
+    provisions: list[Provision],
+    by: RecordedBy,
+    evidence: Evidence,
+    now: datetime,
+) -> Consent:
+    row = models.ConsentVersion(
+        consent_id=consent_id,
+        version=version,
+        survivor_id=survivor.id,
+        status=status,
+        provisions=[p.model_dump(mode="json") for p in provisions],
+        recorded_by=by.model_dump(mode="json"),
+        evidence=evidence.model_dump(mode="json"),
+        recorded_at=now,
+    )
+    session.add(row)
+    _bump(session, survivor)
+    session.flush()
+    return _consent(row)
+
+
+def _lock(session: Session, survivor: models.Survivor) -> None:
+    # Serialise changes per survivor so versions and change_seq never interleave.
+    session.refresh(survivor, with_for_update=True)
+
+
+def grant(
+    *, session: Session, survivor: models.Survivor, data: ConsentIn, by: RecordedBy, now: datetime
+) -> Consent:
+    _lock(session, survivor)
+    return _append(
+        session,
+        survivor,
+        consent_id=f"consent-{uuid.uuid4().hex[:16]}",
+        version=1,
+        status="active",
+        provisions=data.provisions,
+        by=by,
+        evidence=data.evidence,
+        now=now,
+    )
+
+
+def latest(*, session: Session, survivor_id: str, consent_id: str) -> models.ConsentVersion:
+    row = session.scalars(
+        select(models.ConsentVersion)
+        .where(
+            models.ConsentVersion.consent_id == consent_id,
+            models.ConsentVersion.survivor_id == survivor_id,
+        )
+        .order_by(models.ConsentVersion.version.desc())
+    ).first()
+    if row is None:
+        raise ConsentError(404, "No consent with this id for this survivor.")
+    return row
+
+
+def amend(
+    *,
+    session: Session,
+    survivor: models.Survivor,
+    consent_id: str,
+    data: ConsentIn,
+    by: RecordedBy,
+    now: datetime,
+) -> Consent:
+    """A new version with new provisions (to narrow, or widen, what is shared)."""
+    _lock(session, survivor)
+    current = latest(session=session, survivor_id=survivor.id, consent_id=consent_id)
+    if current.status != "active":
+        raise ConsentError(409, "This consent was revoked; grant a new one instead.")
+    return _append(
+        session,
+        survivor,
+        consent_id=consent_id,
+        version=current.version + 1,
+        status="active",
+        provisions=data.provisions,
+        by=by,
+        evidence=data.evidence,
+        now=now,
+    )
+
+
+def revoke(
+    *, session: Session, survivor: models.Survivor, consent_id: str, by: RecordedBy, now: datetime
+) -> Consent:
+    _lock(session, survivor)
+    current = latest(session=session, survivor_id=survivor.id, consent_id=consent_id)
+    if current.status == "revoked":
+        raise ConsentError(409, "This consent is already revoked.")
+    previous = _consent(current)
+    return _append(
+        session,
+        survivor,
+        consent_id=consent_id,
+        version=current.version + 1,
+        status="revoked",
+        provisions=previous.provisions,
+        by=by,
+        evidence=previous.evidence,
+        now=now,
+    )
+
+
+def current_consents(*, session: Session, survivor_id: str, now: datetime | None) -> list[Consent]:
+    """The latest version of each of the survivor's consents; expiry applied at ``now`` if given.
+
+    Snapshots for the relay pass ``None``: they carry stored statuses, and the policy judges
+    expiry at event time (R3), so no job is needed for correctness.
+    """
+    newest = (
+        select(
+            models.ConsentVersion.consent_id,
+            func.max(models.ConsentVersion.version).label("version"),
+        )
+        .where(models.ConsentVersion.survivor_id == survivor_id)
+        .group_by(models.ConsentVersion.consent_id)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(models.ConsentVersion)
+        .join(
+            newest,
+            (models.ConsentVersion.consent_id == newest.c.consent_id)
+            & (models.ConsentVersion.version == newest.c.version),
+        )
+        .order_by(models.ConsentVersion.recorded_at, models.ConsentVersion.consent_id)
+    )
+    return [_consent(r, now=now) for r in rows]
+
+
+def version(*, session: Session, survivor_id: str, consent_id: str, number: int) -> Consent:
+    row = session.get(models.ConsentVersion, (consent_id, number))
+    if row is None or row.survivor_id != survivor_id:
+        raise ConsentError(404, "No such consent version for this survivor.")
+    return _consent(row)
+
+
+# --- what the relay sees ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    survivor_id: str
+    seq: int
+    consents: list[dict[str, Any]]
+
+
+def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:
+    """The survivor's current consents as the policy reads them (see policies/README.md).
+
+    A guardian's ``suspect`` flag is taken from the guardian record now, not from when the
+    consent was recorded: flagging a guardian voids the consents they recorded (R5).
+    """
+    suspects = set(
+        session.scalars(
+            select(models.Guardian.guardian_id).where(
+                models.Guardian.survivor_id == survivor.id, models.Guardian.suspect.is_(True)
+            )
+        )
+    )
+    out = []
+    for c in current_consents(session=session, survivor_id=survivor.id, now=None):
+        doc = c.model_dump(mode="json", exclude={"evidence", "survivor_id"})
+        doc["recorded_by"]["suspect"] = (
+            c.recorded_by.role == "guardian" and c.recorded_by.actor in suspects
+        )
+        out.append(doc)
+    return Snapshot(survivor.id, survivor.change_seq, out)

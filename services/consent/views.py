@@ -1,0 +1,404 @@
+"""Consent API: survivors (or an advocate with them, or a guardian for a minor) grant, narrow,
+preview and revoke consent, and see every disclosure about them (R14).
+
+Every change is acknowledged only after the relay's topic holds it (R3).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.auth.deps import require
+from services.auth.principals import Principal, Role
+from services.broker import models as broker_models
+from services.broker.pipeline.decide import PolicyUnavailable, build_input, parse_decision
+from services.broker.pipeline.model import InboundEvent
+from services.broker.registry import recipient_of
+from services.consent import service
+from services.consent.disclosures import DisclosureLog, DisclosureOut
+from services.consent.notices import send_revocation_notices
+from services.consent.publisher import ConsentPublisher, publish_committed
+from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
+from services.consent.service import ConsentError
+
+log = logging.getLogger("accord.consent")
+
+router = APIRouter(prefix="/v1", tags=["consent"])
+
+Actor = Annotated[Principal, Depends(require(Role.SURVIVOR, Role.ADVOCATE, Role.GUARDIAN))]
+Advocate = Annotated[Principal, Depends(require(Role.ADVOCATE))]
+ENROLLMENT_TTL = timedelta(minutes=15)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessions
+    return factory
+
+
+def _fail(exc: ConsentError) -> HTTPException:
+    return HTTPException(exc.status, detail=exc.message)
+
+
+# --- survivors, guardians, enrollment --------------------------------------------------------
+
+
+class SurvivorIn(BaseModel):
+    survivor_id: str = Field(pattern=PSEUDONYM, description="Pseudonymous id, never a name.")
+
+
+class SurvivorOut(BaseModel):
+    id: str
+    agency_id: str
+
+
+@router.post("/survivors", status_code=201, response_model=SurvivorOut)
+def register_survivor(body: SurvivorIn, request: Request, advocate: Advocate) -> SurvivorOut:
+    """An advocate registers a survivor of their agency (by pseudonym)."""
+    assert advocate.agency_id is not None
+    try:
+        with _sessions(request)() as session, session.begin():
+            s = service.register_survivor(
+                session=session,
+                survivor_id=body.survivor_id,
+                agency_id=advocate.agency_id,
+                now=_now(),
+            )
+            return SurvivorOut(id=s.id, agency_id=s.agency_id)
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+class GuardianIn(BaseModel):
+    guardian_id: str = Field(pattern=PSEUDONYM)
+    relation: str = Field(min_length=1, max_length=64)
+    suspect: bool = False
+
+
+@router.put("/survivors/{survivor_id}/guardians", status_code=204)
+def record_guardian(
+    survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
+) -> None:
+    """Record a guardian of a minor; ``suspect`` bars them from everything (R5)."""
+    try:
+        with _sessions(request)() as session, session.begin():
+            survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
+            service.record_guardian(
+                session=session,
+                survivor=survivor,
+                guardian_id=body.guardian_id,
+                relation=body.relation,
+                suspect=body.suspect,
+            )
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+class EnrollmentIn(BaseModel):
+    role: Literal["survivor", "guardian"] = "survivor"
+    guardian_id: str | None = Field(default=None, pattern=PSEUDONYM)
+
+
+class EnrollmentOut(BaseModel):
+    code: str
+    expires_at: datetime
+
+
+@router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201)
+def issue_code(
+    survivor_id: str, body: EnrollmentIn, request: Request, advocate: Advocate
+) -> EnrollmentOut:
+    """A single-use code, valid 15 minutes, that the survivor (or guardian) exchanges for a key."""
+    now = _now()
+    try:
+        with _sessions(request)() as session, session.begin():
+            survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
+            if body.role == "guardian":
+                link = body.guardian_id and service.guardianship(
+                    session, body.guardian_id, survivor_id
+                )
+                if not link or link.suspect:
+                    raise ConsentError(
+                        422, "Record this guardian first; a suspect guardian gets no code."
+                    )
+                role, subject = Role.GUARDIAN, body.guardian_id
+            else:
+                role, subject = Role.SURVIVOR, survivor_id
+            assert subject is not None
+            code = service.issue_enrollment_code(
+                session=session,
+                survivor=survivor,
+                role=role,
+                subject=subject,
+                issued_by=advocate.subject,
+                now=now,
+                ttl=ENROLLMENT_TTL,
+            )
+        return EnrollmentOut(code=code, expires_at=now + ENROLLMENT_TTL)
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+class EnrollIn(BaseModel):
+    code: str = Field(min_length=3, max_length=64)
+
+
+class EnrollOut(BaseModel):
+    api_key: str
+    role: str
+
+
+@router.post("/enroll", response_model=EnrollOut)
+def enroll(body: EnrollIn, request: Request) -> EnrollOut:
+    """Exchange an enrollment code (the credential for this call) for an API key."""
+    try:
+        with _sessions(request)() as session, session.begin():
+            key, role = service.redeem_enrollment_code(session=session, code=body.code, now=_now())
+        return EnrollOut(api_key=key, role=role)
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+# --- consents -----------------------------------------------------------------------------
+
+
+def _check_partners(session: Session, data: ConsentIn) -> None:
+    named = {p for prov in data.provisions for p in prov.recipients.partners}
+    unknown = sorted(p for p in named if session.get(broker_models.Partner, p) is None)
+    if unknown:
+        raise ConsentError(422, f"Unknown partner(s): {', '.join(unknown)}.")
+
+
+async def _publish(request: Request, survivor_id: str) -> None:
+    publisher: ConsentPublisher = request.app.state.consent_publisher
+    try:
+        await publish_committed(_sessions(request), publisher, survivor_id)
+    except KafkaError as exc:
+        log.error("consent snapshot not published", extra={"survivor_id": survivor_id})
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="Your change is saved but not yet in effect; it will be applied shortly. "
+            "Until you see it confirmed, treat the previous consent as still in force.",
+        ) from exc
+
+
+def _change(
+    request: Request,
+    principal: Principal,
+    survivor_id: str,
+    body: ConsentIn | None,
+    op: Literal["grant", "amend", "revoke"],
+    consent_id: str = "",
+) -> Consent:
+    try:
+        with _sessions(request)() as session, session.begin():
+            survivor = service.access(session=session, principal=principal, survivor_id=survivor_id)
+            by: RecordedBy = service.recorded_by(
+                session=session, principal=principal, survivor_id=survivor_id
+            )
+            now = _now()
+            if op == "grant" and body is not None:
+                _check_partners(session, body)
+                return service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
+            if op == "amend" and body is not None:
+                _check_partners(session, body)
+                return service.amend(
+                    session=session,
+                    survivor=survivor,
+                    consent_id=consent_id,
+                    data=body,
+                    by=by,
+                    now=now,
+                )
+            return service.revoke(
+                session=session, survivor=survivor, consent_id=consent_id, by=by, now=now
+            )
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+@router.get("/survivors/{survivor_id}/consents", response_model=list[Consent])
+def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Consent]:
+    try:
+        with _sessions(request)() as session:
+            service.access(session=session, principal=actor, survivor_id=survivor_id)
+            return service.current_consents(session=session, survivor_id=survivor_id, now=_now())
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+@router.post("/survivors/{survivor_id}/consents", status_code=201, response_model=Consent)
+async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
+    """Grant a consent. Acknowledged once the relay's topic holds it."""
+    consent = _change(request, actor, survivor_id, body, "grant")
+    await _publish(request, survivor_id)
+    return consent
+
+
+@router.put("/survivors/{survivor_id}/consents/{consent_id}", response_model=Consent)
+async def amend(
+    survivor_id: str, consent_id: str, body: ConsentIn, request: Request, actor: Actor
+) -> Consent:
+    """Replace the provisions (narrow or widen): a new version; the old one stays readable."""
+    consent = _change(request, actor, survivor_id, body, "amend", consent_id)
+    await _publish(request, survivor_id)
+    return consent
+
+
+@router.post("/survivors/{survivor_id}/consents/{consent_id}/revoke", response_model=Consent)
+async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> Consent:
+    """Revoke. Once this answers, no event the relay processes afterwards uses this consent (R3);
+    partners that received data under it are sent a ``consent.revoked`` notice."""
+    consent = _change(request, actor, survivor_id, None, "revoke", consent_id)
+    await _publish(request, survivor_id)
+    await send_revocation_notices(request.app.state, consent)
+    return consent
+
+
+@router.get("/survivors/{survivor_id}/consents/{consent_id}/versions", response_model=list[Consent])
+def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> list[Consent]:
+    try:
+        with _sessions(request)() as session:
+            service.access(session=session, principal=actor, survivor_id=survivor_id)
+            last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
+            return [
+                service.version(
+                    session=session, survivor_id=survivor_id, consent_id=consent_id, number=n
+                )
+                for n in range(1, last.version + 1)
+            ]
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+@router.get(
+    "/survivors/{survivor_id}/consents/{consent_id}/versions/{number}", response_model=Consent
+)
+def read_version(
+    survivor_id: str, consent_id: str, number: int, request: Request, actor: Actor
+) -> Consent:
+    try:
+        with _sessions(request)() as session:
+            service.access(session=session, principal=actor, survivor_id=survivor_id)
+            return service.version(
+                session=session, survivor_id=survivor_id, consent_id=consent_id, number=number
+            )
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+# --- preview and disclosures ------------------------------------------------------------------
+
+
+class PreviewIn(BaseModel):
+    partner_id: str
+    event_type: str = Field(description="Event type; a sample event of it is used if no fields.")
+    fields: list[str] | None = Field(default=None, description="Field names; default: all.")
+    purpose: str | None = Field(default=None, description="Default: the partner's subscription.")
+    age: int | None = Field(default=None, ge=0, lt=130)
+    draft: ConsentIn | None = Field(default=None, description="Try a consent before granting it.")
+
+
+class PreviewOut(BaseModel):
+    partner_id: str
+    purpose: str
+    released: list[str]
+    withheld: list[dict[str, Any]]
+    basis: list[str]
+    reasons: list[str]
+    policy_revision: str
+
+
+@router.post("/survivors/{survivor_id}/preview", response_model=PreviewOut)
+async def preview(
+    survivor_id: str, request: Request, actor: Actor, body: Annotated[PreviewIn, Body()]
+) -> PreviewOut:
+    """What would this partner receive of such an event under my consents right now?
+
+    Answered by the real policy with the same input the relay would build.
+    """
+    schemas = request.app.state.schemas
+    if not schemas.known(body.event_type):
+        raise HTTPException(422, detail=f"Unknown event type {body.event_type!r}.")
+    fields = body.fields if body.fields is not None else schemas.fields(body.event_type)
+    now = _now()
+    try:
+        with _sessions(request)() as session:
+            survivor = service.access(session=session, principal=actor, survivor_id=survivor_id)
+            partner = session.get(broker_models.Partner, body.partner_id)
+            agency = session.get(broker_models.Agency, survivor.agency_id)
+            if partner is None or agency is None:
+                raise ConsentError(422, f"Unknown partner {body.partner_id!r}.")
+            purpose = body.purpose or next(
+                (s.purpose for s in partner.subscriptions if body.event_type in s.event_types),
+                None,
+            )
+            if purpose is None:
+                raise ConsentError(
+                    422, "Say which purpose: the partner has no subscription to this event type."
+                )
+            snap = service.snapshot(session=session, survivor=survivor)
+            consents = list(snap.consents)
+            if body.draft is not None:
+                _check_partners(session, body.draft)
+                by = service.recorded_by(session=session, principal=actor, survivor_id=survivor_id)
+                consents.append(
+                    {
+                        "id": "draft",
+                        "version": 0,
+                        "status": "active",
+                        "recorded_by": {**by.model_dump(mode="json"), "suspect": False},
+                        "provisions": [p.model_dump(mode="json") for p in body.draft.provisions],
+                    }
+                )
+            recipient = recipient_of(partner, purpose)
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+    event = InboundEvent(
+        id="preview",
+        type=body.event_type,
+        agency_id=survivor.agency_id,
+        survivor_id=survivor_id,
+        time=now,
+        data=dict.fromkeys(fields),
+        survivor_age=body.age,
+    )
+    item = build_input(
+        event, recipient, jurisdiction=agency.jurisdiction, consents=consents, now=now
+    )
+    try:
+        raw = await request.app.state.policy.decide([item])
+    except PolicyUnavailable as exc:
+        raise HTTPException(503, detail="The policy service is unavailable; try again.") from exc
+    d = parse_decision(raw[0], event_fields=fields)
+    return PreviewOut(
+        partner_id=partner.id,
+        purpose=purpose,
+        released=list(d.fields),
+        withheld=[{"field": w.field, "rules": list(w.rules)} for w in d.withheld],
+        basis=list(d.basis),
+        reasons=list(d.reasons),
+        policy_revision=d.policy_revision,
+    )
+
+
+@router.get("/survivors/{survivor_id}/disclosures", response_model=list[DisclosureOut])
+def disclosures(survivor_id: str, request: Request, actor: Actor) -> list[DisclosureOut]:
+    """Every release of data about the survivor, and every notice sent about it (R14)."""
+    try:
+        with _sessions(request)() as session:
+            service.access(session=session, principal=actor, survivor_id=survivor_id)
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+    disclosure_log: DisclosureLog = request.app.state.disclosures
+    return disclosure_log.for_survivor(survivor_id)
