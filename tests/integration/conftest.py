@@ -23,6 +23,7 @@ from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
+from services.runtime import running_api, running_relay
 from services.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -134,6 +135,21 @@ async def producer(settings: Settings, kafka_topics: list[str]) -> AsyncIterator
     await p.start()
     yield p
     await p.stop()
+
+
+@pytest.fixture(scope="session")
+async def relay(settings: Settings, database: str, kafka_topics: list[str]) -> AsyncIterator[None]:
+    """One relay for the session's topics, shared by every test module."""
+    async with running_relay(settings):
+        yield
+
+
+@pytest.fixture(scope="session")
+async def api(
+    settings: Settings, database: str, kafka_topics: list[str], relay: None
+) -> AsyncIterator[str]:
+    async with running_api(settings) as base:
+        yield base
 
 
 def cloudevent(agency: str, survivor: str, data: dict[str, Any], **over: Any) -> dict[str, Any]:

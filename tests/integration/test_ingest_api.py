@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,7 +11,6 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
 from services.broker.partner import collect, tail
 from services.db import make_engine, make_sessionmaker, transaction
-from services.runtime import running_api
 from services.settings import Settings
 from tests.integration.conftest import cloudevent
 
@@ -32,12 +30,6 @@ def keys(database: str) -> dict[str, str]:
                 session=session, role=Role.AGENCY, subject="harbor-outreach"
             ),
         }
-
-
-@pytest.fixture(scope="module")
-async def api(settings: Settings, database: str, kafka_topics: list[str]) -> AsyncIterator[str]:
-    async with running_api(settings) as base:
-        yield base
 
 
 async def post(base: str, doc: Any, key: str | None) -> httpx.Response:

@@ -7,7 +7,6 @@ once and every test reads its own conclusion from the same deliveries and decisi
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.broker.partner import collect, tail
-from services.runtime import running_relay
 from services.settings import Settings
 from tests.integration.conftest import cloudevent, consent_change, permit
 
@@ -43,12 +41,6 @@ class Outcome:
     event: dict[str, Any]
     decisions: dict[str, dict[str, Any]]  # by partner
     deliveries: dict[str, list[dict[str, Any]]]  # by partner, only this event's
-
-
-@pytest.fixture(scope="module")
-async def relay(settings: Settings, database: str, kafka_topics: list[str]) -> AsyncIterator[None]:
-    async with running_relay(settings):
-        yield
 
 
 async def publish_and_collect(

@@ -1,12 +1,14 @@
 # METADATA
 # title: Consent scope (R2), revocation and expiry (R3), suspect guardians (R5), explicit sensitive consent (R10)
 # description: >-
-#   A consent counts if its status is "active" and it was not recorded by a guardian
-#   (a guardian's consent counts only with `suspect: false`). A permit provision applies
-#   within its period [start, end) judged at the item's `now`; a deny provision applies
-#   unless its period has clearly not started or has ended (a malformed period denies).
-#   "*" in recipients.partner_types or purposes means any. "*" in a permit's categories
-#   means every non-sensitive category (R10); in a deny's categories it means every category.
+#   A consent counts if its status is "active" and it was not recorded by a suspect
+#   guardian (a guardian's consent counts only with `suspect: false`). A permit provision
+#   applies within its period [start, end) judged at the item's `now`; a deny provision
+#   applies unless its period has clearly not started or has ended (a malformed period
+#   denies). "*" in recipients.partner_types or purposes means any. "*" in a permit's
+#   categories means every non-sensitive category (R10); in a deny's, every category.
+#   `view(item)` gathers the provisions about this partner and purpose once per item;
+#   the per-category functions take that view.
 package accord.consent
 
 import data.accord.clock
@@ -78,119 +80,143 @@ purpose_matches(item, provision) if item.purpose in provision.purposes
 purpose_matches(_, provision) if "*" in provision.purposes
 
 # METADATA
-# title: The provision mentions the category, by name or by "*"
-# custom:
-#   rule: R2
-mentions_category(provision, category) if category in provision.categories
-
-mentions_category(provision, _) if "*" in provision.categories
+# title: Provisions of a type about this partner and purpose, with their consent
+about_this_partner(item, type) := [[consent, provision] |
+	some consent in item.consents
+	some provision in consent.provisions
+	provision.type == type
+	recipient_matches(item, provision)
+	purpose_matches(item, provision)
+]
 
 # METADATA
-# title: A permit that covers the category under R10 ("*" is not enough for a sensitive one)
+# title: What the survivor's consents say to this partner for this purpose
+# description: >-
+#   live: permits in force of counting consents, with the consent (id, version) and
+#   whether they name the partner. lapsed / suspect: categories of permits that would
+#   apply but for R3 / R5. denies: categories of denies in force.
+view(item) := {
+	"live": {{"consent": {"id": consent.id, "version": consent.version}, "categories": provision.categories, "named": named(item, provision)} |
+		some [consent, provision] in permits
+		counts(consent)
+		permit_in_force(provision, now)
+	},
+	"lapsed": {provision.categories |
+		some [consent, provision] in permits
+		not recorded_by_suspect(consent)
+		not live(consent, provision, now)
+	},
+	"suspect": {provision.categories |
+		some [consent, provision] in permits
+		recorded_by_suspect(consent)
+	},
+	"denies": {provision.categories |
+		some [consent, provision] in about_this_partner(item, "deny")
+		counts(consent)
+		deny_in_force(provision, now)
+	},
+	"named_consent_required": reporting.named_consent_required(item),
+} if {
+	now := clock.now_ns(item)
+	permits := about_this_partner(item, "permit")
+}
+
+live(consent, provision, now) if {
+	counts(consent)
+	permit_in_force(provision, now)
+}
+
+named(item, provision) if names_recipient(item, provision)
+
+else := false
+
+# METADATA
+# title: The categories mention this one, by name or by "*"
+# custom:
+#   rule: R2
+mentions(categories, category) if category in categories
+
+mentions(categories, _) if "*" in categories
+
+# METADATA
+# title: Permitted categories cover this one under R10 ("*" is not enough for a sensitive one)
 # custom:
 #   rule: R10
-covers_category(provision, category) if category in provision.categories
+covers(categories, category) if category in categories
 
-covers_category(provision, category) if {
-	"*" in provision.categories
+covers(categories, category) if {
+	"*" in categories
 	not sensitivity.sensitive(category)
 }
 
 # METADATA
-# title: A permit that may reach this recipient under R4
+# title: A deny in force covers the category
+# custom:
+#   rule: R2
+denied(view, category) if {
+	some categories in view.denies
+	mentions(categories, category)
+}
+
+# METADATA
+# title: A live permit may reach this recipient under R4
 # custom:
 #   rule: R4
-reaches_recipient(item, _) if not reporting.needs_named_consent(item)
+reaches(view, _) if view.named_consent_required == false
 
-reaches_recipient(item, provision) if names_recipient(item, provision)
-
-# METADATA
-# title: Permit provisions about this partner, purpose and category, whatever their state
-matching_permits(item, category) := {[consent, provision] |
-	some consent in item.consents
-	some provision in consent.provisions
-	provision.type == "permit"
-	recipient_matches(item, provision)
-	purpose_matches(item, provision)
-	mentions_category(provision, category)
-}
-
-# METADATA
-# title: Matching permits of counting consents, in force now
-# custom:
-#   rule: R2
-live_permits(item, category) := {[consent, provision] |
-	some [consent, provision] in matching_permits(item, category)
-	counts(consent)
-	permit_in_force(provision, clock.now_ns(item))
-}
-
-# METADATA
-# title: A counting deny provision covers this partner, purpose and category
-# custom:
-#   rule: R2
-denied(item, category) if {
-	some consent in item.consents
-	counts(consent)
-	some provision in consent.provisions
-	provision.type == "deny"
-	deny_in_force(provision, clock.now_ns(item))
-	recipient_matches(item, provision)
-	purpose_matches(item, provision)
-	mentions_category(provision, category)
-}
+reaches(_, permit) if permit.named == true
 
 # METADATA
 # title: Consents (id, version) with a provision that alone permits the category (R2, R4, R10)
 # custom:
 #   rule: R2
-permitting(item, category) := {{"id": consent.id, "version": consent.version} |
-	not denied(item, category)
-	some [consent, provision] in live_permits(item, category)
-	covers_category(provision, category)
-	reaches_recipient(item, provision)
+permitting(view, category) := {permit.consent |
+	not denied(view, category)
+	some permit in view.live
+	covers(permit.categories, category)
+	reaches(view, permit)
 }
 
 # METADATA
 # title: Consent-side rules that withhold the category
 # description: R3 and R5 explain a permit that would apply if its consent were live.
-failures(item, category) := ((({"R2" | not permitted_ignoring_r4_r10(item, category)} | {"R10" | not sensitive_covered(item, category)}) | {"R4" | not recipient_reached(item, category)}) | {"R3" | lapsed_permit(item, category)}) | {"R5" | suspect_permit(item, category)}
+failures(view, category) := ((({"R2" | not permitted_ignoring_r4_r10(view, category)} | {"R10" | not sensitive_covered(view, category)}) | {"R4" | not recipient_reached(view, category)}) | {"R3" | lapsed_permit(view, category)}) | {"R5" | suspect_permit(view, category)}
 
-permitted_ignoring_r4_r10(item, category) if {
-	count(live_permits(item, category)) > 0
-	not denied(item, category)
+permitted_ignoring_r4_r10(view, category) if {
+	some permit in view.live
+	mentions(permit.categories, category)
+	not denied(view, category)
 }
 
 sensitive_covered(_, category) if not sensitivity.sensitive(category)
 
-sensitive_covered(item, category) if {
-	some [_, provision] in live_permits(item, category)
-	category in provision.categories
+sensitive_covered(view, category) if {
+	some permit in view.live
+	category in permit.categories
 }
 
-recipient_reached(item, _) if not reporting.needs_named_consent(item)
+recipient_reached(view, _) if view.named_consent_required == false
 
-recipient_reached(item, category) if {
-	some [_, provision] in live_permits(item, category)
-	names_recipient(item, provision)
-	covers_category(provision, category)
+recipient_reached(view, category) if {
+	some permit in view.live
+	permit.named == true
+	covers(permit.categories, category)
 }
 
 # METADATA
-# title: A permit would apply but its consent is revoked or expired, or the period is over
+# title: A permit would apply but its consent is revoked or expired, or its period is over
 # custom:
 #   rule: R3
-lapsed_permit(item, category) if {
-	some [consent, provision] in matching_permits(item, category)
-	not recorded_by_suspect(consent)
-	not [consent, provision] in live_permits(item, category)
+lapsed_permit(view, category) if {
+	some categories in view.lapsed
+	mentions(categories, category)
 }
 
 # METADATA
 # title: A permit would apply but was recorded by a suspect guardian
 # custom:
 #   rule: R5
-suspect_permit(item, category) if {
-	some [consent, _] in matching_permits(item, category)
-	recorded_by_suspect(consent)
+suspect_permit(view, category) if {
+	some categories in view.suspect
+	mentions(categories, category)
 }

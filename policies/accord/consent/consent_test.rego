@@ -26,7 +26,7 @@ test_R2_deny_in_another_consent_still_beats_permit if {
 test_R2_deny_star_covers_sensitive_categories_too if {
 	testing.deny(["*"], ["*"], ["*"]).type == "deny"
 	consent.denied(
-		testing.item(testing.shelter, "service_referral", [testing.consent([testing.deny(["*"], ["*"], ["*"])])]),
+		consent.view(testing.item(testing.shelter, "service_referral", [testing.consent([testing.deny(["*"], ["*"], ["*"])])])),
 		"hiv_sti",
 	)
 }

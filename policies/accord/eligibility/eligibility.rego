@@ -21,14 +21,15 @@ partner_admitted(item) if {
 }
 
 # METADATA
-# title: An agreement in force covers the purpose and the category
+# title: Categories covered, for this purpose, by an agreement in force
 # custom:
 #   rule: R11
-agreement_covers(item, category) if {
+agreement_categories(item) := {category |
+	now := clock.now_ns(item)
 	some agreement in item.partner.agreements
-	agreement_in_force(agreement, clock.now_ns(item))
+	agreement_in_force(agreement, now)
 	item.purpose in agreement.purposes
-	category in agreement.categories
+	some category in agreement.categories
 }
 
 agreement_in_force(agreement, now) if {
@@ -48,8 +49,19 @@ training_current(item) if clock.now_ns(item) < clock.at(item.partner.training_at
 # title: The partner may receive this category on the basis of consent
 # custom:
 #   rule: R11
-may_receive_by_consent(item, category) if {
+may_receive_by_consent(item, category) if category in consent_categories(item)
+
+# METADATA
+# title: Categories the partner may receive on the basis of consent (empty if none)
+# custom:
+#   rule: R11
+consent_categories(item) := agreement_categories(item) if {
 	partner_admitted(item)
-	agreement_covers(item, category)
 	training_current(item)
-}
+} else := set()
+
+# METADATA
+# title: partner_admitted as a boolean
+admitted(item) if partner_admitted(item)
+
+else := false

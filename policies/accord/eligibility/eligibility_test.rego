@@ -1,6 +1,7 @@
 package accord.eligibility_test
 
 import data.accord.decision
+import data.accord.eligibility
 import data.accord.testing
 
 shelter_patched(path, value) := decision.decide(testing.patched(testing.base, path, value))
@@ -62,4 +63,10 @@ test_R11_legal_bases_do_not_depend_on_the_agreement if {
 	d := decision.decide(testing.minor_case("state-a", cps, "mandated_report", []))
 	"survivor_name" in testing.released(d)
 	d.basis == ["mandated_reporting"]
+}
+
+test_R11_eligibility_is_per_category if {
+	narrow := testing.patched(testing.base, "/partner/agreements/0/categories", ["identity"])
+	eligibility.may_receive_by_consent(narrow, "identity")
+	not eligibility.may_receive_by_consent(narrow, "contact")
 }

@@ -29,22 +29,36 @@ imminent_danger_declared(item) if {
 # title: The field is in the emergency set and the partner is an emergency recipient
 # custom:
 #   rule: R8
-emergency_releases(item, field) if {
+emergency_releases(item, field) if field in emergency_fields(item)
+
+# METADATA
+# title: Fields released under an imminent-danger declaration (empty if none)
+# custom:
+#   rule: R8
+emergency_fields(item) := {field |
 	settings := jurisdiction.config(item).imminent_danger
 	item.partner.type in settings.recipients
-	field in settings.fields
 	imminent_danger_declared(item)
+	some field in settings.fields
 }
 
 # METADATA
 # title: An unexpired court order names this partner and this field
 # custom:
 #   rule: R9
-court_order_releases(item, field) if {
+court_order_releases(item, field) if field in court_order_fields(item)
+
+# METADATA
+# title: Fields named by unexpired court orders for this partner (empty if none)
+# custom:
+#   rule: R9
+court_order_fields(item) := {field |
+	now := clock.now_ns(item)
 	some order in item.court_orders
 	order.recipient == item.partner.id
 	is_string(order.reference)
 	is_string(order.court)
-	clock.now_ns(item) < clock.at(order.expires_at)
-	field in order.fields
+	now < clock.at(order.expires_at)
+	some field in order.fields
+	is_string(field)
 }

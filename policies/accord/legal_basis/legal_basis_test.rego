@@ -100,3 +100,15 @@ test_R9_consent_basis_takes_precedence_and_needs_no_review if {
 	d.field_basis.survivor_name == "consent"
 	d.review_required == false
 }
+
+test_R8_emergency_release_is_per_field if {
+	it := police_in("state-a", [declaration("2026-11-24T10:00:00Z", null)])
+	legal_basis.emergency_releases(it, "current_location")
+	not legal_basis.emergency_releases(it, "phone")
+}
+
+test_R9_court_order_release_is_per_field if {
+	it := with_order(order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z"))
+	legal_basis.court_order_releases(it, "survivor_name")
+	not legal_basis.court_order_releases(it, "age")
+}

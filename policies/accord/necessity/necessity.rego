@@ -11,6 +11,12 @@ import data.accord.jurisdiction
 # title: The partner type needs this category for the purpose
 # custom:
 #   rule: R6
-needs_to_know(item, category) if {
-	category in jurisdiction.config(item).need_to_know[item.partner.type][item.purpose]
+needs_to_know(item, category) if category in needed_categories(item)
+
+# METADATA
+# title: Categories the partner type needs for the purpose (empty if no cell)
+# custom:
+#   rule: R6
+needed_categories(item) := {category |
+	some category in jurisdiction.config(item).need_to_know[item.partner.type][item.purpose]
 }

@@ -38,6 +38,10 @@ needs_named_consent(item) if {
 	not minor(item)
 }
 
+named_consent_required(item) if needs_named_consent(item)
+
+else := false
+
 # METADATA
 # title: The partner receives mandated reports about minors in this jurisdiction
 # description: >-
@@ -58,7 +62,13 @@ partner_in_event_jurisdiction(item) if item.partner.jurisdiction == item.event.a
 # title: The field is in the mandated-report field set and goes to this partner
 # custom:
 #   rule: R5
-mandated_report_releases(item, field) if {
+mandated_report_releases(item, field) if field in mandated_fields(item)
+
+# METADATA
+# title: Fields this partner receives as a mandated report (empty if none)
+# custom:
+#   rule: R5
+mandated_fields(item) := {field |
 	mandated_report_recipient(item)
-	field in jurisdiction.config(item).mandated_report.fields
+	some field in jurisdiction.config(item).mandated_report.fields
 }

@@ -127,3 +127,9 @@ test_R5_mandated_report_still_withholds_never_shared_fields if {
 	d := decision.decide(testing.minor_case("state-a", cps("cps-a"), "mandated_report", []))
 	testing.rules_of(d, "caseworker_notes_internal") == {"R7"}
 }
+
+test_R5_mandated_report_release_is_per_field if {
+	it := testing.minor_case("state-a", cps("cps-a"), "mandated_report", [])
+	reporting.mandated_report_releases(it, "exploitation_type")
+	not reporting.mandated_report_releases(it, "phone")
+}

@@ -31,13 +31,15 @@ internal_event_type(item) if item.event.type in classification.internal_types
 # description: criminal_history never to housing/employment; immigration never to immigration enforcement.
 # custom:
 #   rule: R10
-barred_for_partner(item, category) if {
-	category in vocabulary.barred_categories_by_partner_type[item.partner.type]
-}
+barred_for_partner(item, category) if category in barred_categories(item)
 
-barred_for_partner(item, category) if {
+# METADATA
+# title: Categories barred for this partner (empty if none)
+# custom:
+#   rule: R10
+barred_categories(item) := {category | some category in vocabulary.barred_categories_by_partner_type[item.partner.type]} | {category |
 	item.partner.immigration_enforcement == true
-	category in vocabulary.barred_categories_for_immigration_enforcement
+	some category in vocabulary.barred_categories_for_immigration_enforcement
 }
 
 # METADATA

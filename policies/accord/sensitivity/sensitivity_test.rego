@@ -111,3 +111,8 @@ test_R10_sensitive_categories_come_from_data if {
 	sensitivity.sensitive("hiv_sti")
 	not sensitivity.sensitive("identity")
 }
+
+test_R10_bars_are_per_partner if {
+	sensitivity.barred_for_partner(testing.item(housing, "service_referral", []), "criminal_history")
+	not sensitivity.barred_for_partner(testing.item(legal_aid, "service_referral", []), "criminal_history")
+}
