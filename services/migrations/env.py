@@ -13,7 +13,13 @@ from services.settings import Settings
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().sqlalchemy_url
 
-with make_engine(url).connect() as connection:
-    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
-    with context.begin_transaction():
-        context.run_migrations()
+engine = make_engine(url)
+try:
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, render_as_batch=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+finally:
+    engine.dispose()  # leave no pooled connection behind
