@@ -31,7 +31,7 @@ lint: install
 
 policy-test: stack
 	$(OPA) fmt --list --fail policies/
-	$(OPA) check --strict policies/
+	$(OPA) check --strict --schema policies/schemas/ policies/
 	$(OPA) test policies/ --coverage --threshold 95 > /dev/null || { $(OPA) test -v policies/ | tail -40; exit 1; }
 	$(OPA) test policies/
 
