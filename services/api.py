@@ -25,6 +25,7 @@ from services.consent import views as consent_views
 from services.consent.disclosures import DecisionSink, SqlDisclosureLog
 from services.consent.publisher import ConsentPublisher, republish_pending
 from services.db import make_engine, make_sessionmaker
+from services.legal import views as legal_views
 from services.settings import Settings
 
 log = logging.getLogger("accord.api")
@@ -113,4 +114,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ingest.router)
     app.include_router(consent_views.router)
+    app.include_router(legal_views.router)
     return app

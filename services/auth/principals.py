@@ -12,6 +12,7 @@ class Role(StrEnum):
     SURVIVOR = "survivor"  # sees and changes only their own consents
     ADVOCATE = "advocate"  # acts with survivors of their agency
     GUARDIAN = "guardian"  # acts for the minor they are recorded for
+    SUPERVISOR = "supervisor"  # agency staff authorised to declare danger, record court orders
     COMPLIANCE = "compliance"  # audits decisions
     ADMIN = "admin"  # registers agencies, partners and subscriptions
 

@@ -88,7 +88,7 @@ class Relay:
                 if not isinstance(checked, InboundEvent):
                     rejected += 1
                     log.warning(
-                        "event rejected",
+                        f"event rejected: {checked.code}",
                         extra={
                             "code": checked.code,
                             "event_id": checked.event_id,
@@ -106,18 +106,17 @@ class Relay:
                         )
                     )
                     continue
-                consents = self._consents.consents_for(checked.survivor_id)
+                sid = checked.survivor_id
+                facts = {
+                    "consents": self._consents.consents_for(sid),
+                    "declarations": self._consents.declarations_for(sid),
+                    "court_orders": self._consents.court_orders_for(sid),
+                }
                 jurisdiction = snapshot.jurisdictions[checked.agency_id]
                 for recipient in snapshot.recipients(checked.type, publisher=checked.agency_id):
                     pairs.append((checked, recipient))
                     inputs.append(
-                        build_input(
-                            checked,
-                            recipient,
-                            jurisdiction=jurisdiction,
-                            consents=consents,
-                            now=now,
-                        )
+                        build_input(checked, recipient, jurisdiction=jurisdiction, now=now, **facts)
                     )
         judged = await decide_all(self._policy, pairs, inputs)
         out.extend(

@@ -19,7 +19,13 @@ from services.consent.service import Snapshot, snapshot
 
 
 def encode(snap: Snapshot) -> bytes:
-    doc = {"survivor_id": snap.survivor_id, "seq": snap.seq, "consents": snap.consents}
+    doc = {
+        "survivor_id": snap.survivor_id,
+        "seq": snap.seq,
+        "consents": snap.consents,
+        "declarations": snap.declarations,
+        "court_orders": snap.court_orders,
+    }
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 

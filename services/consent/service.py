@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,7 +100,7 @@ def record_guardian(
     link.relation, link.suspect = relation, suspect
     if suspect != was_suspect:
         # Consents this guardian recorded become void or valid again: republish the snapshot.
-        _bump(session, survivor)
+        bump(session, survivor)
     return link
 
 
@@ -174,7 +174,7 @@ def _ended(provisions: list[Provision], now: datetime) -> bool:
     return all(p.period.end is not None and p.period.end <= now for p in provisions)
 
 
-def _bump(session: Session, survivor: models.Survivor) -> None:
+def bump(session: Session, survivor: models.Survivor) -> None:
     survivor.change_seq = (survivor.change_seq or 0) + 1
 
 
@@ -201,7 +201,7 @@ def _append(
         recorded_at=now,
     )
     session.add(row)
-    _bump(session, survivor)
+    bump(session, survivor)
     session.flush()
     return _consent(row)
 
@@ -329,9 +329,13 @@ def version(*, session: Session, survivor_id: str, consent_id: str, number: int)
 
 @dataclass(frozen=True)
 class Snapshot:
+    """Everything about one survivor the policy needs besides the event itself."""
+
     survivor_id: str
     seq: int
     consents: list[dict[str, Any]]
+    declarations: list[dict[str, Any]] = field(default_factory=list)
+    court_orders: list[dict[str, Any]] = field(default_factory=list)
 
 
 def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:
@@ -354,4 +358,9 @@ def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:
             c.recorded_by.role == "guardian" and c.recorded_by.actor in suspects
         )
         out.append(doc)
-    return Snapshot(survivor.id, survivor.change_seq, out)
+    from services.legal.service import policy_view  # legal bases ride in the same snapshot
+
+    legal = policy_view(session=session, survivor_id=survivor.id)
+    return Snapshot(
+        survivor.id, survivor.change_seq, out, legal["declarations"], legal["court_orders"]
+    )

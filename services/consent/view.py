@@ -1,7 +1,8 @@
 """The relay's view of consents, kept from the compacted consent-changes topic.
 
-Each record is keyed by survivor id and holds that survivor's complete current set of
-consents (a tombstone means none). Before every batch the relay calls ``catch_up``, which
+Each record is keyed by survivor id and holds that survivor's complete current sharing
+state: consents, imminent-danger declarations (R8) and court orders (R9); a tombstone means
+none. Before every batch the relay calls ``catch_up``, which
 reads up to the topic's end as it stands at that moment: every change committed before the
 batch is processed is seen by it (R3), and no cached consent outlives its revocation.
 """
@@ -29,22 +30,40 @@ class ConsentView(Protocol):
 
     def consents_for(self, survivor_id: str) -> Sequence[JSON]: ...
 
+    def declarations_for(self, survivor_id: str) -> Sequence[JSON]: ...
 
-class StaticConsentView:
+    def court_orders_for(self, survivor_id: str) -> Sequence[JSON]: ...
+
+
+class _Records:
+    _state: dict[str, tuple[int, JSON]]
+
+    def _get(self, survivor_id: str, key: str) -> Sequence[JSON]:
+        held = self._state.get(survivor_id)
+        return list(held[1].get(key, [])) if held else []
+
+    def consents_for(self, survivor_id: str) -> Sequence[JSON]:
+        return self._get(survivor_id, "consents")
+
+    def declarations_for(self, survivor_id: str) -> Sequence[JSON]:
+        return self._get(survivor_id, "declarations")
+
+    def court_orders_for(self, survivor_id: str) -> Sequence[JSON]:
+        return self._get(survivor_id, "court_orders")
+
+
+class StaticConsentView(_Records):
     """A fixed view, for unit tests of pure logic."""
 
     def __init__(self, by_survivor: dict[str, list[JSON]] | None = None) -> None:
-        self._by_survivor = by_survivor or {}
+        self._state = {k: (0, {"consents": v}) for k, v in (by_survivor or {}).items()}
 
     async def catch_up(self) -> None:
         return None
 
-    def consents_for(self, survivor_id: str) -> Sequence[JSON]:
-        return self._by_survivor.get(survivor_id, [])
-
 
 def apply_change(
-    state: dict[str, tuple[int, list[JSON]]], key: bytes | None, value: bytes | None
+    state: dict[str, tuple[int, JSON]], key: bytes | None, value: bytes | None
 ) -> None:
     """Apply one snapshot; an older ``seq`` than the one held (a raced publish) is ignored."""
     if key is None:
@@ -57,15 +76,15 @@ def apply_change(
     seq = int(record.get("seq", 0))
     held = state.get(survivor)
     if held is None or seq >= held[0]:
-        state[survivor] = (seq, list(record.get("consents", [])))
+        state[survivor] = (seq, record)
 
 
-class KafkaConsentView:
+class KafkaConsentView(_Records):
     def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
         self._topic = topic
         self._bootstrap = bootstrap
         self._timeout_s = timeout_s
-        self._state: dict[str, tuple[int, list[JSON]]] = {}
+        self._state = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
@@ -104,7 +123,3 @@ class KafkaConsentView:
             if await self._consumer.position(tp) < end:
                 return True
         return False
-
-    def consents_for(self, survivor_id: str) -> Sequence[JSON]:
-        held = self._state.get(survivor_id)
-        return held[1] if held else []

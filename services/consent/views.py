@@ -179,7 +179,7 @@ def _check_partners(session: Session, data: ConsentIn) -> None:
         raise ConsentError(422, f"Unknown partner(s): {', '.join(unknown)}.")
 
 
-async def _publish(request: Request, survivor_id: str) -> None:
+async def publish_snapshot(request: Request, survivor_id: str) -> None:
     publisher: ConsentPublisher = request.app.state.consent_publisher
     try:
         await publish_committed(_sessions(request), publisher, survivor_id)
@@ -241,7 +241,7 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
 async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
     consent = _change(request, actor, survivor_id, body, "grant")
-    await _publish(request, survivor_id)
+    await publish_snapshot(request, survivor_id)
     return consent
 
 
@@ -251,7 +251,7 @@ async def amend(
 ) -> Consent:
     """Replace the provisions (narrow or widen): a new version; the old one stays readable."""
     consent = _change(request, actor, survivor_id, body, "amend", consent_id)
-    await _publish(request, survivor_id)
+    await publish_snapshot(request, survivor_id)
     return consent
 
 
@@ -260,7 +260,7 @@ async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Act
     """Revoke. Once this answers, no event the relay processes afterwards uses this consent (R3);
     partners that received data under it are sent a ``consent.revoked`` notice."""
     consent = _change(request, actor, survivor_id, None, "revoke", consent_id)
-    await _publish(request, survivor_id)
+    await publish_snapshot(request, survivor_id)
     await send_revocation_notices(request.app.state, consent)
     return consent
 

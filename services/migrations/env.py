@@ -6,7 +6,8 @@ from alembic import context
 
 import services.auth.models
 import services.broker.models
-import services.consent.models  # noqa: F401  (registers the tables on Base.metadata)
+import services.consent.models
+import services.legal.models  # noqa: F401  (registers the tables on Base.metadata)
 from services.db import Base, make_engine
 from services.settings import Settings
 

@@ -6,10 +6,13 @@ migrated test database, so runs never see each other's records.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,12 +22,14 @@ from aiokafka import AIOKafkaProducer
 
 from services import devstack, migrations
 from services.broker import topics
+from services.broker.partner import collect, tail
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
 from services.runtime import running_api, running_relay
 from services.settings import Settings
+from services.vocabulary import Category
 
 pytestmark = pytest.mark.integration
 
@@ -40,21 +45,53 @@ def free_port() -> int:
 
 
 def partner(
-    pid: str, ptype: str, purpose: str, categories: list[str], **extra: Any
+    pid: str,
+    ptype: str,
+    purpose: str,
+    categories: list[str],
+    *,
+    event_types: list[str] = EVENT_TYPES,
+    jurisdiction: str = "state-a",
+    mou: dict[str, str] = MOU,
 ) -> dict[str, Any]:
+    agreement = {"id": f"mou-{pid}", "purposes": [purpose], "categories": categories, **mou}
     return {
         "id": pid,
         "name": pid,
         "type": ptype,
-        "jurisdiction": "state-a",
+        "jurisdiction": jurisdiction,
         "vetted": True,
         "training_attested_until": TRAINED,
-        "agreements": [
-            {"id": f"mou-{pid}", "purposes": [purpose], "categories": categories, **MOU}
-        ],
-        "subscriptions": [{"id": f"sub-{pid}", "purpose": purpose, "event_types": EVENT_TYPES}],
-        **extra,
+        "agreements": [agreement],
+        "subscriptions": [{"id": f"sub-{pid}", "purpose": purpose, "event_types": event_types}],
     }
+
+
+# Partners of the rule-by-rule tests (test_rules_end_to_end.py): they subscribe to other event
+# types than the partners above, and their agreements cover every category, so that each
+# test isolates the rule it is about.
+RULE_TYPES = [
+    "accord.screening.completed",
+    "accord.safety.concern_raised",
+    "accord.service_need.recorded",
+]
+ALL_CATEGORIES = [c.value for c in Category if c is not Category.SHELTER_LOCATION]
+LAPSED = {"valid_from": "2025-01-01T00:00:00Z", "valid_until": "2026-01-01T00:00:00Z"}
+RULE_ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("rules-vs", "victim_services", "care_coordination", {}),
+    ("rules-bh", "behavioral_health", "care_coordination", {}),
+    ("rules-housing", "housing", "service_referral", {}),
+    ("rules-police-a", "law_enforcement", "investigation", {}),
+    ("rules-police-b", "law_enforcement", "investigation", {"jurisdiction": "state-b"}),
+    ("rules-cps-a", "child_welfare", "mandated_report", {}),
+    ("rules-cps-b", "child_welfare", "mandated_report", {"jurisdiction": "state-b"}),
+    ("rules-ems", "emergency_services", "emergency_response", {}),
+    ("rules-lapsed", "legal_aid", "care_coordination", {"mou": LAPSED}),
+]
+RULE_PARTNERS = [
+    partner(pid, ptype, purpose, ALL_CATEGORIES, event_types=RULE_TYPES, **extra)
+    for pid, ptype, purpose, extra in RULE_ROWS
+]
 
 
 REGISTRY = RegistryIn.model_validate(
@@ -82,6 +119,7 @@ REGISTRY = RegistryIn.model_validate(
                 "investigation",
                 ["identity", "contact", "demographics", "victimization", "case_status"],
             ),
+            *RULE_PARTNERS,
         ],
     }
 )
@@ -187,3 +225,46 @@ def permit(types: list[str], purposes: list[str], categories: list[str]) -> dict
         "categories": categories,
         "period": {"start": "2026-01-01T00:00:00Z", "end": None},
     }
+
+
+@dataclass
+class Outcome:
+    event: dict[str, Any]
+    decisions: dict[str, dict[str, Any]]  # by partner
+    deliveries: dict[str, list[dict[str, Any]]]  # by partner, only this event's
+
+
+async def publish_and_collect(
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    event: dict[str, Any],
+    partners: list[str],
+    *,
+    decisions: int | None = None,
+) -> Outcome:
+    """Publish one event and gather its decision records (one per subscribed partner: pass
+    ``decisions`` when more partners are subscribed than watched) and what each partner got."""
+    async with AsyncExitStack() as stack:
+        decisions_c = await stack.enter_async_context(
+            tail(settings.bootstrap_servers, settings.topic_decisions)
+        )
+        consumers = {
+            p: await stack.enter_async_context(
+                tail(settings.bootstrap_servers, settings.partner_topic(p))
+            )
+            for p in partners
+        }
+        await producer.send_and_wait(
+            settings.topic_inbound, json.dumps(event).encode(), key=event["subject"].encode()
+        )
+        expect = decisions if decisions is not None else len(partners)
+        records = await collect(decisions_c, until=expect, timeout_s=30, settle_s=1)
+        gathered = await asyncio.gather(
+            *(collect(c, until=0, timeout_s=1, settle_s=0.3) for c in consumers.values())
+        )
+        deliveries = {
+            p: [d for d in got if d["id"] == event["id"]]
+            for p, got in zip(consumers, gathered, strict=True)
+        }
+    mine = [r for r in records if r["event_id"] == event["id"]]
+    return Outcome(event, {r["partner_id"]: r for r in mine}, deliveries)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services import migrations
 from services.auth.principals import Role
 from services.broker.models import Agency
-from services.consent import service
+from services.consent import models, service
 from services.consent.schemas import ConsentIn, RecordedBy
 from services.consent.service import ConsentError
 from services.db import make_engine, make_sessionmaker, transaction
@@ -73,7 +73,7 @@ def sessions(
 
 def test_every_change_is_a_new_version_and_history_is_kept(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as s:
-        sv = s.get(service.models.Survivor, "sv-1")
+        sv = s.get(models.Survivor, "sv-1")
         assert sv is not None
         c = service.grant(session=s, survivor=sv, data=grant_body(), by=SELF, now=NOW)
         service.amend(
@@ -87,7 +87,7 @@ def test_every_change_is_a_new_version_and_history_is_kept(sessions: sessionmake
         v2 = service.version(session=s, survivor_id="sv-1", consent_id=c.id, number=2)
         assert v1.provisions[0].categories == ["*"] and v1.status == "active"
         assert v2.provisions[0].categories == ["identity"]
-        sv = s.get(service.models.Survivor, "sv-1")
+        sv = s.get(models.Survivor, "sv-1")
         assert sv is not None and sv.change_seq == 3
 
 
@@ -95,7 +95,7 @@ def test_a_revoked_consent_cannot_be_amended_or_revoked_again(
     sessions: sessionmaker[Session],
 ) -> None:
     with transaction(sessions) as s:
-        sv = s.get(service.models.Survivor, "sv-1")
+        sv = s.get(models.Survivor, "sv-1")
         assert sv is not None
         c = service.grant(session=s, survivor=sv, data=grant_body(), by=SELF, now=NOW)
         service.revoke(session=s, survivor=sv, consent_id=c.id, by=SELF, now=NOW)
@@ -110,7 +110,7 @@ def test_a_revoked_consent_cannot_be_amended_or_revoked_again(
 
 def test_expiry_is_judged_at_read_time_without_a_job(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as s:
-        sv = s.get(service.models.Survivor, "sv-1")
+        sv = s.get(models.Survivor, "sv-1")
         assert sv is not None
         service.grant(
             session=s, survivor=sv, data=grant_body(end="2026-12-01T00:00:00Z"), by=SELF, now=NOW
@@ -128,7 +128,7 @@ def test_R5_flagging_a_guardian_voids_their_consents_in_the_snapshot(
 ) -> None:
     guardian = RecordedBy(role="guardian", actor="g-1", relation="father")
     with transaction(sessions) as s:
-        sv = s.get(service.models.Survivor, "sv-1")
+        sv = s.get(models.Survivor, "sv-1")
         assert sv is not None
         service.record_guardian(
             session=s, survivor=sv, guardian_id="g-1", relation="father", suspect=False
@@ -146,7 +146,7 @@ def test_R5_flagging_a_guardian_voids_their_consents_in_the_snapshot(
 
 def test_enrollment_codes_are_single_use_and_expire(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as s:
-        sv = s.get(service.models.Survivor, "sv-1")
+        sv = s.get(models.Survivor, "sv-1")
         assert sv is not None
         fresh = service.issue_enrollment_code(
             session=s,

@@ -7,15 +7,19 @@ once and every test reads its own conclusion from the same deliveries and decisi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.broker.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import cloudevent, consent_change, permit
+from tests.integration.conftest import (
+    Outcome,
+    cloudevent,
+    consent_change,
+    permit,
+    publish_and_collect,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,39 +38,6 @@ REFERRAL = {
     "nickname": "not in any classification",
 }
 PARTNERS = ["lighthouse-shelter", "metro-police", "northside-clinic"]
-
-
-@dataclass
-class Outcome:
-    event: dict[str, Any]
-    decisions: dict[str, dict[str, Any]]  # by partner
-    deliveries: dict[str, list[dict[str, Any]]]  # by partner, only this event's
-
-
-async def publish_and_collect(
-    settings: Settings, producer: AIOKafkaProducer, event: dict[str, Any], partners: list[str]
-) -> Outcome:
-    async with tail(settings.bootstrap_servers, settings.topic_decisions) as decisions_c:
-        tails = {p: tail(settings.bootstrap_servers, settings.partner_topic(p)) for p in partners}
-        consumers = {p: await t.__aenter__() for p, t in tails.items()}
-        try:
-            await producer.send_and_wait(
-                settings.topic_inbound, json.dumps(event).encode(), key=event["subject"].encode()
-            )
-            records = await collect(decisions_c, until=len(partners), timeout_s=30, settle_s=1)
-            deliveries = {
-                p: [
-                    d
-                    for d in await collect(c, until=0, timeout_s=1, settle_s=0.5)
-                    if d["id"] == event["id"]
-                ]
-                for p, c in consumers.items()
-            }
-        finally:
-            for t in tails.values():
-                await t.__aexit__(None, None, None)
-    mine = [r for r in records if r["event_id"] == event["id"]]
-    return Outcome(event, {r["partner_id"]: r for r in mine}, deliveries)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.consent.schemas import PARTNER_ID
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeclarationIn(Strict):
+    justification: str = Field(min_length=20, max_length=4000, description="Why, in writing (R8).")
+    tell_survivor: bool = Field(
+        default=True, description="False only if telling the survivor would endanger them."
+    )
+
+
+class DeclarationOut(BaseModel):
+    id: str
+    survivor_id: str
+    agency_id: str
+    declared_at: datetime
+    ended_at: datetime | None
+    tell_survivor: bool
+
+
+class CourtOrderIn(Strict):
+    reference: str = Field(min_length=1, max_length=128)
+    court: str = Field(min_length=1, max_length=200)
+    recipient: str = Field(pattern=PARTNER_ID, description="The partner the order names.")
+    fields: list[str] = Field(min_length=1, max_length=100, description="Exactly these fields.")
+    expires_at: AwareDatetime
+    justification: str = Field(min_length=1, max_length=4000)
+
+
+class CourtOrderOut(BaseModel):
+    id: str
+    survivor_id: str
+    reference: str
+    court: str
+    recipient: str
+    fields: list[str]
+    expires_at: datetime

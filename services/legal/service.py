@@ -1,0 +1,170 @@
+"""Record, end and list legal bases; every record is queued for compliance review (R8, R9).
+
+Justifications are stored but never logged or published: the relay's snapshot carries only
+what the policy needs (ids, agency, times, recipient, field names).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.consent import models as consent_models
+from services.consent.service import ConsentError, bump
+from services.legal import models
+from services.legal.schemas import CourtOrderIn, DeclarationIn
+
+
+def _survivor(session: Session, survivor_id: str, agency_id: str, now: datetime) -> Any:
+    survivor = session.get(consent_models.Survivor, survivor_id, with_for_update=True)
+    if survivor is None:  # declared by an agency before anyone enrolled the survivor
+        survivor = consent_models.Survivor(id=survivor_id, agency_id=agency_id, created_at=now)
+        session.add(survivor)
+        session.flush()
+    return survivor
+
+
+def _queue(
+    session: Session, kind: str, ref_id: str, agency: str, survivor: str, now: datetime
+) -> None:
+    session.add(
+        models.ReviewItem(
+            kind=kind, ref_id=ref_id, agency_id=agency, survivor_id=survivor, created_at=now
+        )
+    )
+
+
+def declare(
+    *,
+    session: Session,
+    survivor_id: str,
+    agency_id: str,
+    by: str,
+    data: DeclarationIn,
+    now: datetime,
+) -> models.Declaration:
+    survivor = _survivor(session, survivor_id, agency_id, now)
+    row = models.Declaration(
+        id=f"decl-{uuid.uuid4().hex[:16]}",
+        survivor_id=survivor_id,
+        agency_id=agency_id,
+        declared_by=by,
+        justification=data.justification,
+        tell_survivor=data.tell_survivor,
+        declared_at=now,
+    )
+    session.add(row)
+    _queue(session, "imminent_danger", row.id, agency_id, survivor_id, now)
+    if data.tell_survivor:
+        session.add(
+            consent_models.Disclosure(
+                survivor_id=survivor_id,
+                kind="imminent_danger_declared",
+                event_id=row.id,
+                event_type="",
+                partner_id="",
+                partner_type="",
+                purpose="emergency_response",
+                fields=[],
+                basis=["imminent_danger"],
+                consents=[],
+                at=now,
+            )
+        )
+    bump(session, survivor)
+    return row
+
+
+def end_declaration(
+    *,
+    session: Session,
+    survivor_id: str,
+    declaration_id: str,
+    agency_id: str,
+    by: str,
+    now: datetime,
+) -> models.Declaration:
+    row = session.get(models.Declaration, declaration_id)
+    if row is None or row.survivor_id != survivor_id or row.agency_id != agency_id:
+        raise ConsentError(404, "No such declaration by your agency for this survivor.")
+    if row.ended_at is not None:
+        raise ConsentError(409, "This declaration has already ended.")
+    row.ended_at, row.ended_by = now, by
+    bump(session, _survivor(session, survivor_id, agency_id, now))
+    return row
+
+
+def record_court_order(
+    *,
+    session: Session,
+    survivor_id: str,
+    agency_id: str,
+    by: str,
+    data: CourtOrderIn,
+    now: datetime,
+) -> models.CourtOrder:
+    if data.expires_at <= now:
+        raise ConsentError(422, "The order has already expired.")
+    survivor = _survivor(session, survivor_id, agency_id, now)
+    row = models.CourtOrder(
+        id=f"order-{uuid.uuid4().hex[:16]}",
+        survivor_id=survivor_id,
+        agency_id=agency_id,
+        reference=data.reference,
+        court=data.court,
+        recipient=data.recipient,
+        fields=sorted(set(data.fields)),
+        expires_at=data.expires_at,
+        recorded_by=by,
+        recorded_at=now,
+        justification=data.justification,
+    )
+    session.add(row)
+    _queue(session, "court_order", row.id, agency_id, survivor_id, now)
+    bump(session, survivor)
+    return row
+
+
+def _ts(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t else None
+
+
+def policy_view(*, session: Session, survivor_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Declarations and court orders as the policy reads them; the policy judges time (R8)."""
+    declarations = session.scalars(
+        select(models.Declaration)
+        .where(models.Declaration.survivor_id == survivor_id)
+        .order_by(models.Declaration.declared_at)
+    )
+    orders = session.scalars(
+        select(models.CourtOrder)
+        .where(models.CourtOrder.survivor_id == survivor_id)
+        .order_by(models.CourtOrder.recorded_at)
+    )
+    return {
+        "declarations": [
+            {
+                "id": d.id,
+                "kind": "imminent_danger",
+                "agency": d.agency_id,
+                "declared_at": _ts(d.declared_at),
+                "ended_at": _ts(d.ended_at),
+            }
+            for d in declarations
+        ],
+        "court_orders": [
+            {
+                "id": o.id,
+                "reference": o.reference,
+                "court": o.court,
+                "recipient": o.recipient,
+                "fields": list(o.fields),
+                "expires_at": _ts(o.expires_at),
+            }
+            for o in orders
+        ],
+    }

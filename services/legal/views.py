@@ -1,0 +1,127 @@
+"""Imminent-danger declarations (R8) and court orders (R9), for authorised agency staff.
+
+Each takes effect like a consent change: acknowledged once the relay's topic holds the
+survivor's new snapshot. Each is queued for compliance review.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from services.auth.deps import require
+from services.auth.principals import Principal, Role
+from services.broker import models as broker_models
+from services.consent.schemas import PSEUDONYM
+from services.consent.service import ConsentError
+from services.consent.views import publish_snapshot
+from services.legal import service
+from services.legal.models import CourtOrder, Declaration
+from services.legal.schemas import CourtOrderIn, CourtOrderOut, DeclarationIn, DeclarationOut
+
+router = APIRouter(prefix="/v1/survivors/{survivor_id}", tags=["legal bases"])
+
+Supervisor = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
+
+
+def _declaration(d: Declaration) -> DeclarationOut:
+    return DeclarationOut(
+        id=d.id,
+        survivor_id=d.survivor_id,
+        agency_id=d.agency_id,
+        declared_at=d.declared_at,
+        ended_at=d.ended_at,
+        tell_survivor=d.tell_survivor,
+    )
+
+
+def _order(o: CourtOrder) -> CourtOrderOut:
+    return CourtOrderOut(
+        id=o.id,
+        survivor_id=o.survivor_id,
+        reference=o.reference,
+        court=o.court,
+        recipient=o.recipient,
+        fields=o.fields,
+        expires_at=o.expires_at,
+    )
+
+
+def _check(survivor_id: str) -> None:
+    if not re.fullmatch(PSEUDONYM, survivor_id):
+        raise HTTPException(422, detail="The survivor id is not a valid pseudonym.")
+
+
+@router.post("/declarations", status_code=201, response_model=DeclarationOut)
+async def declare(
+    survivor_id: str, body: DeclarationIn, request: Request, staff: Supervisor
+) -> DeclarationOut:
+    """Declare a serious and imminent threat (R8). For the jurisdiction's duration, emergency
+    services and law enforcement receive the emergency field set. Compliance reviews it."""
+    _check(survivor_id)
+    assert staff.agency_id is not None
+    with request.app.state.sessions() as session, session.begin():
+        row = service.declare(
+            session=session,
+            survivor_id=survivor_id,
+            agency_id=staff.agency_id,
+            by=staff.subject,
+            data=body,
+            now=datetime.now(UTC),
+        )
+        out = _declaration(row)
+    await publish_snapshot(request, survivor_id)
+    return out
+
+
+@router.post("/declarations/{declaration_id}/end", response_model=DeclarationOut)
+async def end_declaration(
+    survivor_id: str, declaration_id: str, request: Request, staff: Supervisor
+) -> DeclarationOut:
+    """End a declaration before its duration runs out."""
+    assert staff.agency_id is not None
+    try:
+        with request.app.state.sessions() as session, session.begin():
+            row = service.end_declaration(
+                session=session,
+                survivor_id=survivor_id,
+                declaration_id=declaration_id,
+                agency_id=staff.agency_id,
+                by=staff.subject,
+                now=datetime.now(UTC),
+            )
+            out = _declaration(row)
+    except ConsentError as exc:
+        raise HTTPException(exc.status, detail=exc.message) from exc
+    await publish_snapshot(request, survivor_id)
+    return out
+
+
+@router.post("/court-orders", status_code=201, response_model=CourtOrderOut)
+async def record_court_order(
+    survivor_id: str, body: CourtOrderIn, request: Request, staff: Supervisor
+) -> CourtOrderOut:
+    """Record a court order (R9): exactly the fields it names go to the partner it names,
+    until it expires. Compliance reviews it."""
+    _check(survivor_id)
+    assert staff.agency_id is not None
+    try:
+        with request.app.state.sessions() as session, session.begin():
+            if session.get(broker_models.Partner, body.recipient) is None:
+                raise ConsentError(422, f"Unknown partner {body.recipient!r}.")
+            row = service.record_court_order(
+                session=session,
+                survivor_id=survivor_id,
+                agency_id=staff.agency_id,
+                by=staff.subject,
+                data=body,
+                now=datetime.now(UTC),
+            )
+            out = _order(row)
+    except ConsentError as exc:
+        raise HTTPException(exc.status, detail=exc.message) from exc
+    await publish_snapshot(request, survivor_id)
+    return out
