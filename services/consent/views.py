@@ -86,10 +86,11 @@ class GuardianIn(BaseModel):
 
 
 @router.put("/survivors/{survivor_id}/guardians", status_code=204)
-def record_guardian(
+async def record_guardian(
     survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
-    """Record a guardian of a minor; ``suspect`` bars them from everything (R5)."""
+    """Record a guardian of a minor; ``suspect`` bars them from everything and voids the
+    consents they recorded (R5), from the moment this answers."""
     try:
         with _sessions(request)() as session, session.begin():
             survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
@@ -102,6 +103,7 @@ def record_guardian(
             )
     except ConsentError as exc:
         raise _fail(exc) from exc
+    await publish_snapshot(request, survivor_id)
 
 
 class EnrollmentIn(BaseModel):

@@ -372,3 +372,74 @@ async def test_R13_every_decision_names_rules_consents_and_revision_and_repeats(
     assert [{k: first.decisions[p][k] for k in keep} for p in WATCHED] == [
         {k: second.decisions[p][k] for k in keep} for p in WATCHED
     ]
+
+
+async def _enroll(api: str, advocate: str, survivor: str) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {advocate}"}
+    async with httpx.AsyncClient(base_url=api, headers=headers) as adv:
+        assert (await adv.post("/v1/survivors", json={"survivor_id": survivor})).status_code == 201
+        code = (await adv.post(f"/v1/survivors/{survivor}/enrollment-codes", json={})).json()[
+            "code"
+        ]
+    async with httpx.AsyncClient(base_url=api) as anon:
+        key = (await anon.post("/v1/enroll", json={"code": code})).json()["api_key"]
+    return httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.fixture(scope="module")
+def advocate(database: str) -> str:
+    with transaction(make_sessionmaker(make_engine(database))) as session:
+        return issue_credential(
+            session=session, role=Role.ADVOCATE, subject="adv-rules", agency_id="harbor-outreach"
+        )
+
+
+async def test_R5_consent_recorded_by_a_guardian_later_flagged_as_suspect_shares_nothing(
+    settings: Settings, producer: AIOKafkaProducer, api: str, advocate: str
+) -> None:
+    survivor, guardian = f"sv-{uuid.uuid4().hex[:10]}", f"g-{uuid.uuid4().hex[:8]}"
+    adv = httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {advocate}"})
+    await adv.post("/v1/survivors", json={"survivor_id": survivor})
+    link = {"guardian_id": guardian, "relation": "stepfather"}
+    assert (await adv.put(f"/v1/survivors/{survivor}/guardians", json=link)).status_code == 204
+    code = (
+        await adv.post(
+            f"/v1/survivors/{survivor}/enrollment-codes",
+            json={"role": "guardian", "guardian_id": guardian},
+        )
+    ).json()["code"]
+    key = (await httpx.AsyncClient(base_url=api).post("/v1/enroll", json={"code": code})).json()
+    g = httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {key['api_key']}"})
+    body = {
+        "provisions": [permit(["victim_services"], ["care_coordination"], ["*"])],
+        "evidence": {"kind": "signed_statement", "reference": "guardian form"},
+    }
+    assert (await g.post(f"/v1/survivors/{survivor}/consents", json=body)).status_code == 201
+    minor = {**SCREENING, "age": 15}
+    before = await run(settings, producer, minor, survivor=survivor)
+    assert got(before, "rules-vs")  # the guardian's consent counts while they are not a suspect
+    flagged = {**link, "suspect": True}
+    assert (await adv.put(f"/v1/survivors/{survivor}/guardians", json=flagged)).status_code == 204
+    after = await run(settings, producer, minor, survivor=survivor)
+    assert got(after, "rules-vs") == {}
+    assert "R5" in rules_for(after, "rules-vs", "survivor_name")
+    assert set(got(after, "rules-cps-a")) == MANDATED  # the mandated report is unaffected
+
+
+@pytest.mark.parametrize("tell", [True, False])
+async def test_R8_survivor_is_told_of_a_declaration_unless_that_would_endanger_them(
+    api: str, advocate: str, staff_api: httpx.AsyncClient, tell: bool
+) -> None:
+    survivor = f"sv-{uuid.uuid4().hex[:10]}"
+    me = await _enroll(api, advocate, survivor)
+    body = {
+        "justification": "Credible threat reported by the shelter tonight.",
+        "tell_survivor": tell,
+    }
+    assert (
+        await staff_api.post(f"/v1/survivors/{survivor}/declarations", json=body)
+    ).status_code == 201
+    history = (await me.get(f"/v1/survivors/{survivor}/disclosures")).json()
+    kinds = [h["kind"] for h in history]
+    assert kinds == (["imminent_danger_declared"] if tell else [])
+    assert "Credible threat" not in json.dumps(history)  # the justification stays internal
