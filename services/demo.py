@@ -11,21 +11,26 @@ import asyncio
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import typer
 from aiokafka import AIOKafkaProducer
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from services import devstack, migrations
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import topics
+from services.broker import provenance, topics
 from services.broker.partner import collect, tail
+from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
+from services.keys import relay_key as relay_private_key
 from services.runtime import running_api, running_relay
 from services.settings import REPO_ROOT, Settings
 
@@ -70,10 +75,24 @@ CONSENTS = {
 }
 
 
-def _seed(s: Settings) -> dict[str, str]:
+@dataclass(frozen=True)
+class DemoKeys:
+    """Keys made fresh for each demo run and never written anywhere: agencies sign with
+    theirs, partners open their deliveries with theirs."""
+
+    agencies: dict[str, SigningKey]
+    partners: dict[str, PrivateKey]
+
+
+def _seed(s: Settings, keys: DemoKeys) -> dict[str, str]:
     migrations.upgrade(s.sqlalchemy_url)
     sessions = make_sessionmaker(make_engine(s.sqlalchemy_url))
-    registry = RegistryIn.model_validate_json(REGISTRY.read_text())
+    doc = json.loads(REGISTRY.read_text())
+    for agency in doc["agencies"]:
+        agency["public_key"] = provenance.public_key_of(keys.agencies[agency["id"]])
+    for partner in doc["partners"]:
+        partner["public_key"] = seal.public_key_of(keys.partners[partner["id"]])
+    registry = RegistryIn.model_validate(doc)
     with transaction(sessions) as session:
         load_registry(session=session, registry=registry)
         return {
@@ -83,7 +102,12 @@ def _seed(s: Settings) -> dict[str, str]:
 
 
 async def _run(s: Settings) -> None:
-    keys = _seed(s)
+    doc = json.loads(REGISTRY.read_text())
+    demo_keys = DemoKeys(
+        {a["id"]: SigningKey.generate() for a in doc["agencies"]},
+        {p["id"]: PrivateKey.generate() for p in doc["partners"]},
+    )
+    keys = _seed(s, demo_keys)
     await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
     await producer.start()
@@ -124,9 +148,9 @@ async def _run(s: Settings) -> None:
                 "narrative": "disclosed to counsellor",
             },
         )
-        partners = sorted(
-            p.id for p in RegistryIn.model_validate_json(REGISTRY.read_text()).partners
-        )
+        adult = provenance.sign_event(adult, demo_keys.agencies["harbor-outreach"])
+        minor = provenance.sign_event(minor, demo_keys.agencies["valley-school"])
+        partners = sorted(demo_keys.partners)
         await topics.ensure_topics(s.bootstrap_servers, topics.partner_topics(s, partners))
         async with (
             running_relay(s),
@@ -158,8 +182,20 @@ async def _run(s: Settings) -> None:
                     for d in await collect(decisions, until=2 * len(partners), timeout_s=60)
                     if d["event_id"] in ids
                 ]
+                relay_key = seal.public_key_of(relay_private_key(s))
                 for p, consumer in consumers.items():
-                    received[p] = await collect(consumer, until=0, timeout_s=2, settle_s=1.0)
+
+                    def open_sealed(value: bytes, p: str = p) -> dict[str, Any]:
+                        return seal.open_delivery(
+                            value,
+                            partner_id=p,
+                            partner_key=demo_keys.partners[p],
+                            relay_key=relay_key,
+                        ).event
+
+                    received[p] = await collect(
+                        consumer, until=0, timeout_s=2, settle_s=1.0, opener=open_sealed
+                    )
             finally:
                 for t in tails.values():
                     await t.__aexit__(None, None, None)
@@ -190,6 +226,9 @@ def _print(
             typer.echo(f"   received: {', '.join(fields) if fields else '(nothing)'}")
             withheld = ", ".join(f"{w['field']} [{'/'.join(w['rules'])}]" for w in rec["withheld"])
             typer.echo(f"   withheld: {withheld or '(nothing)'}")
+    typer.echo(
+        "\nEvery delivery above was sealed to its partner and opened with that partner's key."
+    )
     typer.echo(
         f"\n{len(records)} decisions recorded; policy revision "
         f"{records[0]['policy_revision'] if records else '?'}"

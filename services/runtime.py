@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import uvicorn
 
 from services.api import create_app
 from services.broker import topics
 from services.broker.pipeline.decide import OpaPolicy
+from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import SqlRegistry
 from services.broker.relay import Clock, Relay, utcnow
+from services.broker.replay import SeenEvents
 from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
+from services.keys import relay_key
 from services.settings import Settings
 
 
@@ -26,6 +30,10 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
     engine = make_engine(s.sqlalchemy_url)
     view = KafkaConsentView(s.bootstrap_servers, s.topic_consents)
     await view.start()
+    seen = SeenEvents(
+        s.bootstrap_servers, s.topic_seen, window=timedelta(seconds=s.replay_window_s)
+    )
+    await seen.start()
     stop = asyncio.Event()
     try:
         async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as policy:
@@ -35,6 +43,8 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
                 consents=view,
                 policy=policy,
                 schemas=SchemaRegistry(s.schemas_dir / "events"),
+                seen=seen,
+                sealer=Sealer(relay_key(s)),
                 clock=clock,
             )
             task = asyncio.create_task(relay.run(stop), name="relay")
@@ -45,6 +55,7 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
                 await task
     finally:
         await view.stop()
+        await seen.stop()
         engine.dispose()
 
 

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     topic_decisions: str = "accord.decisions"
     topic_consents: str = "accord.consent.changes"
     topic_deadletter: str = "accord.deadletter"
+    topic_seen: str = "accord.relay.seen"
     partner_topic_prefix: str = "accord.partner."
     inbound_partitions: int = 3
 
@@ -61,6 +62,12 @@ class Settings(BaseSettings):
     opa_timeout_s: float = Field(default=2.0, gt=0)
     relay_retry_initial_s: float = Field(default=0.2, gt=0)
     relay_retry_max_s: float = Field(default=5.0, gt=0)
+
+    # Events older than this (or keyed by an id already relayed within it) are refused.
+    replay_window_s: int = Field(default=7 * 24 * 3600, gt=0)
+    # The relay's Curve25519 private key (base64) that seals deliveries. Empty: a key kept in
+    # <state_dir>/keys/relay.key, created on first use (development only).
+    relay_private_key: str = Field(default="", repr=False)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080

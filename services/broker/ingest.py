@@ -6,6 +6,7 @@ here they give the agency an immediate, plain-language answer.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from aiokafka import AIOKafkaProducer
@@ -16,7 +17,9 @@ from pydantic import BaseModel
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.broker.cloudevents import CloudEvent
+from services.broker.models import Agency
 from services.broker.pipeline.validate import SchemaRegistry
+from services.broker.provenance import verify_event
 
 router = APIRouter(prefix="/v1/events", tags=["ingest"])
 
@@ -38,7 +41,8 @@ class Accepted(BaseModel):
         403: {"description": "The key is not an agency's, or the event's source is another agency"},
         413: {"description": "Event larger than the configured limit"},
         422: {
-            "description": "Not a valid CloudEvent, unknown type, or data not matching its schema"
+            "description": "Not a valid CloudEvent, not signed by the agency, unknown type, "
+            "or data not matching its schema"
         },
         503: {"description": "Kafka unavailable; nothing was accepted, retry later"},
     },
@@ -49,6 +53,17 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
             status.HTTP_403_FORBIDDEN,
             detail="An agency can only publish as itself: "
             f"source must be /agencies/{principal.subject}.",
+        )
+    with request.app.state.sessions() as session:
+        agency = session.get(Agency, principal.subject)
+        agency_key = agency.public_key if agency is not None else None
+    raw = await request.body()
+    # Forward exactly the signed bytes: re-serialising would change what was signed.
+    if not verify_event(json.loads(raw), agency_key):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail="The event must carry your agency's signature (accordsignature) over "
+            "its canonical JSON; it is missing or does not verify.",
         )
     schemas: SchemaRegistry = request.app.state.schemas
     if not schemas.known(event.type):
@@ -62,10 +77,9 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
             detail={"message": "The event's data does not match its schema.", "errors": problems},
         )
     producer: AIOKafkaProducer = request.app.state.producer
-    body = event.model_dump_json(exclude_none=True).encode()
     try:
         await producer.send_and_wait(
-            request.app.state.settings.topic_inbound, body, key=event.subject.encode()
+            request.app.state.settings.topic_inbound, raw, key=event.subject.encode()
         )
     except KafkaError as exc:
         raise HTTPException(

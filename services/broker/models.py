@@ -17,6 +17,8 @@ class Agency(Base):
     name: Mapped[str] = mapped_column(String(200))
     # Events are judged under the rules of the publishing agency's jurisdiction (R12).
     jurisdiction: Mapped[str] = mapped_column(String(64))
+    # Ed25519 verify key (base64) for the signatures on its events; none means "cannot publish".
+    public_key: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Partner(Base):
@@ -30,6 +32,9 @@ class Partner(Base):
     vetted: Mapped[bool] = mapped_column(Boolean, default=False)
     immigration_enforcement: Mapped[bool] = mapped_column(Boolean, default=False)
     training_attested_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Curve25519 public key (base64) that deliveries are sealed to; none means nothing is sealed
+    # for it, so nothing is delivered.
+    public_key: Mapped[str | None] = mapped_column(String(64), default=None)
 
     agreements: Mapped[list[Agreement]] = relationship(
         back_populates="partner", cascade="all, delete-orphan", lazy="selectin"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,10 +40,23 @@ async def tail(
         await consumer.stop()
 
 
+def _json(value: bytes) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(value)
+    return doc
+
+
 async def collect(
-    consumer: AIOKafkaConsumer, *, until: int, timeout_s: float, settle_s: float = 0.0
+    consumer: AIOKafkaConsumer,
+    *,
+    until: int,
+    timeout_s: float,
+    settle_s: float = 0.0,
+    opener: Callable[[bytes], dict[str, Any]] = _json,
 ) -> list[dict[str, Any]]:
-    """Read JSON records until ``until`` arrived (then ``settle_s`` more, to catch extras)."""
+    """Read records until ``until`` arrived (then ``settle_s`` more, to catch extras).
+
+    ``opener`` turns a record into a document: plain JSON by default; a partner passes one
+    that opens its sealed deliveries (see ``services/broker/pipeline/seal.py``)."""
     got: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -55,5 +68,5 @@ async def collect(
             break
         batch = await consumer.getmany(timeout_ms=100)
         for records in batch.values():
-            got.extend(json.loads(r.value) for r in records if r.value is not None)
+            got.extend(opener(r.value) for r in records if r.value is not None)
     return got

@@ -21,6 +21,7 @@ from services.broker.pipeline.model import Agreement, Recipient
 class RegistrySnapshot:
     jurisdictions: dict[str, str]  # agency id → jurisdiction
     subscribers: dict[str, tuple[Recipient, ...]] = field(default_factory=dict)  # by event type
+    agency_keys: dict[str, str | None] = field(default_factory=dict)  # agency id → verify key
 
     @property
     def agencies(self) -> frozenset[str]:
@@ -48,6 +49,7 @@ def recipient_of(partner: models.Partner, purpose: str) -> Recipient:
         vetted=partner.vetted,
         immigration_enforcement=partner.immigration_enforcement,
         training_attested_until=partner.training_attested_until,
+        public_key=partner.public_key or "",
         agreements=tuple(
             Agreement(a.id, tuple(a.purposes), tuple(a.categories), a.valid_from, a.valid_until)
             for a in partner.agreements
@@ -61,10 +63,14 @@ class SqlRegistry:
 
     def snapshot(self) -> RegistrySnapshot:
         with self._sessions() as session:
-            agencies = {a.id: a.jurisdiction for a in session.scalars(select(models.Agency))}
+            rows = list(session.scalars(select(models.Agency)))
+            agencies = {a.id: a.jurisdiction for a in rows}
+            keys = {a.id: a.public_key for a in rows}
             by_type: defaultdict[str, list[Recipient]] = defaultdict(list)
             for partner in session.scalars(select(models.Partner).order_by(models.Partner.id)):
+                if not partner.public_key:
+                    continue  # nothing can be sealed for it, so nothing is decided or sent
                 for sub in partner.subscriptions:
                     for event_type in sub.event_types:
                         by_type[event_type].append(recipient_of(partner, sub.purpose))
-        return RegistrySnapshot(agencies, {t: tuple(rs) for t, rs in by_type.items()})
+        return RegistrySnapshot(agencies, {t: tuple(rs) for t, rs in by_type.items()}, keys)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -23,9 +23,12 @@ from services.broker import topics
 from services.broker.pipeline import deliver
 from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_input, decide_all
 from services.broker.pipeline.model import InboundEvent, OutRecord, Recipient
-from services.broker.pipeline.validate import SchemaRegistry, validate
+from services.broker.pipeline.seal import Sealer
+from services.broker.pipeline.validate import SchemaRegistry, event_key, validate
 from services.broker.registry import Registry, RegistrySnapshot
-from services.consent.view import ConsentView, ConsentViewUnavailable
+from services.broker.replay import Seen, seen_record
+from services.compacted import ViewUnavailable
+from services.consent.view import ConsentView
 from services.settings import Settings
 
 log = logging.getLogger("accord.relay")
@@ -55,9 +58,13 @@ class Relay:
         consents: ConsentView,
         policy: Policy,
         schemas: SchemaRegistry,
+        seen: Seen,
+        sealer: Sealer,
         clock: Clock = utcnow,
     ) -> None:
         self._s = settings
+        self._seen = seen
+        self._sealer = sealer
         self._registry = registry
         self._consents = consents
         self._policy = policy
@@ -68,9 +75,16 @@ class Relay:
     async def process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], snapshot: RegistrySnapshot
     ) -> BatchResult:
-        """Validate, decide and build the output records of one batch (writes nothing)."""
+        """Validate, decide, project and seal one batch into output records (writes nothing)."""
         await self._consents.catch_up()
+        await self._seen.catch_up()
         now = self._clock()
+        window = timedelta(seconds=self._s.replay_window_s)
+        accepted: set[str] = set()  # event keys accepted earlier in this batch
+
+        def seen(key: str) -> bool:
+            return key in accepted or key in self._seen
+
         out: list[OutRecord] = []
         pairs: list[tuple[InboundEvent, Recipient]] = []
         inputs = []
@@ -82,8 +96,11 @@ class Relay:
                 checked = validate(
                     msg.value or b"",
                     schemas=self._schemas,
-                    known_agencies=snapshot.agencies,
+                    agency_keys=snapshot.agency_keys,
                     max_bytes=self._s.max_event_bytes,
+                    seen=seen,
+                    now=now,
+                    max_age=window,
                 )
                 if not isinstance(checked, InboundEvent):
                     rejected += 1
@@ -106,6 +123,9 @@ class Relay:
                         )
                     )
                     continue
+                key = event_key(checked.agency_id, checked.id)
+                accepted.add(key)
+                out.append(OutRecord(self._s.topic_seen, *seen_record(key, checked.time)))
                 sid = checked.survivor_id
                 facts = {
                     "consents": self._consents.consents_for(sid),
@@ -125,12 +145,12 @@ class Relay:
                 decided_at=now,
                 decisions_topic=self._s.topic_decisions,
                 partner_topic_prefix=self._s.partner_topic_prefix,
+                sealer=self._sealer,
             )
         )
         deliveries = sum(1 for j in judged if j.decision.allow)
-        return BatchResult(
-            out, offsets, sum(len(m) for m in batch.values()) - rejected, deliveries, rejected
-        )
+        events = sum(len(m) for m in batch.values()) - rejected
+        return BatchResult(out, offsets, events, deliveries, rejected)
 
     async def _ensure_partner_topics(self, snapshot: RegistrySnapshot) -> None:
         wanted = {self._s.partner_topic(p) for p in snapshot.partner_ids()} - self._known_topics
@@ -174,7 +194,7 @@ class Relay:
                 except ProducerFenced:
                     log.error("another relay instance owns this transactional id; exiting")
                     raise
-                except (PolicyUnavailable, ConsentViewUnavailable, KafkaError) as exc:
+                except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
                     # Hold the batch: nothing of it was delivered. Rewind and retry later.
                     log.warning(
                         "batch held",

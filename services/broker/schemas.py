@@ -12,6 +12,7 @@ class AgencyIn(BaseModel):
     id: str = Field(pattern=_ID)
     name: str
     jurisdiction: str
+    public_key: str | None = Field(default=None, description="Ed25519 verify key, base64.")
 
 
 class AgreementIn(BaseModel):
@@ -40,6 +41,7 @@ class PartnerIn(BaseModel):
     vetted: bool = False
     immigration_enforcement: bool = False
     training_attested_until: AwareDatetime | None = None
+    public_key: str | None = Field(default=None, description="Curve25519 public key, base64.")
     agreements: list[AgreementIn] = []
     subscriptions: list[SubscriptionIn] = []
 

@@ -10,16 +10,8 @@ from services.broker.schemas import PartnerIn, RegistryIn
 
 def upsert_partner(*, session: Session, partner: PartnerIn) -> models.Partner:
     row = session.get(models.Partner, partner.id) or models.Partner(id=partner.id)
-    for name in (
-        "name",
-        "type",
-        "jurisdiction",
-        "status",
-        "vetted",
-        "immigration_enforcement",
-        "training_attested_until",
-    ):
-        setattr(row, name, getattr(partner, name))
+    for name, value in partner.model_dump(exclude={"id", "agreements", "subscriptions"}).items():
+        setattr(row, name, value)
     row.agreements = [models.Agreement(**a.model_dump()) for a in partner.agreements]
     row.subscriptions = [models.Subscription(**s.model_dump()) for s in partner.subscriptions]
     session.add(row)

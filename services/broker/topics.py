@@ -19,6 +19,15 @@ def core_topics(s: Settings) -> list[NewTopic]:
         NewTopic(s.topic_decisions, 3, 1),
         NewTopic(s.topic_deadletter, 1, 1),
         NewTopic(s.topic_consents, 3, 1, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(
+            s.topic_seen,
+            s.inbound_partitions,
+            1,
+            topic_configs={
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str((s.replay_window_s + 86400) * 1000),
+            },
+        ),
     ]
 
 

@@ -9,20 +9,17 @@ batch is processed is seen by it (R3), and no cached consent outlives its revoca
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from services.broker.topics import partitions
+from services.compacted import CompactedTable, ViewUnavailable
 
 JSON = dict[str, Any]
 
 
-class ConsentViewUnavailable(RuntimeError):
-    """The view could not be brought up to date; deciding now could miss a revocation."""
+# The view could not be brought up to date; deciding now could miss a revocation.
+ConsentViewUnavailable = ViewUnavailable
 
 
 class ConsentView(Protocol):
@@ -79,47 +76,10 @@ def apply_change(
         state[survivor] = (seq, record)
 
 
-class KafkaConsentView(_Records):
+class KafkaConsentView(CompactedTable, _Records):
     def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
-        self._topic = topic
-        self._bootstrap = bootstrap
-        self._timeout_s = timeout_s
+        super().__init__(bootstrap, topic, timeout_s=timeout_s)
         self._state = {}
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
-        self._partitions: list[TopicPartition] = []
 
-    async def start(self) -> None:
-        await self._consumer.start()
-        parts = await partitions(self._bootstrap, self._topic)
-        if not parts:
-            await self._consumer.stop()
-            raise ConsentViewUnavailable(f"topic {self._topic} does not exist")
-        self._partitions = [TopicPartition(self._topic, p) for p in sorted(parts)]
-        self._consumer.assign(self._partitions)
-        await self._consumer.seek_to_beginning(*self._partitions)
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def catch_up(self) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                ends = await self._consumer.end_offsets(self._partitions)
-                while await self._behind(ends):
-                    batch = await self._consumer.getmany(timeout_ms=100)
-                    for records in batch.values():
-                        for rec in records:
-                            apply_change(self._state, rec.key, rec.value)
-        except TimeoutError as exc:
-            raise ConsentViewUnavailable("consent view could not catch up in time") from exc
-
-    async def _behind(self, ends: dict[TopicPartition, int]) -> bool:
-        for tp, end in ends.items():
-            if await self._consumer.position(tp) < end:
-                return True
-        return False
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        apply_change(self._state, key, value)

@@ -7,10 +7,12 @@ migrated test database, so runs never see each other's records.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,10 +21,13 @@ from typing import Any
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from services import devstack, migrations
-from services.broker import topics
+from services.broker import provenance, topics
 from services.broker.partner import collect, tail
+from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
@@ -94,34 +99,78 @@ RULE_PARTNERS = [
 ]
 
 
+# Keys made for this test session: agencies sign what they publish, partners open deliveries.
+AGENCY_KEYS = {a: SigningKey.generate() for a in ("harbor-outreach", "valley-school")}
+RELAY_KEY = PrivateKey.generate()
+PARTNER_KEYS: dict[str, PrivateKey] = defaultdict(PrivateKey.generate)
+
+
+def with_keys(registry: dict[str, Any]) -> dict[str, Any]:
+    for agency in registry["agencies"]:
+        agency["public_key"] = provenance.public_key_of(AGENCY_KEYS[agency["id"]])
+    for p in registry["partners"]:
+        p["public_key"] = seal.public_key_of(PARTNER_KEYS[p["id"]])
+    return registry
+
+
+def sign(event: dict[str, Any]) -> dict[str, Any]:
+    """Sign as the agency the event claims to come from."""
+    agency = event["source"].removeprefix("/agencies/")
+    return provenance.sign_event(event, AGENCY_KEYS[agency])
+
+
+def opener(partner_id: str) -> Callable[[bytes], dict[str, Any]]:
+    """Open what a partner's topic holds: sealed deliveries, and plain notices."""
+    relay = seal.public_key_of(RELAY_KEY)
+
+    def open_record(value: bytes) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(value)
+        if "box" not in doc:
+            return doc  # a consent.revoked notice carries no personal data and is not sealed
+        return seal.open_delivery(
+            value, partner_id=partner_id, partner_key=PARTNER_KEYS[partner_id], relay_key=relay
+        ).event
+
+    return open_record
+
+
 REGISTRY = RegistryIn.model_validate(
-    {
-        "agencies": [
-            {"id": "harbor-outreach", "name": "Harbor Outreach", "jurisdiction": "state-a"},
-            {"id": "valley-school", "name": "Valley School", "jurisdiction": "state-b"},
-        ],
-        "partners": [
-            partner(
-                "lighthouse-shelter",
-                "shelter",
-                "service_referral",
-                ["identity", "contact", "demographics", "service_need", "case_status", "hiv_sti"],
-            ),
-            partner(
-                "northside-clinic",
-                "health",
-                "care_coordination",
-                ["identity", "contact", "demographics", "service_need", "health", "hiv_sti"],
-            ),
-            partner(
-                "metro-police",
-                "law_enforcement",
-                "investigation",
-                ["identity", "contact", "demographics", "victimization", "case_status"],
-            ),
-            *RULE_PARTNERS,
-        ],
-    }
+    with_keys(
+        {
+            "agencies": [
+                {"id": "harbor-outreach", "name": "Harbor Outreach", "jurisdiction": "state-a"},
+                {"id": "valley-school", "name": "Valley School", "jurisdiction": "state-b"},
+            ],
+            "partners": [
+                partner(
+                    "lighthouse-shelter",
+                    "shelter",
+                    "service_referral",
+                    [
+                        "identity",
+                        "contact",
+                        "demographics",
+                        "service_need",
+                        "case_status",
+                        "hiv_sti",
+                    ],
+                ),
+                partner(
+                    "northside-clinic",
+                    "health",
+                    "care_coordination",
+                    ["identity", "contact", "demographics", "service_need", "health", "hiv_sti"],
+                ),
+                partner(
+                    "metro-police",
+                    "law_enforcement",
+                    "investigation",
+                    ["identity", "contact", "demographics", "victimization", "case_status"],
+                ),
+                *RULE_PARTNERS,
+            ],
+        }
+    )
 )
 
 
@@ -142,6 +191,8 @@ def settings() -> Settings:
             "relay_transactional_id": f"{run}-relay-0",
             "database_url": postgres.url(base, "accord_test"),
             "api_port": free_port(),
+            "topic_seen": f"{run}.seen",
+            "relay_private_key": base64.b64encode(bytes(RELAY_KEY)).decode(),
         }
     )
 
@@ -201,7 +252,7 @@ def cloudevent(agency: str, survivor: str, data: dict[str, Any], **over: Any) ->
         "data": data,
     }
     doc.update(over)
-    return doc
+    return sign(doc)
 
 
 def consent_change(survivor: str, *provisions: dict[str, Any], version: int = 1) -> bytes:
@@ -260,7 +311,10 @@ async def publish_and_collect(
         expect = decisions if decisions is not None else len(partners)
         records = await collect(decisions_c, until=expect, timeout_s=30, settle_s=1)
         gathered = await asyncio.gather(
-            *(collect(c, until=0, timeout_s=1, settle_s=0.3) for c in consumers.values())
+            *(
+                collect(c, until=0, timeout_s=1, settle_s=0.3, opener=opener(p))
+                for p, c in consumers.items()
+            )
         )
         deliveries = {
             p: [d for d in got if d["id"] == event["id"]]

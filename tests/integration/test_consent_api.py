@@ -19,7 +19,7 @@ from services.broker.partner import collect, tail
 from services.consent import models
 from services.db import make_engine, make_sessionmaker, transaction
 from services.settings import Settings
-from tests.integration.conftest import cloudevent
+from tests.integration.conftest import cloudevent, opener
 
 pytestmark = pytest.mark.integration
 
@@ -253,7 +253,9 @@ async def publish(
 async def received(
     settings: Settings, consumer: Any, expect: int, timeout_s: float = 20
 ) -> list[dict[str, Any]]:
-    return await collect(consumer, until=expect, timeout_s=timeout_s, settle_s=1.5)
+    return await collect(
+        consumer, until=expect, timeout_s=timeout_s, settle_s=1.5, opener=opener(SHELTER)
+    )
 
 
 async def test_R2_grant_then_narrow_then_R3_revoke_take_effect_in_order(

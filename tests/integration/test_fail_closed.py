@@ -20,7 +20,7 @@ from services.broker.partner import collect, tail
 from services.devstack import opa
 from services.runtime import running_relay
 from services.settings import Settings
-from tests.integration.conftest import cloudevent, consent_change, free_port, permit
+from tests.integration.conftest import cloudevent, consent_change, free_port, opener, permit
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +73,7 @@ async def isolated(settings: Settings, database: str, tmp_path: Path) -> AsyncIt
             "relay_group": f"{tag}-relay",
             "relay_transactional_id": f"{tag}-relay-0",
             "opa_url": f"http://127.0.0.1:{free_port()}",
+            "topic_seen": f"{tag}.seen",
             "opa_timeout_s": 0.5,
             "relay_retry_max_s": 0.5,
         }
@@ -88,6 +89,7 @@ async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
     isolated: Settings, producer: AIOKafkaProducer, tmp_path: Path
 ) -> None:
     s = isolated
+    shelter = opener("lighthouse-shelter")
     port = int(s.opa_url.rsplit(":", 1)[1])
     survivor = "sv-int-outage"
     await producer.send_and_wait(
@@ -109,11 +111,11 @@ async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
         )
         await asyncio.sleep(4)
         assert not relay_task.done()
-        assert await collect(partner, until=1, timeout_s=1) == []
+        assert await collect(partner, until=1, timeout_s=1, opener=shelter) == []
         assert await collect(decisions, until=1, timeout_s=0.5) == []
 
         with opa_server(s, port, tmp_path):
-            delivered = await collect(partner, until=1, timeout_s=30, settle_s=3)
+            delivered = await collect(partner, until=1, timeout_s=30, settle_s=3, opener=shelter)
             recorded = await collect(decisions, until=3, timeout_s=5, settle_s=1)
 
     assert [d["id"] for d in delivered] == [event["id"]]

@@ -9,10 +9,11 @@ import pytest
 
 from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
+from services.broker import provenance
 from services.broker.partner import collect, tail
 from services.db import make_engine, make_sessionmaker, transaction
 from services.settings import Settings
-from tests.integration.conftest import cloudevent
+from tests.integration.conftest import AGENCY_KEYS, cloudevent, sign
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ async def test_agency_can_only_publish_as_itself(api: str, keys: dict[str, str])
 async def test_invalid_events_are_422_with_a_plain_reason(
     api: str, keys: dict[str, str], over: dict[str, Any], fragment: str
 ) -> None:
-    doc = {**EVENT, **over}
+    doc = sign({**EVENT, **over})
     response = await post(api, doc, keys["harbor"])
     assert response.status_code == 422
     assert fragment in response.text
@@ -89,7 +90,7 @@ async def test_invalid_events_are_422_with_a_plain_reason(
 
 
 async def test_oversized_body_is_413(api: str, keys: dict[str, str], settings: Settings) -> None:
-    big = {**EVENT, "data": {"narrative": "x" * (settings.max_event_bytes + 1)}}
+    big = sign({**EVENT, "data": {"narrative": "x" * (settings.max_event_bytes + 1)}})
     assert (await post(api, big, keys["harbor"])).status_code == 413
 
 
@@ -103,3 +104,15 @@ async def test_accepted_event_is_on_the_inbound_topic(
         got = await collect(inbound, until=1, timeout_s=10)
     assert [e["id"] for e in got] == [EVENT["id"]]
     assert got[0]["data"] == EVENT["data"]
+
+
+async def test_event_not_signed_by_the_agency_is_refused(api: str, keys: dict[str, str]) -> None:
+    unsigned = {k: v for k, v in EVENT.items() if k != "accordsignature"}
+    assert (await post(api, unsigned, keys["harbor"])).status_code == 422
+    # Signed with another agency's key while claiming to be harbor-outreach.
+    forged = provenance.sign_event(unsigned, AGENCY_KEYS["valley-school"])
+    response = await post(api, forged, keys["harbor"])
+    assert response.status_code == 422
+    assert "signature" in response.json()["detail"]
+    tampered = {**EVENT, "data": {**EVENT["data"], "age": 41}}
+    assert (await post(api, tampered, keys["harbor"])).status_code == 422

@@ -4,7 +4,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from nacl.public import PrivateKey
 
+from services.broker.pipeline import seal
 from services.broker.pipeline.model import Agreement, InboundEvent, Recipient
 from services.broker.pipeline.validate import SchemaRegistry
 from services.settings import REPO_ROOT
@@ -48,4 +50,5 @@ def make_recipient(partner_id: str = "shelter-1", partner_type: str = "shelter")
                 datetime(2030, 1, 1, tzinfo=UTC),
             ),
         ),
+        public_key=seal.public_key_of(PrivateKey.generate()),
     )

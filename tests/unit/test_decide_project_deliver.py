@@ -6,11 +6,13 @@ import json
 from typing import Any
 
 import pytest
+from nacl.public import PrivateKey
 
 from services.broker.pipeline import deliver
 from services.broker.pipeline.decide import build_input, parse_decision
 from services.broker.pipeline.model import Judged
 from services.broker.pipeline.project import project
+from services.broker.pipeline.seal import Sealer
 from tests.unit.conftest import NOW, make_event, make_recipient
 
 FIELDS = ["age", "hiv_status", "survivor_name"]
@@ -85,16 +87,20 @@ def _records(decision: dict[str, Any]) -> list[Any]:
     event = make_event(survivor_name="Secret Name", age=30, hiv_status="positive")
     judged = Judged(event, make_recipient(), parse_decision(decision, event_fields=FIELDS))
     return deliver.records(
-        [judged], decided_at=NOW, decisions_topic="decisions", partner_topic_prefix="p."
+        [judged],
+        decided_at=NOW,
+        decisions_topic="decisions",
+        partner_topic_prefix="p.",
+        sealer=Sealer(PrivateKey.generate()),
     )
 
 
 def test_allowed_pair_gives_one_delivery_and_one_decision_record() -> None:
     out = _records(allow(["age"]))
     assert [r.topic for r in out] == ["p.shelter-1", "decisions"]
-    delivery = json.loads(out[0].value)
-    assert delivery["data"] == {"age": 30}
-    assert delivery["subject"] == "sv-1" and out[0].key == b"sv-1"
+    assert json.loads(out[0].value)["delivery_id"] == "evt-1/shelter-1"
+    assert b"Secret Name" not in out[0].value  # sealed
+    assert out[0].key == b"sv-1"
     record = json.loads(out[1].value)
     assert record["outcome"] == "partial"
     assert record["released"] == ["age"]

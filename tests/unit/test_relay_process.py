@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
+import pytest
 from aiokafka import TopicPartition
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
+from services.broker import provenance
+from services.broker.pipeline import seal
+from services.broker.pipeline.model import Recipient
+from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import RegistrySnapshot
 from services.broker.relay import Relay
+from services.broker.replay import StaticSeen
 from services.consent.view import StaticConsentView
 from services.settings import Settings
 from tests.unit.conftest import NOW, make_recipient
@@ -37,38 +45,55 @@ class RecordingPolicy:
         return [{"allow": True, "fields": ["age"], "policy_revision": "fake"} for _ in items]
 
 
+AGENCY_KEY = SigningKey.generate()
+PARTNER_KEYS = {p: PrivateKey.generate() for p in ("lighthouse-shelter", "northside-clinic")}
+RELAY_KEY = PrivateKey.generate()
+
+
 def event(i: int, agency: str = "harbor-outreach") -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": f"evt-{i}",
-            "source": f"/agencies/{agency}",
-            "type": "accord.referral.made",
-            "subject": f"sv-{i}",
-            "time": "2026-11-24T12:00:00Z",
-            "data": {"survivor_name": "A", "age": 20},
-        }
-    ).encode()
+    doc = {
+        "specversion": "1.0",
+        "id": f"evt-{i}",
+        "source": f"/agencies/{agency}",
+        "type": "accord.referral.made",
+        "subject": f"sv-{i}",
+        "time": "2026-11-24T12:00:00Z",
+        "data": {"survivor_name": "A", "age": 20},
+    }
+    return json.dumps(provenance.sign_event(doc, AGENCY_KEY)).encode()
+
+
+def keyed(partner_id: str, partner_type: str) -> Recipient:
+    key = seal.public_key_of(PARTNER_KEYS[partner_id])
+    return replace(make_recipient(partner_id, partner_type), public_key=key)
 
 
 SNAPSHOT = RegistrySnapshot(
     {"harbor-outreach": "state-a", "lighthouse-shelter": "state-a"},
     {
         "accord.referral.made": (
-            make_recipient("lighthouse-shelter", "shelter"),
-            make_recipient("northside-clinic", "health"),
+            keyed("lighthouse-shelter", "shelter"),
+            keyed("northside-clinic", "health"),
         )
     },
+    {a: provenance.public_key_of(AGENCY_KEY) for a in ("harbor-outreach", "lighthouse-shelter")},
 )
 
 
 def relay(policy: RecordingPolicy, schemas: SchemaRegistry, **consents: Any) -> Relay:
     return Relay(
-        Settings(topic_decisions="d", topic_deadletter="dlq", partner_topic_prefix="p."),
+        Settings(
+            topic_decisions="d",
+            topic_deadletter="dlq",
+            topic_seen="seen",
+            partner_topic_prefix="p.",
+        ),
         registry=cast(Any, None),
         consents=StaticConsentView(consents),
         policy=policy,
         schemas=schemas,
+        seen=StaticSeen(),
+        sealer=Sealer(RELAY_KEY),
         clock=lambda: NOW,
     )
 
@@ -87,6 +112,7 @@ async def test_one_policy_call_per_batch_for_every_event_partner_pair(
         "d",
         "p.lighthouse-shelter",
         "p.northside-clinic",
+        "seen",
     ]
 
 
@@ -124,3 +150,33 @@ async def test_consents_of_the_event_survivor_go_to_the_policy(schemas: SchemaRe
     batch = {TopicPartition("in", 0): [Msg(0, event(3))]}
     await relay(policy, schemas, **{"sv-3": [consent]}).process(cast(Any, batch), SNAPSHOT)
     assert all(item["consents"] == [consent] for item in policy.calls[0])
+
+
+async def test_deliveries_are_sealed_for_their_partner_only(schemas: SchemaRegistry) -> None:
+    batch = {TopicPartition("in", 0): [Msg(0, event(5))]}
+    result = await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT)
+    record = next(r for r in result.records if r.topic == "p.lighthouse-shelter")
+    assert b"sv-5" not in record.value.split(b'"box"')[1]  # the payload is not in clear
+    relay_pub = seal.public_key_of(RELAY_KEY)
+    opened = seal.open_delivery(
+        record.value,
+        partner_id="lighthouse-shelter",
+        partner_key=PARTNER_KEYS["lighthouse-shelter"],
+        relay_key=relay_pub,
+    )
+    assert opened.event["data"] == {"age": 20}
+    with pytest.raises(seal.OpenError):
+        seal.open_delivery(
+            record.value,
+            partner_id="lighthouse-shelter",
+            partner_key=PARTNER_KEYS["northside-clinic"],
+            relay_key=relay_pub,
+        )
+
+
+async def test_an_event_replayed_within_one_batch_is_dead_lettered(schemas: SchemaRegistry) -> None:
+    same = event(9)
+    batch = {TopicPartition("in", 0): [Msg(0, same), Msg(1, same)]}
+    result = await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT)
+    dead = [json.loads(r.value)["code"] for r in result.records if r.topic == "dlq"]
+    assert dead == ["replayed"] and result.events == 1

@@ -7,11 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
+from services.broker import provenance
 from services.broker.pipeline.model import InboundEvent, Rejection
 from services.broker.pipeline.validate import SchemaRegistry, survivor_age, validate
 
-AGENCIES = frozenset({"harbor-outreach"})
+KEY = SigningKey.generate()
+AGENCIES = {"harbor-outreach": provenance.public_key_of(KEY)}
+NOW = datetime(2026, 11, 24, 12, 5, tzinfo=UTC)
 
 
 def envelope(**over: Any) -> dict[str, Any]:
@@ -28,9 +32,25 @@ def envelope(**over: Any) -> dict[str, Any]:
     return base
 
 
-def check(doc: Any, schemas: SchemaRegistry, max_bytes: int = 10_000) -> InboundEvent | Rejection:
+def check(
+    doc: Any,
+    schemas: SchemaRegistry,
+    max_bytes: int = 10_000,
+    *,
+    signed: bool = True,
+    seen: frozenset[str] = frozenset(),
+) -> InboundEvent | Rejection:
+    if isinstance(doc, dict) and signed:
+        doc = provenance.sign_event(doc, KEY)
     raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    return validate(raw, schemas=schemas, known_agencies=AGENCIES, max_bytes=max_bytes)
+    return validate(
+        raw,
+        schemas=schemas,
+        agency_keys=AGENCIES,
+        max_bytes=max_bytes,
+        seen=seen.__contains__,
+        now=NOW,
+    )
 
 
 def test_valid_event_passes_with_age(schemas: SchemaRegistry) -> None:
@@ -58,6 +78,39 @@ def test_bad_events_are_rejected_with_a_code(doc: Any, code: str, schemas: Schem
     result = check(doc, schemas)
     assert isinstance(result, Rejection)
     assert result.code == code
+
+
+def test_unsigned_event_is_rejected(schemas: SchemaRegistry) -> None:
+    result = check(envelope(), schemas, signed=False)
+    assert isinstance(result, Rejection) and result.code == "unsigned"
+
+
+def test_event_signed_by_one_agency_claiming_another_is_rejected(schemas: SchemaRegistry) -> None:
+    other = SigningKey.generate()
+    keys = {**AGENCIES, "valley-school": provenance.public_key_of(other)}
+    forged = provenance.sign_event(envelope(source="/agencies/valley-school"), KEY)
+    result = validate(
+        json.dumps(forged).encode(), schemas=schemas, agency_keys=keys, max_bytes=10_000
+    )
+    assert isinstance(result, Rejection) and result.code == "bad_signature"
+
+
+def test_tampered_event_fails_its_signature(schemas: SchemaRegistry) -> None:
+    signed = provenance.sign_event(envelope(), KEY)
+    signed["data"] = {**signed["data"], "age": 21}
+    result = check(json.dumps(signed).encode(), schemas)
+    assert isinstance(result, Rejection) and result.code == "bad_signature"
+
+
+def test_replayed_event_id_is_rejected(schemas: SchemaRegistry) -> None:
+    result = check(envelope(), schemas, seen=frozenset({"harbor-outreach/evt-1"}))
+    assert isinstance(result, Rejection) and result.code == "replayed"
+
+
+@pytest.mark.parametrize("time", ["2026-11-01T00:00:00Z", "2026-11-24T13:00:00Z"])
+def test_events_outside_the_replay_window_are_stale(time: str, schemas: SchemaRegistry) -> None:
+    result = check(envelope(time=time), schemas)
+    assert isinstance(result, Rejection) and result.code == "stale"
 
 
 def test_oversized_event_is_rejected_before_parsing(schemas: SchemaRegistry) -> None:

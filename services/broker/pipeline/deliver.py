@@ -1,4 +1,4 @@
-"""Stage 4: the Kafka records of one batch: deliveries, decision records and dead letters.
+"""Stage 5: the Kafka records of one batch: sealed deliveries, decision records, dead letters.
 
 Pure: the relay loop writes what this returns inside one transaction, together with the
 consumed offsets, so a delivery never exists without its decision record and vice versa.
@@ -13,6 +13,7 @@ from datetime import datetime
 
 from services.broker.pipeline.model import JSON, InboundEvent, Judged, OutRecord, Rejection
 from services.broker.pipeline.project import project
+from services.broker.pipeline.seal import Sealer, delivery_id
 
 
 def _dumps(value: JSON) -> bytes:
@@ -46,6 +47,7 @@ def decision_record(judged: Judged, *, decided_at: datetime) -> JSON:
     e, r, d = judged.event, judged.recipient, judged.decision
     return {
         "event_id": e.id,
+        "delivery_id": delivery_id(e.id, r.partner_id) if d.allow else None,
         "event_type": e.type,
         "agency_id": e.agency_id,
         "survivor_id": e.survivor_id,
@@ -82,13 +84,21 @@ def records(
     decided_at: datetime,
     decisions_topic: str,
     partner_topic_prefix: str,
+    sealer: Sealer,
 ) -> list[OutRecord]:
+    """A sealed delivery for every allowed pair, and a decision record for every pair."""
     out: list[OutRecord] = []
     for j in judged:
         key = j.event.survivor_id.encode()
         if j.decision.allow:
-            topic = partner_topic_prefix + j.recipient.partner_id
-            out.append(OutRecord(topic, key, _dumps(delivery_payload(j.event, j))))
+            r = j.recipient
+            sealed = sealer.seal(
+                delivery_payload(j.event, j),
+                partner_id=r.partner_id,
+                partner_key=r.public_key,
+                did=delivery_id(j.event.id, r.partner_id),
+            )
+            out.append(OutRecord(partner_topic_prefix + r.partner_id, key, sealed))
         out.append(
             OutRecord(decisions_topic, key, _dumps(decision_record(j, decided_at=decided_at)))
         )

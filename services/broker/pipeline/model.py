@@ -58,6 +58,7 @@ class Recipient:
     immigration_enforcement: bool
     training_attested_until: datetime | None
     agreements: tuple[Agreement, ...] = ()
+    public_key: str = ""  # what deliveries are sealed to
 
 
 @dataclass(frozen=True)

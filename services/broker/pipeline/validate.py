@@ -1,14 +1,16 @@
 """Stage 1: bytes from the inbound topic → an InboundEvent, or a Rejection with a reason code.
 
-Checks the CloudEvents 1.0 envelope, that the publishing agency is known, and the event
+Checks, in order: size, JSON, the CloudEvents 1.0 envelope, that the publishing agency is
+registered, its Ed25519 signature over the canonical event (so nobody publishes as another
+agency or alters an event), the replay window and that the event id is new, and the event
 type's JSON Schema. Never copies payload values into a rejection.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import date, datetime
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ from pydantic import ValidationError
 
 from services.broker.cloudevents import CloudEvent
 from services.broker.pipeline.model import InboundEvent, Rejection
+from services.broker.provenance import SIGNATURE, verify_event
+
+# Agencies' clocks may run a little ahead of the relay's.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class SchemaRegistry:
@@ -72,18 +78,43 @@ def survivor_age(data: Mapping[str, Any], at: datetime) -> int | None:
 
 
 def validate(
-    raw: bytes, *, schemas: SchemaRegistry, known_agencies: frozenset[str], max_bytes: int
+    raw: bytes,
+    *,
+    schemas: SchemaRegistry,
+    agency_keys: Mapping[str, str | None],
+    max_bytes: int,
+    seen: Callable[[str], bool] = lambda _key: False,
+    now: datetime | None = None,
+    max_age: timedelta = timedelta(days=7),
 ) -> InboundEvent | Rejection:
+    """Check one inbound record. ``agency_keys`` maps each registered agency to its Ed25519
+    verify key; ``seen`` says whether an event key (``agency/event id``) was relayed before."""
     if len(raw) > max_bytes:
         return Rejection("oversized", f"event is {len(raw)} bytes; the limit is {max_bytes}")
     try:
-        envelope = CloudEvent.model_validate_json(raw)
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return Rejection("malformed", "not a JSON document")
+    try:
+        envelope = CloudEvent.model_validate(doc)
     except ValidationError as exc:
         fields = sorted({".".join(map(str, e["loc"])) or "(envelope)" for e in exc.errors()})
         return Rejection("malformed", "invalid CloudEvents envelope at: " + ", ".join(fields))
+    except RecursionError:
+        return Rejection("malformed", "nesting too deep")
     agency = envelope.agency_id
-    if agency not in known_agencies:
+    if agency not in agency_keys:
         return Rejection("unknown_agency", "source is not a registered agency", envelope.id)
+    if SIGNATURE not in doc:
+        return Rejection("unsigned", "the event carries no agency signature", envelope.id, agency)
+    if not verify_event(doc, agency_keys[agency]):
+        return Rejection(
+            "bad_signature", "the signature is not the source agency's", envelope.id, agency
+        )
+    if now is not None and not (now - max_age <= envelope.time <= now + CLOCK_SKEW):
+        return Rejection("stale", "event time is outside the replay window", envelope.id, agency)
+    if seen(event_key(agency, envelope.id)):
+        return Rejection("replayed", "this event id was already relayed", envelope.id, agency)
     if not schemas.known(envelope.type):
         return Rejection(
             "unknown_type", f"unknown event type {envelope.type!r}", envelope.id, agency
@@ -100,3 +131,7 @@ def validate(
         data=dict(envelope.data),
         survivor_age=survivor_age(envelope.data, envelope.time),
     )
+
+
+def event_key(agency_id: str, event_id: str) -> str:
+    return f"{agency_id}/{event_id}"

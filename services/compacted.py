@@ -1,0 +1,66 @@
+"""A local copy of a compacted Kafka topic, brought up to the topic's end on demand.
+
+``catch_up`` reads, with ``read_committed``, up to the end offsets as they stand when it is
+called: afterwards the copy holds every record committed before the call. The relay calls it
+before every batch for its consent view and its replay guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.broker.topics import partitions
+
+
+class ViewUnavailable(RuntimeError):
+    """The copy could not be brought up to date; deciding now could use stale facts."""
+
+
+class CompactedTable:
+    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
+        self._topic = topic
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        self._partitions: list[TopicPartition] = []
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        parts = await partitions(self._bootstrap, self._topic)
+        if not parts:
+            await self._consumer.stop()
+            raise ViewUnavailable(f"topic {self._topic} does not exist")
+        self._partitions = [TopicPartition(self._topic, p) for p in sorted(parts)]
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def catch_up(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                ends = await self._consumer.end_offsets(self._partitions)
+                while await self._behind(ends):
+                    batch = await self._consumer.getmany(timeout_ms=100)
+                    for records in batch.values():
+                        for rec in records:
+                            self.apply(rec.key, rec.value)
+        except TimeoutError as exc:
+            raise ViewUnavailable(f"{self._topic} could not be read up to its end in time") from exc
+
+    async def _behind(self, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await self._consumer.position(tp) < end:
+                return True
+        return False
