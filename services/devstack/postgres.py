@@ -120,8 +120,13 @@ def healthy(s: Settings) -> bool:
 
 
 def _ensure_databases(s: Settings) -> None:
+    ensure_database(s, *DATABASES)
+
+
+def ensure_database(s: Settings, *names: str) -> None:
+    """Create the named databases if missing (tests may ask for one of their own)."""
     with _connect(s) as conn:
-        for name in DATABASES:
+        for name in names:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 continue
             conn.execute(f'CREATE DATABASE "{name}"')

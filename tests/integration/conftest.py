@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import socket
 import uuid
 from collections import defaultdict
@@ -180,6 +181,9 @@ def settings() -> Settings:
     devstack.up(base)  # idempotent; `make test` has already started the stack
     base = Settings()  # re-read the addresses `up` wrote
     run = f"it-{uuid.uuid4().hex[:8]}"
+    # Sessions running side by side each need a database of their own: ACCORD_TEST_DATABASE.
+    test_db = os.environ.get("ACCORD_TEST_DATABASE", "accord_test")
+    postgres.ensure_database(base, test_db)
     return base.model_copy(
         update={
             "topic_inbound": f"{run}.inbound",
@@ -189,7 +193,7 @@ def settings() -> Settings:
             "partner_topic_prefix": f"{run}.partner.",
             "relay_group": f"{run}-relay",
             "relay_transactional_id": f"{run}-relay-0",
-            "database_url": postgres.url(base, "accord_test"),
+            "database_url": postgres.url(base, test_db),
             "api_port": free_port(),
             "topic_seen": f"{run}.seen",
             "relay_private_key": base64.b64encode(bytes(RELAY_KEY)).decode(),
