@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 OPA      = $(shell $(BIN)/python -c 'from services.devstack.opa import binary; from services.settings import Settings; print(binary(Settings()))')
 
-.PHONY: demo test install stack lint policy-test unit integration down clean
+.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa
 
 $(BIN)/accord: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ policy-test: stack
 	$(OPA) check --strict --schema policies/schemas/ policies/
 	$(OPA) test policies/ --coverage --threshold 95 > /dev/null || { $(OPA) test -v policies/ | tail -40; exit 1; }
 	$(OPA) test policies/
+
+# Delete each rule's clause in turn (on a copy of policies/); every mutant must fail `opa test`.
+mutation: install
+	$(BIN)/python -m services.policy_mutation
 
 down:
 	$(BIN)/accord dev down

@@ -72,3 +72,11 @@ test_R12_jurisdiction_field_sets_name_classified_fields if {
 		}
 	}
 }
+
+test_R1_unknown_purpose_is_malformed if {
+	not validation.well_formed(testing.patched(testing.base, "/purpose", "marketing"))
+}
+
+test_R1_unknown_event_type_is_malformed if {
+	not validation.well_formed(testing.patched(testing.base, "/event/type", "accord.unheard.of"))
+}
