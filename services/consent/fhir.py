@@ -763,7 +763,9 @@ def _read_performer(
         return RecordedBy(role="guardian", actor=ident["value"], relation=relation)
     if isinstance(ref, str) and ref.startswith("Patient/"):
         r.keys(doc, "performer[0]", {"reference"}, what="the performer")
-        if pseudonym is None or ref != f"Patient/{pseudonym}":
+        if pseudonym is None:
+            return None  # the patient is refused already
+        if ref != f"Patient/{pseudonym}":
             r.refuse("performer[0].reference", "a performing patient must be the consent's patient")
             return None
         return RecordedBy(role="self", actor=pseudonym)
