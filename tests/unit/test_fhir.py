@@ -23,7 +23,7 @@ from services.consent.fhir import (
     recorded_by_from_fhir,
     to_fhir,
 )
-from services.consent.schemas import Consent, Evidence, Period, Provision, RecordedBy, Recipients
+from services.consent.schemas import Consent, Evidence, Period, Provision, Recipients, RecordedBy
 from services.vocabulary import ANY, Category, PartnerType, Purpose
 
 EXAMPLES = Path(__file__).parent / "fhir_examples"
@@ -180,11 +180,6 @@ def periods(draw: st.DrawFn) -> Period:
 
 
 partner_ids = st.sampled_from(["lighthouse-shelter", "northside-clinic", "metro-police", "p-7"])
-recipients = st.builds(
-    Recipients,
-    partners=st.lists(partner_ids, max_size=3),
-    partner_types=st.lists(st.sampled_from([*PartnerType, ANY]), max_size=3),
-).filter(lambda r: True)
 
 
 @st.composite
@@ -331,7 +326,6 @@ def rule_with(**change: Any) -> dict[str, Any]:
     return resource
 
 
-CODING = "https://accord.example/fhir/CodeSystem/"
 PROVISION_REFUSALS: list[tuple[dict[str, Any], str]] = [
     (
         {
