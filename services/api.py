@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import policy_data
-from services.broker import ingest
+from services.broker import admin, ingest
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
 from services.consent import views as consent_views
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": errors}, status_code=422)
 
     app.include_router(ingest.router)
+    app.include_router(admin.router)
     app.include_router(consent_views.router)
     app.include_router(legal_views.router)
     return app
