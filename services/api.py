@@ -21,6 +21,7 @@ from services import policy_data
 from services.broker import admin, ingest
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
+from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
 from services.consent.disclosures import DecisionSink, SqlDisclosureLog
 from services.consent.publisher import ConsentPublisher, republish_pending
@@ -115,5 +116,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(admin.router)
     app.include_router(consent_views.router)
+    app.include_router(consent_fhir_views.router)
     app.include_router(legal_views.router)
     return app

@@ -1,0 +1,109 @@
+"""FHIR R4 Consent import and export of a survivor's consents (docs/fhir-consent-mapping.md).
+
+The same roles and access rules as the consent API (``views.py``): the survivor, an advocate of
+their agency, or a guardian recorded for the minor. An import is a grant: it goes through the
+same service function, is recorded as made by the caller, and is acknowledged only once the
+relay's topic holds it (R3). A resource Accord cannot honour is refused whole, with every
+problem named by its path: nothing is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.broker import models as broker_models
+from services.consent import service
+from services.consent.fhir import FhirRefused, from_fhir, to_fhir
+from services.consent.schemas import Consent
+from services.consent.service import ConsentError
+from services.consent.views import Actor, _change, _fail, _now, _sessions, publish_snapshot
+
+router = APIRouter(prefix="/v1", tags=["consent", "fhir"])
+
+FHIR_JSON = "application/fhir+json"
+_FHIR_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}, "description": "FHIR R4 Consent"}
+}
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {"description": "Refused: `detail` lists every problem with its JSON path."},
+    403: {"description": "Not this caller's survivor, or the wrong role."},
+}
+
+
+class FhirJSONResponse(JSONResponse):
+    media_type = FHIR_JSON
+
+
+def _exported(consent: Consent, status_code: int = 200) -> FhirJSONResponse:
+    return FhirJSONResponse(to_fhir(consent, consent.survivor_id), status_code=status_code)
+
+
+@router.get(
+    "/survivors/{survivor_id}/consents/{consent_id}/fhir",
+    response_class=FhirJSONResponse,
+    responses=_FHIR_RESPONSE,
+    summary="Export a consent as a FHIR R4 Consent",
+    description="The consent's latest version (or `version`) as a FHIR R4 `Consent` resource "
+    "(`application/fhir+json`). The survivor appears only as `Patient/<pseudonym>`. "
+    "Revoked and expired consents are exported with status `inactive`.",
+)
+def export_fhir(
+    survivor_id: str,
+    consent_id: str,
+    request: Request,
+    actor: Actor,
+    version: Annotated[int | None, Query(ge=1, description="A version; default: latest")] = None,
+) -> FhirJSONResponse:
+    try:
+        with _sessions(request)() as session:
+            service.access(session=session, principal=actor, survivor_id=survivor_id)
+            if version is not None:
+                consent = service.version(
+                    session=session, survivor_id=survivor_id, consent_id=consent_id, number=version
+                )
+                return _exported(consent)
+            service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
+            current = service.current_consents(session=session, survivor_id=survivor_id, now=_now())
+            return _exported(next(c for c in current if c.id == consent_id))
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+
+
+@router.post(
+    "/survivors/{survivor_id}/consents/fhir",
+    status_code=201,
+    response_class=FhirJSONResponse,
+    responses={201: _FHIR_RESPONSE[200], **_REFUSED},
+    summary="Import a FHIR R4 Consent as a new consent",
+    description="Grant a consent given as a FHIR R4 `Consent` resource (active, scope "
+    "`patient-privacy`, `patient` = `Patient/<this survivor's pseudonym>`). The provision tree "
+    "is flattened into Accord provisions as docs/fhir-consent-mapping.md describes. The "
+    "consent is recorded as made by the caller; `performer`, `dateTime`, `id` and `meta` are "
+    "not taken from the resource. Anything Accord cannot honour (data references, security "
+    "labels, unknown codes or code systems, a permit inside a deny, ...) refuses the whole "
+    "resource with 422 and `detail`: every problem with its JSON path, never a value from the "
+    "request. Answers with the stored consent, exported; acknowledged once in effect (R3).",
+)
+async def import_fhir(
+    survivor_id: str,
+    request: Request,
+    actor: Actor,
+    resource: Annotated[dict[str, Any], Body(description="A FHIR R4 Consent resource")],
+) -> FhirJSONResponse:
+    try:
+        with _sessions(request)() as session:
+            service.access(session=session, principal=actor, survivor_id=survivor_id)
+            data = from_fhir(resource, survivor_id=survivor_id)
+            named = {p for prov in data.provisions for p in prov.recipients.partners}
+            if any(session.get(broker_models.Partner, p) is None for p in sorted(named)):
+                raise FhirRefused(["provision: an actor names a partner Accord does not know"])
+    except ConsentError as exc:
+        raise _fail(exc) from exc
+    except FhirRefused as exc:
+        raise HTTPException(422, detail=exc.problems) from exc
+    consent = _change(request, actor, survivor_id, data, "grant")
+    await publish_snapshot(request, survivor_id)
+    return _exported(consent, status_code=201)
