@@ -39,6 +39,10 @@ policy-test: stack
 mutation: install
 	$(BIN)/python -m services.policy_mutation
 
+# Decision latency through the running OPA server: single decisions and batches of 100.
+bench-opa: stack
+	$(BIN)/accord bench opa --decisions 500 --batches 50
+
 down:
 	$(BIN)/accord dev down
 

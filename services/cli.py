@@ -59,6 +59,27 @@ def db_upgrade() -> None:
     typer.echo("database at head")
 
 
+bench = typer.Typer(no_args_is_help=True, help="Benchmarks against the running stack.")
+app.add_typer(bench, name="bench")
+
+
+@bench.command("opa")
+def bench_opa(
+    decisions: int = typer.Option(500, min=2, help="Single-decision requests to time."),
+    batches: int = typer.Option(50, min=2, help="Batch requests to time."),
+    batch_size: int = typer.Option(100, min=1, help="Decisions per batch request."),
+    warmup: int = typer.Option(100, min=0, help="Untimed single requests first."),
+) -> None:
+    """Decision latency through the real OPA server: single decisions and batches."""
+    from services.bench.opa_latency import run
+
+    s = Settings()
+    if not devstack.opa.healthy(s):
+        _fail(devstack.StackError(f"OPA is not answering at {s.opa_base_url}: accord dev up"))
+    for line in run(s, decisions=decisions, batches=batches, batch_size=batch_size, warmup=warmup):
+        typer.echo(line)
+
+
 @app.command("demo")
 def demo() -> None:
     """Start the stack, publish sample events from two agencies, show what each partner got."""
