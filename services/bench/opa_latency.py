@@ -1,11 +1,11 @@
 """Decision latency through the real OPA server, as the relay asks it.
 
 Inputs are built by the relay's own ``build_input`` from a deterministic mix of events (every
-shareable event type, adults, minors and unknown ages, two jurisdictions) and recipients (several
-partner types and purposes), with consents that permit, deny, name law enforcement, are revoked
-or were recorded by a suspect guardian, and now and then a declaration or a court order. Each
-request goes through ``OpaPolicy.decide`` (rule ``accord/decision/batch``), the relay's only
-call: a single decision is a batch of one.
+event type, the internal-only one included; adults, minors and unknown ages; two jurisdictions)
+and recipients (several partner types and purposes), with consents that permit, deny, name a
+partner type, are revoked or were recorded by a (possibly suspect) guardian, and now and then a
+declaration or a court order. Each request goes through ``OpaPolicy.decide`` (rule
+``accord/decision/batch``), the relay's only call: a single decision is a batch of one.
 
     accord bench opa --decisions 500 --batches 50
 """
