@@ -422,7 +422,10 @@ def _read_actors(r: _Reader, value: Any, path: str) -> Recipients | None:
             if ident.get("system") != PARTNER_TYPE_SYSTEM:
                 r.refuse(f"{where}.reference.identifier.system", "unknown identifier system")
                 ok = False
-            elif ident.get("value") not in {*PartnerType, ANY}:
+            elif not isinstance(ident.get("value"), str) or ident["value"] not in {
+                *PartnerType,
+                ANY,
+            }:
                 r.refuse(f"{where}.reference.identifier.value", "not an Accord partner type")
                 ok = False
             else:
@@ -785,7 +788,7 @@ def _read_performer(
 
 def _read_header(r: _Reader, resource: dict[str, Any]) -> None:
     status = resource.get("status")
-    if status not in _R4_STATES:
+    if not isinstance(status, str) or status not in _R4_STATES:
         r.refuse("status", "must be an R4 consent state (active, inactive, ...)")
     elif status != "active":
         r.refuse("status", "only an active consent can be imported")

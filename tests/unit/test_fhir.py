@@ -546,3 +546,40 @@ def test_problems_never_repeat_values_from_the_resource() -> None:
     problems = refusal(resource)
     assert len(problems) >= 5
     assert not any(secret in p or "xxxx" in p for p in problems)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def locations(doc: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [here]
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            out += locations(value, (*here, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            out += locations(value, (*here, i))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(EXAMPLE_NAMES), st.data(), json_values)
+def test_any_damaged_resource_is_imported_or_refused_never_crashes(
+    name: str, data: st.DataObject, value: Any
+) -> None:
+    resource = example(name)
+    where = data.draw(st.sampled_from(locations(resource)[1:]))
+    target: Any = resource
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    try:
+        from_fhir(resource)
+    except FhirRefused as exc:
+        assert exc.problems and all(": " in p for p in exc.problems)
