@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import policy_data
-from services.broker import admin, ingest
+from services.broker import admin, feed, ingest
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
 from services.consent import fhir_views as consent_fhir_views
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ingest.router)
     app.include_router(admin.router)
+    app.include_router(feed.router)
     app.include_router(consent_views.router)
     app.include_router(consent_fhir_views.router)
     app.include_router(legal_views.router)
