@@ -119,3 +119,69 @@ def api() -> None:
     logs.configure()
     s = Settings()
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None)
+
+
+@app.command("tail")
+def tail(
+    partner: str = typer.Option(..., "--partner", help="Your partner id."),
+    key_file: str = typer.Option(..., "--key-file", help="Your Curve25519 private key file."),
+    http: str | None = typer.Option(None, "--http", help="The Accord API's base URL."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="ACCORD_API_KEY", help="Your partner API key (with --http)."
+    ),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", help="Kafka host:port."),
+    relay_key: str | None = typer.Option(
+        None,
+        "--relay-key",
+        envvar="ACCORD_RELAY_PUBLIC_KEY",
+        help="The relay's public key (base64); default: the local stack's.",
+    ),
+    topic: str | None = typer.Option(None, "--topic", help="Default: the configured prefix + id."),
+    group: str | None = typer.Option(None, "--group", help="Kafka consumer group (with --ack)."),
+    ack: bool = typer.Option(False, "--ack/--no-ack", help="Acknowledge what was printed."),
+    max_deliveries: int = typer.Option(0, "--max", min=0, help="Stop after this many (0: never)."),
+) -> None:
+    """Print a partner's deliveries, opened with its key, one JSON line each (Kafka or HTTP)."""
+    import asyncio
+    import sys
+
+    from services.sdk import DeliveryRejected, FeedError, HttpFeed, KafkaFeed, load_private_key
+    from services.sdk.tail import run_tail
+
+    if (http is None) == (bootstrap is None):
+        _fail(ValueError("give exactly one of --http URL or --bootstrap host:port"))
+    if http is not None and not api_key:
+        _fail(ValueError("--http needs --api-key (or ACCORD_API_KEY)"))
+    s = Settings()
+    if relay_key is None:
+        from services.broker.pipeline.seal import public_key_of
+        from services.keys import relay_key as local_relay_key
+
+        if not (s.relay_private_key or (s.state_dir / "keys" / "relay.key").exists()):
+            _fail(ValueError("no local relay key: pass --relay-key"))
+        relay_key = public_key_of(local_relay_key(s))
+    source: HttpFeed | KafkaFeed
+    if http is not None:
+        source = HttpFeed(http, api_key=api_key or "")
+    else:
+        source = KafkaFeed(
+            bootstrap or "",
+            topic=topic or s.partner_topic(partner),
+            group_id=group or f"accord.tail.{partner}",
+        )
+    try:
+        asyncio.run(
+            run_tail(
+                partner_id=partner,
+                key=load_private_key(key_file),
+                relay_key=relay_key,
+                source=source,
+                out=sys.stdout,
+                acknowledge=ack,
+                max_deliveries=max_deliveries or None,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    except (DeliveryRejected, FeedError, ValueError, OSError) as exc:
+        _fail(exc)
