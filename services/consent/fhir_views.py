@@ -44,7 +44,7 @@ def _exported(consent: Consent, status_code: int = 200) -> FhirJSONResponse:
 @router.get(
     "/survivors/{survivor_id}/consents/{consent_id}/fhir",
     response_class=FhirJSONResponse,
-    responses=_FHIR_RESPONSE,
+    responses={**_FHIR_RESPONSE, 403: _REFUSED[403], 404: {"description": "No such consent"}},
     summary="Export a consent as a FHIR R4 Consent",
     description="The consent's latest version (or `version`) as a FHIR R4 `Consent` resource "
     "(`application/fhir+json`). The survivor appears only as `Patient/<pseudonym>`. "
@@ -91,7 +91,9 @@ async def import_fhir(
     survivor_id: str,
     request: Request,
     actor: Actor,
-    resource: Annotated[dict[str, Any], Body(description="A FHIR R4 Consent resource")],
+    resource: Annotated[
+        dict[str, Any], Body(media_type=FHIR_JSON, description="A FHIR R4 Consent resource")
+    ],
 ) -> FhirJSONResponse:
     try:
         with _sessions(request)() as session:

@@ -179,6 +179,8 @@ async def test_an_unknown_partner_or_another_patient_is_refused(
     assert refused.status_code == 422
     assert refused.json()["detail"][0].startswith("patient.reference:")
     assert "sv-someone-else" not in refused.text
+    as_json = await me("POST", f"/v1/survivors/{survivor}/consents/fhir", other)  # application/json
+    assert as_json.status_code == 422 and as_json.json() == refused.json()
     assert (await me("GET", f"/v1/survivors/{survivor}/consents")).json() == []
 
 
