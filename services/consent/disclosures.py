@@ -6,20 +6,18 @@ decision records by ``sink_decisions``. Only field names and categories, never v
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.consent import models
+from services.sink import TopicSink
 
 log = logging.getLogger("accord.disclosures")
 
@@ -146,63 +144,11 @@ def disclosure_from_record(record: dict[str, Any]) -> models.Disclosure | None:
     )
 
 
-class DecisionSink:
-    """Copies releases from the decision topic into the disclosures table.
-
-    Offsets are committed after the database commit; a redelivered record hits the unique
-    (event, partner, kind) constraint and is skipped, so each release is stored once.
-    ``catch_up`` waits until everything on the topic when it was called is stored.
-    """
-
-    def __init__(
-        self, bootstrap: str, topic: str, group: str, sessions: sessionmaker[Session]
-    ) -> None:
-        self._sessions = sessions
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
-        self._done: dict[TopicPartition, int] = {}
-        self._progress = asyncio.Condition()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await self._consumer.start()
-        try:
-            while not stop.is_set():
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
-                for tp, records in batch.items():
-                    for rec in records:
-                        self._store(rec.value)
-                    self._done[tp] = records[-1].offset + 1
-                if batch:
-                    await self._consumer.commit()
-                for tp in self._consumer.assignment():
-                    self._done[tp] = max(self._done.get(tp, 0), await self._consumer.position(tp))
-                async with self._progress:
-                    self._progress.notify_all()
-        finally:
-            await self._consumer.stop()
-
-    def _store(self, value: bytes | None) -> None:
-        row = disclosure_from_record(json.loads(value)) if value else None
-        if row is None:
-            return
-        try:
-            with self._sessions() as session, session.begin():
-                session.add(row)
-        except IntegrityError:
-            pass  # already stored
-
-    async def catch_up(self, timeout_s: float = 10.0) -> None:
-        assigned = self._consumer.assignment()
-        ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
-
-        def reached() -> bool:
-            return all(self._done.get(tp, 0) >= end for tp, end in ends.items())
-
-        async with asyncio.timeout(timeout_s), self._progress:
-            await self._progress.wait_for(reached)
+def decision_sink(
+    bootstrap: str, topic: str, group: str, sessions: sessionmaker[Session]
+) -> TopicSink:
+    """Copies releases from the decision topic into the disclosures table, each once
+    (the unique (event, partner, kind) constraint skips a redelivered record)."""
+    return TopicSink(
+        bootstrap, topic, group, sessions, lambda rec: disclosure_from_record(json.loads(rec.value))
+    )
