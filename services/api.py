@@ -19,11 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services import policy_data
 from services.broker import admin, feed, ingest
+from services.broker import rejections as rejections_views
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
+from services.broker.rejections import rejection_sink
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
-from services.consent.disclosures import DecisionSink, SqlDisclosureLog
+from services.consent.disclosures import SqlDisclosureLog, decision_sink
 from services.consent.publisher import ConsentPublisher, republish_pending
 from services.db import make_engine, make_sessionmaker
 from services.legal import views as legal_views
@@ -63,13 +65,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publisher = ConsentPublisher(producer, s.topic_consents)
         app.state.consent_publisher = publisher
         app.state.disclosures = SqlDisclosureLog(sessions, policy_data.categorizer(s.policies_dir))
-        sink = DecisionSink(
+        sink = decision_sink(
             s.bootstrap_servers, s.topic_decisions, f"{s.relay_group}-disclosures", sessions
         )
         app.state.decision_sink = sink
+        rejections = rejection_sink(
+            s.bootstrap_servers, s.topic_deadletter, f"{s.relay_group}-rejections", sessions
+        )
+        app.state.rejection_sink = rejections
         stop = asyncio.Event()
         background = [
             asyncio.create_task(sink.run(stop), name="decision-sink"),
+            asyncio.create_task(rejections.run(stop), name="rejection-sink"),
             asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),
         ]
         try:
@@ -116,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(admin.router)
     app.include_router(feed.router)
+    app.include_router(rejections_views.router)
     app.include_router(consent_views.router)
     app.include_router(consent_fhir_views.router)
     app.include_router(legal_views.router)
