@@ -18,6 +18,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import policy_data
+from services.audit import views as audit_views
+from services.audit.checkpoints import Checkpointer
+from services.audit.keys import audit_key
+from services.audit.sink import audit_sink
 from services.broker import admin, feed, ingest
 from services.broker import rejections as rejections_views
 from services.broker.pipeline.decide import OpaPolicy
@@ -73,10 +77,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s.bootstrap_servers, s.topic_deadletter, f"{s.relay_group}-rejections", sessions
         )
         app.state.rejection_sink = rejections
+        audit = audit_sink(
+            s.bootstrap_servers, s.topic_decisions, f"{s.relay_group}-audit", sessions
+        )
+        app.state.audit_sink = audit
+        app.state.audit_key = audit_key(s)
+        checkpointer = Checkpointer(
+            sessions,
+            app.state.audit_key,
+            every=s.audit_checkpoint_every,
+            interval_s=s.audit_checkpoint_interval_s,
+            retention_days=s.audit_retention_days,
+        )
+        app.state.audit_checkpointer = checkpointer
         stop = asyncio.Event()
         background = [
             asyncio.create_task(sink.run(stop), name="decision-sink"),
             asyncio.create_task(rejections.run(stop), name="rejection-sink"),
+            asyncio.create_task(audit.run(stop), name="audit-sink"),
+            asyncio.create_task(checkpointer.run(stop), name="audit-checkpoints"),
             asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),
         ]
         try:
@@ -127,4 +146,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(consent_views.router)
     app.include_router(consent_fhir_views.router)
     app.include_router(legal_views.router)
+    app.include_router(audit_views.router)
     return app

@@ -59,6 +59,18 @@ def db_upgrade() -> None:
     typer.echo("database at head")
 
 
+audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
+app.add_typer(audit, name="audit")
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit chain and its signed checkpoints; exit 1 at the first broken entry."""
+    from services.audit.cli import verify_command
+
+    raise typer.Exit(verify_command(Settings(), typer.echo))
+
+
 bench = typer.Typer(no_args_is_help=True, help="Benchmarks against the running stack.")
 app.add_typer(bench, name="bench")
 

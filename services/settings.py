@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     # <state_dir>/keys/relay.key, created on first use (development only).
     relay_private_key: str = Field(default="", repr=False)
 
+    # The audit chain's Ed25519 signing key (base64 of the 32-byte seed) for checkpoints.
+    # Empty: a key kept in <state_dir>/keys/audit.key, created on first use (development only).
+    audit_signing_key: str = Field(default="", repr=False)
+    # A signed checkpoint after this many new entries, or this long after the last one.
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    # Audit entries older than this many days are pruned (after a checkpoint); 0 keeps all.
+    audit_retention_days: int = Field(default=0, ge=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     max_event_bytes: int = 256 * 1024

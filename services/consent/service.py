@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.audit import record as audit
 from services.auth.principals import Principal, Role
 from services.auth.service import issue_credential
 from services.consent import models
@@ -203,6 +204,7 @@ def _append(
     session.add(row)
     bump(session, survivor)
     session.flush()
+    audit.consent_change(session, row)  # in this transaction: the change and its entry
     return _consent(row)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.audit import record as audit
 from services.consent import models as consent_models
 from services.consent.service import ConsentError, bump
 from services.legal import models
@@ -76,6 +77,7 @@ def declare(
             )
         )
     bump(session, survivor)
+    audit.declaration(session, row, "declared", now)
     return row
 
 
@@ -95,6 +97,7 @@ def end_declaration(
         raise ConsentError(409, "This declaration has already ended.")
     row.ended_at, row.ended_by = now, by
     bump(session, _survivor(session, survivor_id, agency_id, now))
+    audit.declaration(session, row, "ended", now)
     return row
 
 
@@ -126,6 +129,7 @@ def record_court_order(
     session.add(row)
     _queue(session, "court_order", row.id, agency_id, survivor_id, now)
     bump(session, survivor)
+    audit.court_order(session, row)
     return row
 
 

@@ -103,6 +103,7 @@ RULE_PARTNERS = [
 # Keys made for this test session: agencies sign what they publish, partners open deliveries.
 AGENCY_KEYS = {a: SigningKey.generate() for a in ("harbor-outreach", "valley-school")}
 RELAY_KEY = PrivateKey.generate()
+AUDIT_KEY = SigningKey.generate()  # signs the audit chain's checkpoints
 PARTNER_KEYS: dict[str, PrivateKey] = defaultdict(PrivateKey.generate)
 
 
@@ -197,6 +198,7 @@ def settings() -> Settings:
             "api_port": free_port(),
             "topic_seen": f"{run}.seen",
             "relay_private_key": base64.b64encode(bytes(RELAY_KEY)).decode(),
+            "audit_signing_key": base64.b64encode(bytes(AUDIT_KEY)).decode(),
         }
     )
 

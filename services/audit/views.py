@@ -1,0 +1,417 @@
+"""The compliance API over the audit chain: search, streamed export, reports, the review of
+legal-basis releases, and verification. Role ``compliance`` only (401 without a key, 403 for
+any other role). Every answer carries names, ids, rules and times, never field values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import Select, and_, exists, literal, or_, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from services.audit import chain, reports, store
+from services.audit import record as audit_record
+from services.audit.models import AuditEntry
+from services.auth.deps import SessionDep, require
+from services.auth.principals import Principal, Role
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+Compliance = Annotated[Principal, Depends(require(Role.COMPLIANCE))]
+NAME = r"^[A-Za-z0-9_.:@/-]{1,256}$"
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "Not a compliance key"},
+}
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: datetime | None
+    until: datetime | None
+    agency: str | None
+    partner: str | None
+    partner_type: str | None
+    event_type: str | None
+    basis: str | None
+    rule: str | None
+    outcome: str | None
+    survivor: str | None
+
+
+def filters(
+    since: Annotated[
+        datetime | None, Query(alias="from", description="Decided at or after (ISO 8601)")
+    ] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="Decided before")] = None,
+    agency: Annotated[str | None, Query(pattern=NAME)] = None,
+    partner: Annotated[str | None, Query(pattern=NAME)] = None,
+    partner_type: Annotated[str | None, Query(pattern=NAME)] = None,
+    event_type: Annotated[str | None, Query(pattern=NAME)] = None,
+    basis: Annotated[
+        str | None, Query(pattern=NAME, description="consent, mandated_reporting, ...")
+    ] = None,
+    rule: Annotated[str | None, Query(pattern=NAME, description="A rule id, e.g. R6")] = None,
+    outcome: Annotated[Literal["allow", "partial", "deny"] | None, Query()] = None,
+    survivor: Annotated[str | None, Query(pattern=NAME, description="Pseudonym")] = None,
+) -> Filters:
+    def aware(t: datetime | None) -> datetime | None:
+        return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+    return Filters(
+        aware(since),
+        aware(until),
+        agency,
+        partner,
+        partner_type,
+        event_type,
+        basis,
+        rule,
+        outcome,
+        survivor,
+    )
+
+
+FiltersDep = Annotated[Filters, Depends(filters)]
+
+
+def _has(column: Any, value: str) -> Any:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(f"%|{escaped}|%", escape="\\")
+
+
+def decisions_query(f: Filters) -> Select[AuditEntry]:
+    q = select(AuditEntry).where(AuditEntry.kind == "decision")
+    if f.since is not None:
+        q = q.where(AuditEntry.at >= f.since)
+    if f.until is not None:
+        q = q.where(AuditEntry.at < f.until)
+    for column, value in (
+        (AuditEntry.agency_id, f.agency),
+        (AuditEntry.partner_id, f.partner),
+        (AuditEntry.partner_type, f.partner_type),
+        (AuditEntry.event_type, f.event_type),
+        (AuditEntry.outcome, f.outcome),
+        (AuditEntry.survivor_id, f.survivor),
+    ):
+        if value is not None:
+            q = q.where(column == value)
+    if f.basis is not None:
+        q = q.where(_has(AuditEntry.basis, f.basis))
+    if f.rule is not None:
+        q = q.where(_has(AuditEntry.rules, f.rule))
+    return q
+
+
+def _chunks(
+    sessions: sessionmaker[Session], query: Select[AuditEntry]
+) -> Iterator[list[AuditEntry]]:
+    """The query's rows in seq order, a chunk at a time, each chunk from a fresh read."""
+    after = 0
+    while True:
+        with sessions() as session:
+            rows = list(
+                session.scalars(
+                    query.where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(CHUNK)
+                )
+            )
+        if rows:
+            yield rows
+        if len(rows) < CHUNK:
+            return
+        after = rows[-1].seq
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessions
+    return factory
+
+
+# --- search and export ---------------------------------------------------------------------
+
+
+class DecisionOut(BaseModel):
+    seq: int
+    entry_hash: str
+    record: dict[str, Any]
+
+
+class DecisionPage(BaseModel):
+    items: list[DecisionOut]
+    next_after: int | None
+
+
+def _out(row: AuditEntry) -> DecisionOut:
+    return DecisionOut(seq=row.seq, entry_hash=row.entry_hash, record=json.loads(row.record))
+
+
+@router.get(
+    "/decisions",
+    response_model=DecisionPage,
+    summary="Search decision records",
+    description="Decision records in chain order, filtered; page with `after` = the previous "
+    "page's `next_after`. Each record names released and withheld fields (never values), the "
+    "rules for each withheld field, the basis, consents and versions, and the policy revision.",
+    responses=RESPONSES,
+)
+def search(
+    _: Compliance,
+    session: SessionDep,
+    f: FiltersDep,
+    after: Annotated[int, Query(ge=0, description="Entries after this seq")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DecisionPage:
+    query = decisions_query(f).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(limit)
+    rows = list(session.scalars(query))
+    return DecisionPage(
+        items=[_out(r) for r in rows], next_after=rows[-1].seq if len(rows) == limit else None
+    )
+
+
+CSV_COLUMNS = [
+    "seq",
+    "decided_at",
+    "event_id",
+    "event_type",
+    "agency_id",
+    "partner_id",
+    "partner_type",
+    "purpose",
+    "survivor_id",
+    "outcome",
+    "released",
+    "withheld",
+    "basis",
+    "reasons",
+    "consents",
+    "review_required",
+    "policy_revision",
+    "entry_hash",
+]
+
+
+def csv_row(seq: int, entry_hash: str, r: dict[str, Any]) -> list[Any]:
+    withheld = ";".join(
+        f"{w.get('field')}:{'+'.join(w.get('rules') or [])}" for w in r.get("withheld") or []
+    )
+    consents = ";".join(f"{c.get('id')}@{c.get('version')}" for c in r.get("consents") or [])
+    return [
+        seq,
+        r.get("decided_at"),
+        r.get("event_id"),
+        r.get("event_type"),
+        r.get("agency_id"),
+        r.get("partner_id"),
+        r.get("partner_type"),
+        r.get("purpose"),
+        r.get("survivor_id"),
+        r.get("outcome"),
+        ";".join(r.get("released") or []),
+        withheld,
+        ";".join(r.get("basis") or []),
+        ";".join(r.get("reasons") or []),
+        consents,
+        r.get("review_required"),
+        r.get("policy_revision"),
+        entry_hash,
+    ]
+
+
+def export_lines(
+    sessions: sessionmaker[Session], f: Filters, fmt: Literal["csv", "jsonl"]
+) -> Iterator[bytes]:
+    """The export, produced a chunk of rows at a time: memory stays flat for any range."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if fmt == "csv":
+        writer.writerow(CSV_COLUMNS)
+    for rows in _chunks(sessions, decisions_query(f)):
+        for row in rows:
+            if fmt == "csv":
+                writer.writerow(csv_row(row.seq, row.entry_hash, json.loads(row.record)))
+            else:
+                buf.write(
+                    f'{{"seq":{row.seq},"entry_hash":"{row.entry_hash}","record":{row.record}}}\n'
+                )
+        yield buf.getvalue().encode()
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue().encode()
+
+
+@router.get(
+    "/decisions/export",
+    summary="Export decision records (CSV or JSON Lines), streamed",
+    description="The same filters as the search, every matching record in chain order, "
+    "streamed in chunks from the database (large ranges never load into memory).",
+    responses={
+        **RESPONSES,
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+    },
+    response_class=StreamingResponse,
+)
+def export(
+    _: Compliance,
+    request: Request,
+    f: FiltersDep,
+    format: Annotated[Literal["csv", "jsonl"], Query()] = "jsonl",
+) -> StreamingResponse:
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    name = f"accord-decisions.{format}"
+    return StreamingResponse(
+        export_lines(_sessions(request), f, format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def _threshold(request: Request) -> int:
+    return reports.threshold(request.app.state.settings.policies_dir)
+
+
+@router.get(
+    "/reports/rules",
+    response_model=reports.RulesReport,
+    summary="Releases and refusals by rule and partner type (small counts suppressed, R15)",
+    responses=RESPONSES,
+)
+def rules_report(_: Compliance, request: Request, f: FiltersDep) -> reports.RulesReport:
+    records = (
+        json.loads(row.record)
+        for rows in _chunks(_sessions(request), decisions_query(f))
+        for row in rows
+    )
+    return reports.rules_report(records, _threshold(request))
+
+
+@router.get(
+    "/reports/consents",
+    response_model=reports.ConsentReport,
+    summary="Consent grants, amendments and revocations over time (small counts suppressed)",
+    responses=RESPONSES,
+)
+def consents_report(
+    _: Compliance,
+    request: Request,
+    since: Annotated[datetime | None, Query(alias="from")] = None,
+    until: Annotated[datetime | None, Query(alias="to")] = None,
+    period: Annotated[reports.Period, Query()] = "day",
+) -> reports.ConsentReport:
+    query = select(AuditEntry).where(AuditEntry.kind == "consent_change")
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    if until is not None:
+        query = query.where(AuditEntry.at < until)
+    changes = (
+        (row.at, str(json.loads(row.record).get("op")))
+        for rows in _chunks(_sessions(request), query)
+        for row in rows
+        if row.at is not None
+    )
+    return reports.consent_report(changes, period, _threshold(request))
+
+
+# --- review of legal-basis releases ----------------------------------------------------------
+
+
+def pending_reviews_query() -> Select[AuditEntry]:
+    review = aliased(AuditEntry)
+    legal = or_(*(_has(AuditEntry.basis, b) for b in chain.LEGAL_BASES))
+    reviewed = exists().where(review.entry_key == literal("review:").concat(AuditEntry.entry_key))
+    return select(AuditEntry).where(
+        and_(AuditEntry.kind == "decision", AuditEntry.outcome != "deny", legal, ~reviewed)
+    )
+
+
+@router.get(
+    "/reviews",
+    response_model=DecisionPage,
+    summary="Legal-basis releases awaiting review",
+    description="Releases made under mandated_reporting (R5), imminent_danger (R8) or "
+    "court_order (R9) that compliance has not yet marked reviewed, in chain order. These are "
+    "individual records for review, not aggregate counts.",
+    responses=RESPONSES,
+)
+def pending_reviews(
+    _: Compliance,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DecisionPage:
+    query = pending_reviews_query().where(AuditEntry.seq > after).order_by(AuditEntry.seq)
+    rows = list(session.scalars(query.limit(limit)))
+    return DecisionPage(
+        items=[_out(r) for r in rows], next_after=rows[-1].seq if len(rows) == limit else None
+    )
+
+
+class ReviewOut(BaseModel):
+    decision_seq: int
+    review_seq: int
+
+
+@router.post(
+    "/reviews/{seq}",
+    response_model=ReviewOut,
+    status_code=201,
+    summary="Mark a legal-basis release reviewed (itself an audit entry)",
+    responses={
+        **RESPONSES,
+        404: {"description": "No legal-basis release at this seq"},
+        409: {"description": "Already reviewed"},
+    },
+)
+def mark_reviewed(seq: int, principal: Compliance, request: Request) -> ReviewOut:
+    with _sessions(request)() as session, session.begin():
+        row = session.get(AuditEntry, seq)
+        record = json.loads(row.record) if row is not None else {}
+        legal = set(record.get("basis") or []) & set(chain.LEGAL_BASES)
+        if row is None or row.kind != "decision" or not legal or not record.get("released"):
+            raise HTTPException(404, detail="No legal-basis release at this seq.")
+        done = audit_record.review(
+            session, record, row.entry_key, principal.subject, datetime.now(UTC)
+        )
+        if not done:
+            raise HTTPException(409, detail="This release has already been reviewed.")
+        review_seq = session.scalar(
+            select(AuditEntry.seq).where(AuditEntry.entry_key == f"review:{row.entry_key}")
+        )
+    assert review_seq is not None
+    return ReviewOut(decision_seq=seq, review_seq=review_seq)
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+class VerifyOut(chain.VerifyReport):
+    key_id: str
+    verify_key: str  # hex, Ed25519: what a third party checks the checkpoints with
+
+
+@router.get(
+    "/verify",
+    response_model=VerifyOut,
+    summary="Recompute the chain and its signed checkpoints",
+    description="Reports the first broken entry (altered, deleted or reordered) and every "
+    "checkpoint whose signature or head does not match.",
+    responses=RESPONSES,
+)
+def verify(_: Compliance, request: Request) -> VerifyOut:
+    key = request.app.state.audit_key.verify_key
+    report = store.verify_database(_sessions(request), key)
+    return VerifyOut(**report.model_dump(), key_id=chain.key_id(key), verify_key=bytes(key).hex())
