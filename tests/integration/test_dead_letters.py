@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -90,6 +89,7 @@ async def known_bad(
     tampered = copy.deepcopy(event)
     tampered["data"]["age"] = 31
     bad: dict[str, bytes] = {
+        "empty": b"",
         "not_json": b"{this is not json " + SECRET.encode(),
         "not_an_object": json.dumps([SECRET]).encode(),
         "missing_envelope": json.dumps({"data": {"survivor_name": SECRET}}).encode(),
@@ -126,6 +126,7 @@ async def known_bad(
 
 
 EXPECTED = {
+    "empty": "malformed",
     "not_json": "malformed",
     "not_an_object": "malformed",
     "missing_envelope": "malformed",
@@ -254,25 +255,12 @@ def bad_records(draw: st.DrawFn) -> bytes:
     return b'{"data": ' + b"[" * depth + b"]" * depth + b"}"
 
 
-def run_isolated(coro: Any) -> Any:
-    """Run a coroutine on a loop of its own (hypothesis drives sync tests)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-async def fuzz_round(settings: Settings, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", max_request_size=2 * 1024 * 1024
+async def fuzz_round(settings: Settings, producer: AIOKafkaProducer, values: list[bytes]) -> None:
+    event = good("sv-fuzz")
+    values = [*values, json.dumps(event).encode()]
+    letters, decisions, positions = await dead_letters_and_decisions(
+        settings, producer, values, good_events=1
     )
-    await producer.start()
-    try:
-        event = good("sv-fuzz")
-        values = [*values, json.dumps(event).encode()]
-        letters, decisions, positions = await dead_letters_and_decisions(
-            settings, producer, values, good_events=1
-        )
-    finally:
-        await producer.stop()
     for position in positions[:-1]:
         assert position in letters, "a bad record was not dead-lettered"
         assert letters[position]["code"] in REASONS
@@ -280,17 +268,21 @@ async def fuzz_round(settings: Settings, values: list[bytes]) -> None:
     assert event["id"] in {d["event_id"] for d in decisions}, "the good event was not relayed"
 
 
-@hsettings(
-    max_examples=8,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
-@given(values=st.lists(bad_records(), min_size=5, max_size=25))
-def test_fuzzed_inbound_bytes_all_dead_lettered_and_good_events_still_flow(
-    settings: Settings, relay: None, values: list[bytes]
+async def test_fuzzed_inbound_bytes_all_dead_lettered_and_good_events_still_flow(
+    settings: Settings, producer: AIOKafkaProducer, relay: None
 ) -> None:
-    run_isolated(fuzz_round(settings, values))
+    # Hypothesis drives a sync function; it runs in a worker thread and hands each round to
+    # this loop, which keeps running the relay meanwhile.
+    loop = asyncio.get_running_loop()
+
+    @hsettings(
+        max_examples=8,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(values=st.lists(bad_records(), min_size=5, max_size=25))
+    def check(values: list[bytes]) -> None:
+        round_ = fuzz_round(settings, producer, values)
+        asyncio.run_coroutine_threadsafe(round_, loop).result(timeout=180)
+
+    await asyncio.to_thread(check)
