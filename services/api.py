@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services import policy_data
 from services.audit import views as audit_views
 from services.audit.checkpoints import Checkpointer
+from services.audit.disclosures import AuditDisclosureLog
 from services.audit.keys import audit_key
 from services.audit.sink import audit_sink
 from services.broker import admin, feed, ingest
@@ -29,7 +30,7 @@ from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.rejections import rejection_sink
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
-from services.consent.disclosures import SqlDisclosureLog, decision_sink
+from services.consent.disclosures import decision_sink
 from services.consent.publisher import ConsentPublisher, republish_pending
 from services.db import make_engine, make_sessionmaker
 from services.legal import views as legal_views
@@ -68,7 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.producer = producer
         publisher = ConsentPublisher(producer, s.topic_consents)
         app.state.consent_publisher = publisher
-        app.state.disclosures = SqlDisclosureLog(sessions, policy_data.categorizer(s.policies_dir))
+        # R14 reads releases from the audit chain (services/audit/disclosures.py).
+        app.state.disclosures = AuditDisclosureLog(
+            sessions, policy_data.categorizer(s.policies_dir)
+        )
         sink = decision_sink(
             s.bootstrap_servers, s.topic_decisions, f"{s.relay_group}-disclosures", sessions
         )

@@ -393,6 +393,29 @@ async def test_legal_basis_releases_await_review_and_reviewing_is_chained(
         assert json.loads(review.record)["by"] == "cmp-1"
 
 
+async def test_the_survivors_disclosures_are_read_from_the_chain(
+    api: str, keys: dict[str, str], referrals: list[dict[str, Any]], sessions: sessionmaker[Session]
+) -> None:
+    released = [r for r in referrals if r["released"]]
+    survivor = released[0]["survivor_id"]
+    with transaction(sessions) as session:  # the SQL copy is gone: only the chain remains
+        session.execute(
+            text("DELETE FROM disclosures WHERE survivor_id = :s AND kind = 'release'"),
+            {"s": survivor},
+        )
+    async with client(api, keys["advocate"]) as adv:
+        assert (await adv.post("/v1/survivors", json={"survivor_id": survivor})).status_code == 201
+        history = (await adv.get(f"/v1/survivors/{survivor}/disclosures")).json()
+    got = {(h["event_id"], h["partner_id"], tuple(h["fields"])) for h in history}
+    assert got == {
+        (r["event_id"], r["partner_id"], tuple(r["released"]))
+        for r in released
+        if r["survivor_id"] == survivor
+    }
+    assert all(h["kind"] == "release" and h["categories"] for h in history)
+    assert not any(v in json.dumps(history) for v in VALUES)
+
+
 async def test_every_compliance_endpoint_refuses_other_roles(
     api: str, keys: dict[str, str]
 ) -> None:
