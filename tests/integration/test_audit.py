@@ -436,6 +436,28 @@ async def test_every_compliance_endpoint_refuses_other_roles(
                 assert resp.status_code == 403, (role, method, path)
 
 
+async def test_concurrent_appenders_are_serialised(sessions: sessionmaker[Session]) -> None:
+    """Eight writers at once on PostgreSQL: every entry gets the next seq and links to the one
+    before (the head row lock), and the chain still verifies."""
+    run = uuid.uuid4().hex[:6]
+
+    def writer(w: int) -> None:
+        for i in range(15):
+            with transaction(sessions) as session:
+                store.append(session, "review", f"test:{run}:{w}:{i}", {"w": w, "i": i})
+
+    await asyncio.gather(*(asyncio.to_thread(writer, w) for w in range(8)))
+    with sessions() as session:
+        seqs = list(
+            session.scalars(
+                select(AuditEntry.seq).where(AuditEntry.entry_key.like(f"test:{run}:%"))
+            )
+        )
+    assert len(seqs) == 120
+    report = store.verify_database(sessions, AUDIT_KEY.verify_key)
+    assert report.ok, report
+
+
 # --- tampering (each test restores the row it broke, so the session's chain stays valid) ----
 
 

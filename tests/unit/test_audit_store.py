@@ -1,0 +1,101 @@
+"""The audit store on SQLite: append skips a key already chained, checkpoints sign the head,
+retention prunes a prefix after a checkpoint and the rest still verifies from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.audit import record, store
+from services.audit.checkpoints import Checkpointer
+from services.audit.models import AuditCheckpoint, AuditEntry
+from services.db import Base, make_engine, make_sessionmaker, transaction
+
+KEY = SigningKey(b"\x07" * 32)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    Base.metadata.create_all(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def decision(i: int) -> dict[str, object]:
+    return {
+        "event_id": f"evt-{i}",
+        "partner_id": "p-1",
+        "partner_type": "shelter",
+        "survivor_id": "sv-1",
+        "outcome": "allow",
+        "released": ["age"],
+        "withheld": [],
+        "basis": ["consent"],
+        "reasons": ["R2"],
+        "consents": [{"id": "c-1", "version": 1}],
+        "decided_at": store.ts(T0 + timedelta(days=i)),
+    }
+
+
+def fill(sessions: sessionmaker[Session], n: int) -> None:
+    with sessions() as session:
+        start = session.scalar(select(func.max(AuditEntry.seq))) or 0
+    for i in range(start, start + n):
+        with transaction(sessions) as session:
+            store.append_decision(session, decision(i))
+
+
+def test_append_is_once_per_key_and_verifies(sessions: sessionmaker[Session]) -> None:
+    fill(sessions, 5)
+    with transaction(sessions) as session:
+        assert store.append_decision(session, decision(2)) is None  # redelivered
+        record.review(session, decision(2), "decision:evt-2:p-1", "cmp", T0)
+        assert not record.review(session, decision(2), "decision:evt-2:p-1", "cmp", T0)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == 6
+    report = store.verify_database(sessions, KEY.verify_key)
+    assert report.ok and report.last_seq == 6
+
+
+def test_checkpointer_signs_every_n_entries(sessions: sessionmaker[Session]) -> None:
+    cp = Checkpointer(sessions, KEY, every=3, interval_s=3600)
+    fill(sessions, 2)
+    assert cp.tick() is None
+    fill(sessions, 1)
+    assert cp.tick() == 3
+    assert cp.tick() is None  # nothing new
+    fill(sessions, 1)
+    assert cp.tick(force=True) == 4
+    report = store.verify_database(sessions, KEY.verify_key)
+    assert report.ok and report.checkpoints_verified == 2
+
+
+def test_retention_prunes_a_prefix_and_the_rest_verifies(sessions: sessionmaker[Session]) -> None:
+    fill(sessions, 10)
+    with transaction(sessions) as session:
+        pruned = store.prune(session, KEY, before=T0 + timedelta(days=4), now=T0)
+    assert pruned == 4
+    with sessions() as session:
+        assert session.scalar(select(func.min(AuditEntry.seq))) == 5
+        assert session.get(AuditCheckpoint, 4) is not None
+    report = store.verify_database(sessions, KEY.verify_key)
+    assert report.ok, report
+    assert report.pruned_through == 4 and report.first_seq == 5
+    fill(sessions, 1)  # appending goes on from the head
+    report = store.verify_database(sessions, KEY.verify_key)
+    assert report.ok and report.last_seq == 11
+    with transaction(sessions) as session:  # a further prune moves the anchor forward
+        assert store.prune(session, KEY, before=T0 + timedelta(days=6), now=T0) == 2
+    assert store.verify_database(sessions, KEY.verify_key).pruned_through == 6
+    with transaction(sessions) as session:  # deleting beyond the anchor is still caught
+        session.execute(AuditEntry.__table__.delete().where(AuditEntry.seq == 7))
+    report = store.verify_database(sessions, KEY.verify_key)
+    assert report.first_broken is not None and report.first_broken.seq == 1
