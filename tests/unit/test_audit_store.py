@@ -99,3 +99,26 @@ def test_retention_prunes_a_prefix_and_the_rest_verifies(sessions: sessionmaker[
         session.execute(AuditEntry.__table__.delete().where(AuditEntry.seq == 7))
     report = store.verify_database(sessions, KEY.verify_key)
     assert report.first_broken is not None and report.first_broken.seq == 1
+
+
+def test_accord_audit_verify_exits_1_on_a_broken_chain(
+    sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    fill(sessions, 4)
+    monkeypatch.setenv("ACCORD_DATABASE_URL", f"sqlite:///{tmp_path / 'audit.db'}")
+    monkeypatch.setenv("ACCORD_AUDIT_SIGNING_KEY", base64.b64encode(bytes(KEY)).decode())
+    ok = CliRunner().invoke(app, ["audit", "verify"])
+    assert ok.exit_code == 0 and "chain verified" in ok.output
+    with transaction(sessions) as session:
+        session.execute(
+            AuditEntry.__table__.update().where(AuditEntry.seq == 2).values(record="{}")
+        )
+    broken = CliRunner().invoke(app, ["audit", "verify"])
+    assert broken.exit_code == 1
+    assert "BROKEN seq 2: altered" in broken.output
