@@ -426,7 +426,7 @@ async def test_every_compliance_endpoint_refuses_other_roles(
             if path.startswith("/v1/audit")
             for method in ops
         ]
-        assert len(paths) == 7
+        assert len(paths) >= 7
         for method, path in paths:
             assert (await anon.request(method, path)).status_code == 401
     for role in ("advocate", "supervisor", "agency", "partner", "admin"):

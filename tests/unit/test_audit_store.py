@@ -122,3 +122,23 @@ def test_accord_audit_verify_exits_1_on_a_broken_chain(
     broken = CliRunner().invoke(app, ["audit", "verify"])
     assert broken.exit_code == 1
     assert "BROKEN seq 2: altered" in broken.output
+
+
+def test_reports_suppress_counts_below_the_policy_threshold() -> None:
+    from services.audit import reports
+    from services.settings import Settings
+
+    policies = Settings().policies_dir
+    assert reports.threshold(policies) == 11
+    assert reports.threshold(policies, "state-a") == 11
+    assert reports.threshold(policies, "atlantis") > 10**9  # unknown: every count suppressed
+    refused = {"partner_type": "law_enforcement", "released": [], "reasons": ["R4"]}
+    refused["withheld"] = [{"field": "age", "rules": ["R4"]}]
+    shared = {"partner_type": "shelter", "released": ["age"], "reasons": ["R2"], "withheld": []}
+    report = reports.rules_report([refused] * 11 + [shared] * 10, 11)
+    assert [(r.rule, r.partner_type, r.releases, r.refusals) for r in report.rows] == [
+        ("R4", "law_enforcement", None, 11)
+    ]  # the shelter row (10 releases) is left out whole
+    changes = [(T0, "grant")] * 12 + [(T0, "revoke")] * 3
+    rows = reports.consent_report(changes, "month", 11).rows
+    assert [(r.period, r.grants, r.revocations) for r in rows] == [("2026-01", 12, None)]
