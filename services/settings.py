@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     relay_transactional_id: str = "accord-relay-0"
     relay_max_batch: int = Field(default=500, ge=1)
     # Bounded waits: a slow or absent OPA is a deny-and-retry, never an allow (R1).
-    opa_timeout_s: float = Field(default=2.0, gt=0)
+    opa_timeout_s: float = Field(default=2.0, gt=0)  # per request of opa_batch_size pairs
+    opa_batch_size: int = Field(default=100, ge=1)  # (event, partner) pairs per OPA request
+    opa_concurrency: int = Field(default=2, ge=1)  # OPA requests in flight per relay batch
     relay_retry_initial_s: float = Field(default=0.2, gt=0)
     relay_retry_max_s: float = Field(default=5.0, gt=0)
 

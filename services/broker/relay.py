@@ -138,7 +138,13 @@ class Relay:
                     inputs.append(
                         build_input(checked, recipient, jurisdiction=jurisdiction, now=now, **facts)
                     )
-        judged = await decide_all(self._policy, pairs, inputs)
+        judged = await decide_all(
+            self._policy,
+            pairs,
+            inputs,
+            chunk=self._s.opa_batch_size,
+            concurrency=self._s.opa_concurrency,
+        )
         out.extend(
             deliver.records(
                 judged,

@@ -80,13 +80,16 @@ SNAPSHOT = RegistrySnapshot(
 )
 
 
-def relay(policy: RecordingPolicy, schemas: SchemaRegistry, **consents: Any) -> Relay:
+def relay(
+    policy: RecordingPolicy, schemas: SchemaRegistry, *, chunk: int = 100, **consents: Any
+) -> Relay:
     return Relay(
         Settings(
             topic_decisions="d",
             topic_deadletter="dlq",
             topic_seen="seen",
             partner_topic_prefix="p.",
+            opa_batch_size=chunk,
         ),
         registry=cast(Any, None),
         consents=StaticConsentView(consents),
@@ -114,6 +117,19 @@ async def test_one_policy_call_per_batch_for_every_event_partner_pair(
         "p.northside-clinic",
         "seen",
     ]
+
+
+async def test_large_batches_are_asked_in_chunks_and_answers_keep_their_pairs(
+    schemas: SchemaRegistry,
+) -> None:
+    policy = RecordingPolicy()
+    batch = {TopicPartition("in", 0): [Msg(i, event(i)) for i in range(12)]}  # 24 pairs
+    result = await relay(policy, schemas, chunk=10).process(cast(Any, batch), SNAPSHOT)
+    assert [len(c) for c in policy.calls] == [10, 10, 4]
+    asked = [(i["event"]["id"], i["partner"]["id"]) for c in policy.calls for i in c]
+    decided = [json.loads(r.value) for r in result.records if r.topic == "d"]
+    assert [(d["event_id"], d["partner_id"]) for d in decided] == asked
+    assert len(set(asked)) == 24
 
 
 async def test_publisher_does_not_receive_its_own_event(schemas: SchemaRegistry) -> None:

@@ -170,9 +170,26 @@ class OpaPolicy:
 
 
 async def decide_all(
-    policy: Policy, pairs: Sequence[tuple[InboundEvent, Recipient]], inputs: Sequence[JSON]
+    policy: Policy,
+    pairs: Sequence[tuple[InboundEvent, Recipient]],
+    inputs: Sequence[JSON],
+    *,
+    chunk: int = 100,
+    concurrency: int = 2,
 ) -> list[Judged]:
-    raw = await policy.decide(inputs) if inputs else []
+    """Ask for every pair's decision, ``chunk`` pairs per request, ``concurrency`` at a time.
+
+    Chunks keep each request well inside the policy timeout however large the relay's batch,
+    and let OPA evaluate on several cores; one unavailable chunk fails the whole batch.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def ask(part: Sequence[JSON]) -> list[Any]:
+        async with gate:
+            return await policy.decide(part)
+
+    parts = [inputs[i : i + chunk] for i in range(0, len(inputs), chunk)]
+    raw = [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
     return [
         Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
         for (event, recipient), answer in zip(pairs, raw, strict=True)
