@@ -11,12 +11,16 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -32,7 +36,7 @@ from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
-from services.devstack import postgres
+from services.devstack import opa, postgres
 from services.runtime import running_api, running_relay
 from services.settings import Settings
 from services.vocabulary import Category
@@ -174,6 +178,40 @@ REGISTRY = RegistryIn.model_validate(
         }
     )
 )
+
+
+@contextmanager
+def opa_server(s: Settings, port: int, tmp: Path) -> Iterator[None]:
+    meta = tmp / "meta.json"
+    meta.write_text(json.dumps({"revision": opa.policy_revision(s.policies_dir)}))
+    proc = subprocess.Popen(
+        [
+            str(opa.binary(s)),
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--ignore",
+            "schemas",
+            str(s.policies_dir),
+            f"accord.meta:{meta}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("private OPA exited at start") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="session")

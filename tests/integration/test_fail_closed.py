@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,46 +13,18 @@ from aiokafka import AIOKafkaProducer
 
 from services.broker import topics
 from services.broker.partner import collect, tail
-from services.devstack import opa
 from services.runtime import running_relay
 from services.settings import Settings
-from tests.integration.conftest import cloudevent, consent_change, free_port, opener, permit
+from tests.integration.conftest import (
+    cloudevent,
+    consent_change,
+    free_port,
+    opa_server,
+    opener,
+    permit,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def opa_server(s: Settings, port: int, tmp: Path) -> Iterator[None]:
-    meta = tmp / "meta.json"
-    meta.write_text(json.dumps({"revision": opa.policy_revision(s.policies_dir)}))
-    proc = subprocess.Popen(
-        [
-            str(opa.binary(s)),
-            "run",
-            "--server",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--ignore",
-            "schemas",
-            str(s.policies_dir),
-            f"accord.meta:{meta}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError("private OPA exited at start") from None
-                time.sleep(0.1)
-        yield
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture
@@ -123,6 +91,6 @@ async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
     assert sorted((r["event_id"], r["partner_id"]) for r in recorded) == [
         (event["id"], p) for p in ("lighthouse-shelter", "metro-police", "northside-clinic")
     ]
-    shelter = next(r for r in recorded if r["partner_id"] == "lighthouse-shelter")
-    assert sorted(delivered[0]["data"]) == shelter["released"]
+    shelter_decision = next(r for r in recorded if r["partner_id"] == "lighthouse-shelter")
+    assert sorted(delivered[0]["data"]) == shelter_decision["released"]
     assert delivered[0]["data"]["survivor_name"] == "C"
