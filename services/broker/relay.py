@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from services.broker import topics
@@ -169,65 +175,145 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            self._s.topic_inbound,
             bootstrap_servers=self._s.bootstrap_servers,
             group_id=self._s.relay_group,
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._s.bootstrap_servers,
-            transactional_id=self._s.relay_transactional_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-        )
-        await producer.start()
+        producers = PartitionProducers(self._s)
         await consumer.start()
+        consumer.subscribe([self._s.topic_inbound], listener=_Handover(consumer, producers))
         log.info("relay started", extra={"group": self._s.relay_group})
         backoff = self._s.relay_retry_initial_s
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self._s.relay_max_batch)
+                await producers.close_unassigned(consumer.assignment())
                 if not batch:
                     continue
-                try:
-                    snapshot = self._registry.snapshot()
-                    await self._ensure_partner_topics(snapshot)
-                    result = await self.process(batch, snapshot)
-                    await self._commit(producer, result)
-                except ProducerFenced:
-                    log.error("another relay instance owns this transactional id; exiting")
-                    raise
-                except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
-                    # Hold the batch: nothing of it was delivered. Rewind and retry later.
-                    log.warning(
-                        "batch held",
-                        extra={"cause": type(exc).__name__, "retry_in_s": round(backoff, 2)},
+                held = False
+                for tp, msgs in batch.items():
+                    if tp not in consumer.assignment():
+                        continue  # revoked since the fetch: its new owner relays these
+                    try:
+                        snapshot = self._registry.snapshot()
+                        await self._ensure_partner_topics(snapshot)
+                        result = await self.process({tp: msgs}, snapshot)
+                        await self._commit(await producers.get(tp), result)
+                    except ProducerFenced:
+                        # Another instance owns this partition now; it goes on from the last
+                        # committed offsets, and this instance's open transaction is aborted.
+                        log.warning("partition fenced", extra={"partition": tp.partition})
+                        await producers.close(tp)
+                        if tp in consumer.assignment():  # still ours: fence back, re-read
+                            await take_over(consumer, producers, tp)
+                        continue
+                    except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
+                        # Hold the batch: nothing of it was delivered. Rewind and retry later.
+                        log.warning(
+                            "batch held",
+                            extra={"cause": type(exc).__name__, "retry_in_s": round(backoff, 2)},
+                        )
+                        _rewind(consumer, {tp: msgs})
+                        held = True
+                        continue
+                    log.info(
+                        "batch relayed",
+                        extra={
+                            "partition": tp.partition,
+                            "events": result.events,
+                            "deliveries": result.deliveries,
+                            "rejected": result.rejected,
+                        },
                     )
-                    _rewind(consumer, batch)
+                if held:
                     await _sleep_unless(stop, backoff)
                     backoff = min(backoff * 2, self._s.relay_retry_max_s)
-                    continue
-                backoff = self._s.relay_retry_initial_s
-                log.info(
-                    "batch relayed",
-                    extra={
-                        "events": result.events,
-                        "deliveries": result.deliveries,
-                        "rejected": result.rejected,
-                    },
-                )
+                else:
+                    backoff = self._s.relay_retry_initial_s
         finally:
             await consumer.stop()
-            await producer.stop()
+            await producers.close_all()
 
     async def _commit(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
         async with producer.transaction():
             sends = [await producer.send(r.topic, r.value, key=r.key) for r in result.records]
             await producer.send_offsets_to_transaction(result.offsets, self._s.relay_group)
         await asyncio.gather(*sends)
+
+
+class PartitionProducers:
+    """One transactional producer per inbound partition, its id derived from the partition.
+
+    aiokafka has no consumer-group fencing (KIP-447), so zombie fencing uses the older scheme
+    Kafka Streams used: whichever relay instance owns a partition writes through the producer
+    ``<relay_transactional_id>.<topic>.<partition>``. Starting that producer fences a previous
+    owner (its open transaction is aborted, its next commit fails), so several instances in
+    one group never both deliver the same input record.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._s = settings
+        self._by_tp: dict[TopicPartition, AIOKafkaProducer] = {}
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self._s.relay_transactional_id}.{tp.topic}.{tp.partition}"
+
+    async def get(self, tp: TopicPartition) -> AIOKafkaProducer:
+        if tp not in self._by_tp:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._s.bootstrap_servers,
+                transactional_id=self.transactional_id(tp),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+            )
+            await producer.start()  # init_transactions: fences the partition's previous owner
+            self._by_tp[tp] = producer
+        return self._by_tp[tp]
+
+    async def close(self, tp: TopicPartition) -> None:
+        producer = self._by_tp.pop(tp, None)
+        if producer is not None:
+            await producer.stop()
+
+    async def close_unassigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in [tp for tp in self._by_tp if tp not in assigned]:
+            await self.close(tp)
+
+    async def close_all(self) -> None:
+        for tp in list(self._by_tp):
+            await self.close(tp)
+
+
+class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, fence the partition's previous owner first, then read the committed
+    offset: a transaction the previous owner was committing is finished (or aborted) by then,
+    so the offset read matches what was delivered."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, producers: PartitionProducers) -> None:
+        self._consumer = consumer
+        self._producers = producers
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None  # producers of lost partitions are closed by the loop, between batches
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            await take_over(self._consumer, self._producers, tp)
+
+
+async def take_over(
+    consumer: AIOKafkaConsumer, producers: PartitionProducers, tp: TopicPartition
+) -> None:
+    """Fence whoever wrote for ``tp`` before, then go on from its last committed offset."""
+    await producers.get(tp)
+    committed = await consumer.committed(tp)
+    if committed is not None:
+        consumer.seek(tp, committed)
+    else:
+        await consumer.seek_to_beginning(tp)
 
 
 def _rewind(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
