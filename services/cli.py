@@ -92,6 +92,38 @@ def bench_opa(
         typer.echo(line)
 
 
+@bench.command("relay")
+def bench_relay(
+    events: int = typer.Option(3000, min=100, help="Events preloaded for the relay."),
+    baseline_events: int = typer.Option(20000, min=100, help="Events for the pass-through."),
+    perf_records: int = typer.Option(200_000, min=1000, help="Records for ProducerPerformance."),
+    payload_bytes: int = typer.Option(1000, min=300, help="Size of an inbound event."),
+    survivors: int = typer.Option(200, min=8, help="Distinct survivors the events are about."),
+    latency_s: float = typer.Option(15.0, min=2, help="Seconds of load at half the maximum."),
+    profile: str | None = typer.Option(
+        None, help="Profile the relay with py-spy; write its raw samples to this file."
+    ),
+) -> None:
+    """The relay against a raw Kafka pass-through and the broker's own limit; last line: ratio."""
+    from pathlib import Path
+
+    from services.bench.relay_bench import Params, run
+
+    s = Settings()
+    if not all(svc.healthy for svc in devstack.status(s)):
+        _fail(devstack.StackError("the stack is not running: accord dev up"))
+    params = Params(
+        events=events,
+        baseline_events=baseline_events,
+        perf_records=perf_records,
+        payload_bytes=payload_bytes,
+        survivors=survivors,
+        latency_s=latency_s,
+        profile=Path(profile) if profile else None,
+    )
+    run(params, typer.echo)
+
+
 @app.command("demo")
 def demo() -> None:
     """Start the stack, publish sample events from two agencies, show what each partner got."""
