@@ -30,7 +30,6 @@ from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.rejections import rejection_sink
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
-from services.consent.disclosures import decision_sink
 from services.consent.publisher import ConsentPublisher, republish_pending
 from services.db import make_engine, make_sessionmaker
 from services.legal import views as legal_views
@@ -73,10 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.disclosures = AuditDisclosureLog(
             sessions, policy_data.categorizer(s.policies_dir)
         )
-        sink = decision_sink(
-            s.bootstrap_servers, s.topic_decisions, f"{s.relay_group}-disclosures", sessions
-        )
-        app.state.decision_sink = sink
         rejections = rejection_sink(
             s.bootstrap_servers, s.topic_deadletter, f"{s.relay_group}-rejections", sessions
         )
@@ -96,7 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audit_checkpointer = checkpointer
         stop = asyncio.Event()
         background = [
-            asyncio.create_task(sink.run(stop), name="decision-sink"),
             asyncio.create_task(rejections.run(stop), name="rejection-sink"),
             asyncio.create_task(audit.run(stop), name="audit-sink"),
             asyncio.create_task(checkpointer.run(stop), name="audit-checkpoints"),

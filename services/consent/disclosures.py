@@ -1,12 +1,12 @@
 """The accounting of disclosures (R14), behind one interface.
 
-Until the audit store lands, disclosures are kept in a SQL table filled from the relay's
-decision records by ``sink_decisions``. Only field names and categories, never values.
+Releases are read from the audit chain (services/audit/disclosures.py); the ``disclosures``
+table here keeps the notices: revocations sent to partners, declarations the survivor was told
+of. Only field names and categories, never values.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.consent import models
-from services.sink import TopicSink
 
 log = logging.getLogger("accord.disclosures")
 
@@ -123,32 +122,3 @@ class SqlDisclosureLog:
                     at=at,
                 )
             )
-
-
-def disclosure_from_record(record: dict[str, Any]) -> models.Disclosure | None:
-    """A decision record that released something becomes one disclosure; others none."""
-    if not record.get("released"):
-        return None
-    return models.Disclosure(
-        survivor_id=record["survivor_id"],
-        kind="release",
-        event_id=record["event_id"],
-        event_type=record["event_type"],
-        partner_id=record["partner_id"],
-        partner_type=record["partner_type"],
-        purpose=record["purpose"],
-        fields=list(record["released"]),
-        basis=list(record["basis"]),
-        consents=list(record.get("consents", [])),
-        at=datetime.fromisoformat(record["decided_at"].replace("Z", "+00:00")),
-    )
-
-
-def decision_sink(
-    bootstrap: str, topic: str, group: str, sessions: sessionmaker[Session]
-) -> TopicSink:
-    """Copies releases from the decision topic into the disclosures table, each once
-    (the unique (event, partner, kind) constraint skips a redelivered record)."""
-    return TopicSink(
-        bootstrap, topic, group, sessions, lambda rec: disclosure_from_record(json.loads(rec.value))
-    )

@@ -32,7 +32,7 @@ def notice(consent: Consent, partner_id: str, at: datetime) -> dict[str, Any]:
 
 async def send_revocation_notices(state: Any, consent: Consent) -> list[str]:
     """Send the notices; returns the partner ids notified. ``state`` is the app's state."""
-    await state.decision_sink.catch_up()  # every release so far is in the disclosure log
+    await state.audit_sink.catch_up()  # every release so far is in the audit chain
     now = datetime.now(UTC)
     sent = []
     for partner_id, partner_type in state.disclosures.recipients_under(consent.id):
