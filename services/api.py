@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +23,7 @@ from services.audit.checkpoints import Checkpointer
 from services.audit.disclosures import AuditDisclosureLog
 from services.audit.keys import audit_key
 from services.audit.sink import audit_sink
+from services.auth import views as auth_views
 from services.broker import admin, feed, ingest
 from services.broker import rejections as rejections_views
 from services.broker.pipeline.decide import OpaPolicy
@@ -32,6 +33,7 @@ from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
 from services.consent.publisher import ConsentPublisher, republish_pending
 from services.db import make_engine, make_sessionmaker
+from services.http_security import HttpSecurity
 from services.legal import views as legal_views
 from services.settings import Settings
 
@@ -116,17 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = s
     app.state.schemas = SchemaRegistry(s.schemas_dir / "events")
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > s.max_event_bytes:
-            return JSONResponse(
-                {"detail": f"Request body over the {s.max_event_bytes}-byte limit."},
-                status_code=413,
-            )
-        return await call_next(request)
+    # Body size (declared or chunked), rate limits, security headers: services/http_security.py
+    app.add_middleware(HttpSecurity, settings=s)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -145,4 +138,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(consent_fhir_views.router)
     app.include_router(legal_views.router)
     app.include_router(audit_views.router)
+    app.include_router(auth_views.router)
     return app

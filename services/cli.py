@@ -159,10 +159,15 @@ def api() -> None:
 
     from services import logs
     from services.api import create_app
+    from services.http_security import tls_options
 
     logs.configure()
     s = Settings()
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None)
+    try:
+        tls = tls_options(s)  # ACCORD_API_TLS_CERT / ACCORD_API_TLS_KEY: serve HTTPS
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, **tls)
 
 
 @app.command("tail")

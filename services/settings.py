@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     max_event_bytes: int = 256 * 1024
+    # TLS for `accord api`: a PEM certificate (chain) and its private key; both or neither.
+    api_tls_cert: str = ""
+    api_tls_key: str = Field(default="", repr=False)
+    # Token buckets (services/http_security.py): authentication failures per client IP and
+    # per credential id, and POST /v1/enroll per client IP; each a minute's worth of burst.
+    auth_failures_per_minute: int = Field(default=30, ge=1)
+    enroll_per_minute: int = Field(default=10, ge=1)
 
     @property
     def bootstrap_servers(self) -> str:

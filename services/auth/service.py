@@ -65,3 +65,15 @@ def revoke_credential(*, session: Session, credential_id: str) -> bool:
         return False
     cred.revoked_at = datetime.now(UTC)
     return True
+
+
+def rotate_credential(*, session: Session, principal: Principal) -> str:
+    """A new key for the same role, subject and agency; the presented one is revoked in the
+    same transaction, so it stops working as soon as the new one exists."""
+    cred = session.get(Credential, principal.credential_id, with_for_update=True)
+    if cred is None or cred.revoked_at is not None:
+        raise LookupError("This key is no longer valid.")
+    cred.revoked_at = datetime.now(UTC)
+    return issue_credential(
+        session=session, role=Role(cred.role), subject=cred.subject, agency_id=cred.agency_id
+    )

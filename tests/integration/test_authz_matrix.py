@@ -27,6 +27,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from services.api import create_app
+from services.auth.models import Credential
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
@@ -99,12 +100,28 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/audit/reviews"):                                    "401 403 403 403 403 403 403 ok  403",  # noqa: E501
     ("POST", "/v1/audit/reviews/{seq}"):                             "401 403 403 403 403 403 403 ok  403",  # noqa: E501
     ("GET", "/v1/audit/verify"):                                     "401 403 403 403 403 403 403 ok  403",  # noqa: E501
+    # Credentials: every principal rotates its own key; admins list and revoke anyone's.
+    ("POST", "/v1/credentials/rotate"):                              "401 ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
+    ("GET", "/v1/admin/credentials"):                                "401 403 403 403 403 403 403 403 ok",  # noqa: E501
+    ("POST", "/v1/admin/credentials/{credential_id}/revoke"):        "401 403 403 403 403 403 403 403 ok",  # noqa: E501
 }
 # fmt: on
 
-# Routes that are not part of the bearer-key API (HTML pages with their own cookie login,
-# static files): path prefix → why. They must still be listed, here, to be skipped.
-NOT_BEARER: dict[str, str] = {}
+# The compliance dashboard (services/dashboard/): HTML pages behind their own cookie login and
+# CSRF tokens, not the bearer-key API. Each route is still listed, with what a request that
+# carries no session cookie gets: "public" (no data: the login form, the stylesheet; any
+# non-5xx) or "cookie" (never a 2xx, whatever bearer key of whatever role it carries: a
+# bearer key opens nothing on the dashboard). Sign-in itself is tested with the dashboard.
+COOKIE_PREFIX = "/dashboard"
+COOKIE_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/dashboard"): "cookie",
+    ("GET", "/dashboard/login"): "public",
+    ("POST", "/dashboard/login"): "cookie",
+    ("POST", "/dashboard/logout"): "cookie",
+    ("GET", "/dashboard/static/dashboard.css"): "public",
+    ("POST", "/dashboard/reviews/{seq}"): "cookie",
+    ("POST", "/dashboard/verify"): "cookie",
+}
 
 
 def expected(method: str, path: str) -> dict[str, str]:
@@ -125,12 +142,19 @@ def app_routes() -> Iterator[tuple[str, str, Any]]:
             yield method, path, rc.original_route
 
 
+def _cookie_routes() -> set[tuple[str, str]]:
+    return {(m, p) for m, p, _ in app_routes() if p.startswith(COOKIE_PREFIX)}
+
+
 def test_every_route_has_a_row() -> None:
     served = set()
     for method, path, _ in app_routes():
-        if any(path.startswith(prefix) for prefix in NOT_BEARER):
+        if path.startswith(COOKIE_PREFIX):
             continue
         served.add((method, path))
+    cookie = _cookie_routes()
+    unlisted = sorted(cookie - COOKIE_ROUTES.keys())
+    assert not unlisted, f"dashboard routes without a row in COOKIE_ROUTES: {unlisted}"
     missing = sorted(served - MATRIX.keys())
     assert not missing, f"routes without a row in MATRIX (decide who may call them): {missing}"
     stale = sorted(MATRIX.keys() - served)
@@ -145,6 +169,7 @@ def test_every_route_has_a_row() -> None:
 @dataclass
 class World:
     keys: dict[str, str | None]  # column → API key (None: no key)
+    database: str
     survivor_id: str
     consent_id: str
     other_keys: dict[str, str]  # survivor-scoped roles of ANOTHER survivor / agency
@@ -223,6 +248,7 @@ async def world(api: str, database: str) -> World:
         consent_id = r.json()["id"]
     return World(
         keys=keys,
+        database=database,
         survivor_id=survivor,
         consent_id=consent_id,
         other_keys={
@@ -243,7 +269,21 @@ def _params(world: World) -> dict[str, str]:
         "subscription_id": "sub-matrix-none",  # absent: an admitted DELETE answers 404
         "declaration_id": "dec-matrix-none",
         "seq": "999999999",
+        "credential_id": "00000000000000ff",  # absent: an admitted revoke answers 404
     }
+
+
+def _copy_of(world: World, key: str | None) -> str | None:
+    """A second key of the same role and subject, so rotating it spends nothing shared."""
+    if key is None or key not in world.keys.values():
+        return key  # no key, or a bad one: stays as it is
+    with transaction(make_sessionmaker(make_engine(world.database))) as session:
+        cred = session.get(Credential, key.split("_")[1])
+        if cred is None:
+            return key
+        return issue_credential(
+            session=session, role=Role(cred.role), subject=cred.subject, agency_id=cred.agency_id
+        )
 
 
 async def _enrollment_code(http: httpx.AsyncClient, world: World) -> str:
@@ -260,6 +300,8 @@ async def _call(
     http: httpx.AsyncClient, world: World, method: str, path: str, key: str | None
 ) -> httpx.Response:
     url = path.format(**_params(world))
+    if path == "/v1/credentials/rotate":
+        key = _copy_of(world, key)
     body: Any = None
     if method in {"POST", "PUT", "PATCH"}:
         # An empty object: a role check answers before the body is validated, so an admitted
@@ -324,4 +366,23 @@ async def test_another_survivors_roles_are_refused(api: str, world: World) -> No
                 r = await _call(http, world, method, path, key)
                 if r.status_code != 403:
                     wrong.append(f"{method} {path} as another {column}: {r.status_code}")
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_dashboard_routes_need_the_cookie(api: str, world: World) -> None:
+    wrong = []
+    params = _params(world)
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        for (method, path), kind in COOKIE_ROUTES.items():
+            if (method, path) not in _cookie_routes():
+                continue  # not (yet) served
+            for column in COLUMNS:
+                r = await http.request(
+                    method,
+                    path.format(**params),
+                    data={} if method == "POST" else None,
+                    headers=_auth(world.keys[column]),
+                )
+                if r.status_code >= 500 or (kind == "cookie" and r.is_success):
+                    wrong.append(f"{method} {path} as {column} (no cookie): {r.status_code}")
     assert not wrong, "\n".join(wrong)

@@ -1,0 +1,112 @@
+"""Credential lifecycle over HTTP: any principal rotates its own key; an admin lists and
+revokes anyone's. A revoked key fails its very next request (``authenticate`` reads the
+credentials table on every call; there is no cache)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.auth import service
+from services.auth.deps import CurrentPrincipal, require
+from services.auth.models import Credential
+from services.auth.principals import Principal, Role
+
+router = APIRouter(prefix="/v1", tags=["credentials"])
+
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="The <id> of acc_<id>_…")]
+
+AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or invalid API key"}}
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    **AUTH,
+    403: {"description": "The key is not an admin's"},
+}
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessions
+    return factory
+
+
+class RotatedOut(BaseModel):
+    api_key: str
+    credential_id: str
+    revoked_credential_id: str
+
+
+class CredentialOut(BaseModel):
+    id: str
+    role: str
+    subject: str
+    agency_id: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _out(c: Credential) -> CredentialOut:
+    return CredentialOut(
+        id=c.id,
+        role=c.role,
+        subject=c.subject,
+        agency_id=c.agency_id,
+        created_at=c.created_at,
+        revoked_at=c.revoked_at,
+    )
+
+
+@router.post(
+    "/credentials/rotate",
+    response_model=RotatedOut,
+    summary="Replace the calling key: the new key is shown once, the old one stops at once",
+    responses=AUTH,
+)
+def rotate(principal: CurrentPrincipal, request: Request) -> RotatedOut:
+    with _sessions(request)() as session, session.begin():
+        try:
+            key = service.rotate_credential(session=session, principal=principal)
+        except LookupError as exc:  # revoked by someone else in the meantime
+            raise HTTPException(401, detail=str(exc)) from exc
+    return RotatedOut(
+        api_key=key,
+        credential_id=key.split("_")[1],
+        revoked_credential_id=principal.credential_id,
+    )
+
+
+@router.get(
+    "/admin/credentials",
+    response_model=list[CredentialOut],
+    summary="List the credentials of a subject (never their secrets)",
+    responses=ADMIN_ONLY,
+)
+def list_credentials(
+    _: Admin,
+    request: Request,
+    subject: Annotated[str, Query(min_length=1, max_length=128)],
+) -> list[CredentialOut]:
+    with _sessions(request)() as session:
+        rows = session.scalars(
+            select(Credential).where(Credential.subject == subject).order_by(Credential.created_at)
+        )
+        return [_out(c) for c in rows]
+
+
+@router.post(
+    "/admin/credentials/{credential_id}/revoke",
+    response_model=CredentialOut,
+    summary="Revoke a credential; it fails from its next request (idempotent)",
+    responses={**ADMIN_ONLY, 404: {"description": "No such credential"}},
+)
+def revoke(credential_id: KeyId, _: Admin, request: Request) -> CredentialOut:
+    with _sessions(request)() as session, session.begin():
+        service.revoke_credential(session=session, credential_id=credential_id)
+        cred = session.get(Credential, credential_id)
+        if cred is None:
+            raise HTTPException(404, detail="No such credential.")
+        return _out(cred)
