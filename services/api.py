@@ -32,6 +32,7 @@ from services.broker.rejections import rejection_sink
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
 from services.consent.publisher import ConsentPublisher, republish_pending
+from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
 from services.legal import views as legal_views
@@ -139,4 +140,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(legal_views.router)
     app.include_router(audit_views.router)
     app.include_router(auth_views.router)
+    app.include_router(dashboard_views.router)
     return app
