@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 OPA      = $(shell $(BIN)/python -c 'from services.devstack.opa import binary; from services.settings import Settings; print(binary(Settings()))')
 
-.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa
+.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa browser
 
 $(BIN)/accord: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,12 @@ demo: stack
 	$(BIN)/accord demo
 
 # What CI runs: installs and starts everything, then every check and test.
-test: stack lint policy-test
+test: stack lint policy-test browser
 	$(BIN)/pytest -q
+
+# Debian's chromium and chromium-driver for the dashboard's browser test (idempotent).
+browser:
+	bash deploy/browser.sh
 
 lint: install
 	$(BIN)/ruff check services tests
