@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 OPA      = $(shell $(BIN)/python -c 'from services.devstack.opa import binary; from services.settings import Settings; print(binary(Settings()))')
 
-.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa browser
+.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa bench faults browser
 
 $(BIN)/accord: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,14 @@ mutation: install
 # Decision latency through the running OPA server: single decisions and batches of 100.
 bench-opa: stack
 	$(BIN)/accord bench opa --decisions 500 --batches 50
+
+# The relay against a raw Kafka pass-through and Kafka's ProducerPerformance (< 3 minutes).
+bench: stack
+	$(BIN)/accord bench relay
+
+# Relay SIGKILLs, a broker restart, OPA and PostgreSQL stopped, on a private stack (< 10 minutes).
+faults: install
+	$(BIN)/accord faults
 
 down:
 	$(BIN)/accord dev down

@@ -124,6 +124,27 @@ def bench_relay(
     run(params, typer.echo)
 
 
+@app.command("faults")
+def faults(
+    events: int = typer.Option(1500, min=100, help="Events streamed during each fault."),
+    rate: float = typer.Option(100.0, min=1, help="Events per second offered."),
+    outage_s: float = typer.Option(10.0, min=1, help="Seconds OPA and PostgreSQL stay down."),
+    seed: int | None = typer.Option(None, help="Seed of the fault timing (default: random)."),
+    keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep the logs' temp directory."),
+) -> None:
+    """Kill the relay, restart Kafka, stop OPA and PostgreSQL (private instances), each during a
+    stream of events; print fault → sent / delivered / duplicated / lost / undecided; exit 1
+    unless the last columns are all 0."""
+    from services.bench.faults import Params, run
+
+    params = Params(events=events, rate=rate, outage_s=outage_s, seed=seed, keep=keep)
+    try:
+        ok = run(params, typer.echo)
+    except devstack.StackError as exc:
+        _fail(exc)
+    raise typer.Exit(0 if ok else 1)
+
+
 @app.command("demo")
 def demo() -> None:
     """Start the stack, publish sample events from two agencies, show what each partner got."""

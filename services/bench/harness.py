@@ -113,6 +113,7 @@ class RelayProcess:
         self._wrap = list(wrap)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.supervise = True  # False while a fault kills and restarts it on purpose
         self.peak_rss = 0  # the largest VmHWM seen by ``sample_rss``
 
     def start(self) -> None:
@@ -170,13 +171,14 @@ async def relay_process(
 async def supervised(relay: RelayProcess, *, every_s: float = 1.0) -> AsyncIterator[list[int]]:
     """Start the relay again whenever it has exited, as a process supervisor would.
 
-    Yields the list of exit codes seen (one per restart)."""
+    Yields the list of exit codes seen (one per restart); a relay with ``supervise`` off
+    (killed and restarted on purpose) is left alone."""
     exits: list[int] = []
 
     async def watch() -> None:
         while True:
             await asyncio.sleep(every_s)
-            if relay.proc is not None and relay.proc.poll() is not None:
+            if relay.supervise and relay.proc is not None and relay.proc.poll() is not None:
                 exits.append(relay.proc.returncode)
                 relay.start()
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -123,7 +125,10 @@ async def preload(s: Settings, events: Sequence[bytes]) -> None:
 async def passthrough(
     s: Settings, partner_topics: Sequence[str], total: int, stop: asyncio.Event
 ) -> None:
-    """The baseline: the relay's Kafka loop with nothing between consume and produce."""
+    """The baseline: the relay's Kafka loop with nothing between consume and produce.
+
+    As the relay does: one transactional producer per inbound partition, and per fetched
+    partition batch one transaction holding the sends and that partition's offset."""
     consumer = AIOKafkaConsumer(
         s.topic_inbound,
         bootstrap_servers=s.bootstrap_servers,
@@ -132,35 +137,38 @@ async def passthrough(
         isolation_level="read_committed",
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=s.bootstrap_servers,
-        transactional_id=s.relay_transactional_id,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-    )
-    await producer.start()
+    producers: dict[TopicPartition, AIOKafkaProducer] = {}
     await consumer.start()
     done = 0
     try:
         while done < total and not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=s.relay_max_batch)
-            if not batch:
-                continue
-            async with producer.transaction():
-                sends = [
-                    await producer.send(topic, m.value, key=m.key)
-                    for msgs in batch.values()
-                    for m in msgs
-                    for topic in partner_topics
-                ]
-                offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
-                await producer.send_offsets_to_transaction(offsets, s.relay_group)
-            await asyncio.gather(*sends)
-            done += sum(len(m) for m in batch.values())
+            for tp, msgs in batch.items():
+                producer = producers.get(tp)
+                if producer is None:
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=s.bootstrap_servers,
+                        transactional_id=f"{s.relay_transactional_id}.{tp.partition}",
+                        enable_idempotence=True,
+                        acks="all",
+                        linger_ms=5,
+                    )
+                    await producer.start()
+                    producers[tp] = producer
+                async with producer.transaction():
+                    sends = [
+                        await producer.send(topic, m.value, key=m.key)
+                        for m in msgs
+                        for topic in partner_topics
+                    ]
+                    offsets = {tp: msgs[-1].offset + 1}
+                    await producer.send_offsets_to_transaction(offsets, s.relay_group)
+                await asyncio.gather(*sends)
+                done += len(msgs)
     finally:
         await consumer.stop()
-        await producer.stop()
+        for producer in producers.values():
+            await producer.stop()
 
 
 async def measure_baseline(s: Settings, scenario: Scenario, n: int, echo: Echo) -> float:
@@ -237,6 +245,8 @@ def relay_batches(log: Path, start: int = 0) -> list[tuple[int, int]]:
                 continue
             if entry.get("msg") == "batch relayed":
                 out.append((int(entry["events"]), int(entry["deliveries"])))
+                if entry.get("rejected"):
+                    raise RuntimeError("the relay rejected benchmark events: see its log")
     return out
 
 
@@ -333,7 +343,7 @@ async def measure_relay(
     log = workdir / "relay.log"
     wrap: list[str] = []
     if p.profile is not None:
-        wrap = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(p.profile), "--"]
+        wrap = [py_spy(), "record", "--format", "raw", "--rate", "200", "-o", str(p.profile), "--"]
     relay = RelayProcess(sr, log, wrap=wrap)
     relay.start()
     try:
@@ -368,6 +378,15 @@ async def measure_relay(
         r.peak_rss = (peak_rss_bytes(pid) if pid else None) or 0
     finally:
         relay.stop()
+
+
+def py_spy() -> str:
+    """py-spy from the virtualenv, else from PATH (``pip install py-spy``)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return found
 
 
 def top_frames(raw: Path, n: int = 15) -> list[str]:

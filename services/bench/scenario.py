@@ -175,7 +175,7 @@ class Scenario:
         if n % 3 == 0:
             data["immigration_status"] = "pending"
         if n % 5 == 0:
-            data["medical_needs"] = "follow-up"
+            data["medical_needs"] = ["follow-up"]
         if n % 7 == 0:
             data["caseworker_notes_internal"] = "internal"
         doc: JSON = {
