@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import policy_data
@@ -130,6 +131,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot store or compare (a NUL character, a number out of
+        # range) is the request's fault, not the server's; the transaction was rolled back.
+        return JSONResponse(
+            {
+                "detail": "A value in the request cannot be stored (a NUL character, or a "
+                "number out of range)."
+            },
+            status_code=422,
+        )
 
     app.include_router(ingest.router)
     app.include_router(admin.router)

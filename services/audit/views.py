@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import Select, and_, exists, literal, or_, select
@@ -28,6 +28,7 @@ from services.auth.principals import Principal, Role
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 Compliance = Annotated[Principal, Depends(require(Role.COMPLIANCE))]
+MAX_SEQ = 2**63 - 1  # audit seqs are BIGINT: a larger number is a 422, not a database error
 NAME = r"^[A-Za-z0-9_.:@/-]{1,256}$"
 RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
@@ -169,7 +170,7 @@ def search(
     _: Compliance,
     session: SessionDep,
     f: FiltersDep,
-    after: Annotated[int, Query(ge=0, description="Entries after this seq")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Entries after this seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DecisionPage:
     query = decisions_query(f).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(limit)
@@ -350,7 +351,7 @@ def pending_reviews_query() -> Select[AuditEntry]:
 def pending_reviews(
     _: Compliance,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DecisionPage:
     query = pending_reviews_query().where(AuditEntry.seq > after).order_by(AuditEntry.seq)
@@ -376,7 +377,9 @@ class ReviewOut(BaseModel):
         409: {"description": "Already reviewed"},
     },
 )
-def mark_reviewed(seq: int, principal: Compliance, request: Request) -> ReviewOut:
+def mark_reviewed(
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Compliance, request: Request
+) -> ReviewOut:
     with _sessions(request)() as session, session.begin():
         row = session.get(AuditEntry, seq)
         record = json.loads(row.record) if row is not None else {}

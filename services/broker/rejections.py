@@ -76,7 +76,7 @@ class RejectedPage(BaseModel):
 def list_rejected(
     principal: AgencyPrincipal,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="Return rows after this id")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Return rows after this id")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     code: Annotated[str | None, Query(max_length=32, description="Only this reason")] = None,
 ) -> RejectedPage:

@@ -55,7 +55,9 @@ def export_fhir(
     consent_id: str,
     request: Request,
     actor: Actor,
-    version: Annotated[int | None, Query(ge=1, description="A version; default: latest")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="A version; default: latest")
+    ] = None,
 ) -> FhirJSONResponse:
     try:
         with _sessions(request)() as session:

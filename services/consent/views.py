@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -287,7 +287,11 @@ def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -
     "/survivors/{survivor_id}/consents/{consent_id}/versions/{number}", response_model=Consent
 )
 def read_version(
-    survivor_id: str, consent_id: str, number: int, request: Request, actor: Actor
+    survivor_id: str,
+    consent_id: str,
+    number: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    request: Request,
+    actor: Actor,
 ) -> Consent:
     try:
         with _sessions(request)() as session:

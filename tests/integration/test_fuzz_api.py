@@ -1,0 +1,253 @@
+"""schemathesis against the API's own OpenAPI document, with a valid key of every role.
+
+Two properties, over every operation × every role (and no key):
+
+- no response is a 5xx;
+- no response carries data the caller may not see: canary values are planted in one
+  survivor's ("the victim's") consent evidence and guardian record, and every fuzzing
+  principal belongs to someone else (another survivor and their guardian, another agency's
+  advocate, agency and supervisor, a partner, compliance, an admin). Operations about a
+  survivor are also called with the victim's id and consent id.
+
+The fuzzed API runs on a database, topics and consumer groups of its own (no relay reads
+them), so whatever the admin fuzzing writes to the registry never reaches the rest of the
+test session. Bounded: ``ACCORD_FUZZ_EXAMPLES`` examples per operation and role (default 8)
+and ``ACCORD_FUZZ_BUDGET_S`` seconds in all (default 150); the test reports how much it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from services import migrations
+from services.auth.principals import Role
+from services.auth.service import issue_credential
+from services.broker import topics
+from services.broker.service import load_registry
+from services.db import make_engine, make_sessionmaker, transaction
+from services.devstack import postgres
+from services.runtime import running_api
+from services.settings import Settings
+from tests.integration.conftest import REGISTRY, free_port
+
+pytestmark = [
+    pytest.mark.integration,
+    # schemathesis's own strategies use `random`; not ours to fix.
+    pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
+]
+
+EXAMPLES = int(os.environ.get("ACCORD_FUZZ_EXAMPLES", "8"))
+BUDGET_S = float(os.environ.get("ACCORD_FUZZ_BUDGET_S", "150"))
+CANARY = f"CANARY{uuid.uuid4().hex}"
+CANARY_RELATION = f"CANREL{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class Target:
+    base: str
+    victim: str
+    victim_consent: str
+    keys: dict[str, str | None]
+
+
+def _bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@pytest.fixture(scope="module")
+async def target(settings: Settings) -> AsyncIterator[Target]:
+    tag = f"fuzz{uuid.uuid4().hex[:6]}"
+    db = f"{os.environ.get('ACCORD_TEST_DATABASE', 'accord_test')}_fuzz"
+    postgres.ensure_database(settings, db)
+    url = postgres.url(settings, db)
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+        c.execute("DROP SCHEMA public CASCADE")
+        c.execute("CREATE SCHEMA public")
+    migrations.upgrade(url)
+    sessions = make_sessionmaker(make_engine(url))
+    with transaction(sessions) as session:
+        load_registry(session=session, registry=REGISTRY)
+
+        def key(role: Role, subject: str, agency: str | None = None) -> str:
+            return issue_credential(session=session, role=role, subject=subject, agency_id=agency)
+
+        victim_advocate = key(Role.ADVOCATE, "adv-fuzz-harbor", "harbor-outreach")
+        keys: dict[str, str | None] = {
+            "anon": None,
+            "agency": key(Role.AGENCY, "valley-school"),
+            "partner": key(Role.PARTNER, "northside-clinic"),
+            "advocate": key(Role.ADVOCATE, "adv-fuzz-valley", "valley-school"),
+            "supervisor": key(Role.SUPERVISOR, "sup-fuzz-valley", "valley-school"),
+            "compliance": key(Role.COMPLIANCE, "cmp-fuzz"),
+            "admin": key(Role.ADMIN, "admin-fuzz"),
+        }
+    s = settings.model_copy(
+        update={
+            "database_url": url,
+            "api_port": free_port(),
+            "relay_group": tag,
+            "topic_inbound": f"{tag}.inbound",
+            "topic_decisions": f"{tag}.decisions",
+            "topic_deadletter": f"{tag}.deadletter",
+            "topic_consents": f"{tag}.consents",
+            "partner_topic_prefix": f"{tag}.partner.",
+        }
+    )
+    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
+    async with running_api(s) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        victim = f"sv-victim-{uuid.uuid4().hex[:8]}"
+        other = f"sv-other-{uuid.uuid4().hex[:8]}"
+        adv_h, adv_v = _bearer(victim_advocate), _bearer(keys["advocate"])
+        for sv, headers in ((victim, adv_h), (other, adv_v)):
+            r = await http.post("/v1/survivors", json={"survivor_id": sv}, headers=headers)
+            assert r.status_code == 201, r.text
+        guardian = {"guardian_id": "gd-fuzz-victim", "relation": CANARY_RELATION}
+        r = await http.put(f"/v1/survivors/{victim}/guardians", json=guardian, headers=adv_h)
+        assert r.status_code == 204, r.text
+        r = await http.put(
+            f"/v1/survivors/{other}/guardians",
+            json={"guardian_id": "gd-fuzz-other", "relation": "parent"},
+            headers=adv_v,
+        )
+        assert r.status_code == 204, r.text
+        consent = {
+            "provisions": [
+                {
+                    "type": "permit",
+                    "recipients": {"partners": [], "partner_types": ["shelter"]},
+                    "purposes": ["service_referral"],
+                    "categories": ["contact"],
+                    "period": {"start": "2026-01-01T00:00:00Z", "end": None},
+                }
+            ],
+            "evidence": {"kind": "form_reference", "reference": CANARY},
+        }
+        r = await http.post(f"/v1/survivors/{victim}/consents", json=consent, headers=adv_h)
+        assert r.status_code == 201, r.text
+        victim_consent = r.json()["id"]
+        r = await http.post(f"/v1/survivors/{other}/consents", json=consent, headers=adv_v)
+        assert r.status_code == 201
+        # The other survivor's own key and their guardian's.
+        with transaction(sessions) as session:
+            keys["survivor"] = issue_credential(session=session, role=Role.SURVIVOR, subject=other)
+            keys["guardian"] = issue_credential(
+                session=session, role=Role.GUARDIAN, subject="gd-fuzz-other"
+            )
+        # The canaries really are readable by those who may see them.
+        seen = await http.get(f"/v1/survivors/{victim}/consents", headers=adv_h)
+        assert CANARY in seen.text
+        yield Target(base, victim, victim_consent, keys)
+
+
+@dataclass
+class Tally:
+    calls: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _fuzz(t: Target, doc: dict[str, Any], deadline: float) -> Tally:
+    """Runs in a worker thread: the API serves on the test's event loop meanwhile."""
+    schema = schemathesis.openapi.from_dict(doc)
+    tally = Tally()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for op in operations:
+        for role in list(t.keys):
+            if time.monotonic() > deadline:
+                tally.skipped.append(f"{op.method.upper()} {op.path} as {role}")
+                continue
+
+            def check(case: Any, label: str, role: str = role) -> None:
+                response = case.call(base_url=t.base, headers=_bearer(t.keys[role]), timeout=30)
+                tally.calls += 1
+                code = response.status_code
+                tally.by_status[code] = tally.by_status.get(code, 0) + 1
+                text = response.content.decode("utf-8", "replace")
+                where = f"{case.method} {case.formatted_path} as {role}{label}"
+                if code == 200 and case.path == "/v1/credentials/rotate":
+                    t.keys[role] = response.json()["api_key"]  # the old one is revoked now
+                if code >= 500:
+                    sent = f"query={case.query} body={str(case.body)[:200]}"
+                    tally.failures.append(f"{where}: {code} {text[:200]} ({sent})")
+                for canary in (CANARY, CANARY_RELATION):
+                    if canary in text:
+                        tally.failures.append(f"{where}: the victim's data in the response")
+
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=op.as_strategy(), victim=st.booleans())
+            def run(case: Any, victim: bool) -> None:
+                if time.monotonic() > deadline:
+                    return
+                if victim and "survivor_id" in (case.path_parameters or {}):
+                    # The same request aimed at the victim's own records.
+                    case.path_parameters["survivor_id"] = t.victim
+                    if "consent_id" in case.path_parameters:
+                        case.path_parameters["consent_id"] = t.victim_consent
+                    check(case, " (victim's id)")
+                else:
+                    check(case, "")
+
+            run()
+    return tally
+
+
+async def test_fuzz_every_operation_as_every_role(target: Target) -> None:
+    async with httpx.AsyncClient(base_url=target.base, timeout=30) as http:
+        doc = (await http.get("/openapi.json")).json()
+    deadline = time.monotonic() + BUDGET_S
+    tally = await asyncio.to_thread(_fuzz, target, doc, deadline)
+    summary = (
+        f"{tally.calls} calls, statuses {dict(sorted(tally.by_status.items()))}, "
+        f"{len(tally.skipped)} operation×role pairs left for lack of time"
+    )
+    print(summary)
+    assert tally.calls > 0
+    assert not tally.failures, summary + "\n" + "\n".join(sorted(set(tally.failures))[:50])
+    # Every operation was fuzzed with every role at least a little, or the budget is too small.
+    assert len(tally.skipped) <= len(doc["paths"]), summary
+
+
+async def test_what_the_fuzzing_found_is_422_not_500(target: Target) -> None:
+    """Each was a 500 before: numbers past the database's integer range, NUL characters."""
+    k = target.keys
+    calls: list[tuple[str, str, str | None, dict[str, Any] | None, dict[str, Any] | None]] = [
+        ("GET", "/v1/events/rejected", k["agency"], {"after": 2**63}, None),
+        ("GET", "/v1/audit/decisions", k["compliance"], {"after": 2**64}, None),
+        ("GET", "/v1/audit/reviews", k["compliance"], {"after": 2**64}, None),
+        ("POST", f"/v1/audit/reviews/{2**64}", k["compliance"], None, None),
+        ("POST", "/v1/audit/reviews/-5", k["compliance"], None, None),
+        ("POST", "/v1/enroll", None, None, {"code": "ab\x00-cd"}),
+        (
+            "POST",
+            f"/v1/survivors/{target.victim}/declarations",
+            k["supervisor"],
+            None,
+            {"justification": "threat\x00", "tell_survivor": False},
+        ),
+        ("GET", f"/v1/survivors/{'sv-x%00y'}/consents", k["survivor"], None, None),
+    ]
+    async with httpx.AsyncClient(base_url=target.base, timeout=30) as http:
+        for method, path, key, params, body in calls:
+            r = await http.request(method, path, params=params, json=body, headers=_bearer(key))
+            assert r.status_code < 500, (method, path, r.status_code, r.text)
+            assert r.status_code in (403, 404, 422), (method, path, r.status_code, r.text)
