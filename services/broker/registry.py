@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.broker import models
@@ -57,11 +58,21 @@ def recipient_of(partner: models.Partner, purpose: str) -> Recipient:
     )
 
 
+class RegistryUnavailable(Exception):
+    """The registry database cannot be read; the relay holds its batch and retries."""
+
+
 class SqlRegistry:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
     def snapshot(self) -> RegistrySnapshot:
+        try:
+            return self._read()
+        except DBAPIError as exc:  # connection refused, server gone, …
+            raise RegistryUnavailable(type(exc.orig).__name__) from exc
+
+    def _read(self) -> RegistrySnapshot:
         with self._sessions() as session:
             rows = list(session.scalars(select(models.Agency)))
             agencies = {a.id: a.jurisdiction for a in rows}

@@ -31,7 +31,7 @@ from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_inp
 from services.broker.pipeline.model import InboundEvent, OutRecord, Recipient
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key, validate
-from services.broker.registry import Registry, RegistrySnapshot
+from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavailable
 from services.broker.replay import Seen, seen_record
 from services.compacted import ViewUnavailable
 from services.consent.view import ConsentView
@@ -197,25 +197,37 @@ class Relay:
                     if tp not in consumer.assignment():
                         continue  # revoked since the fetch: its new owner relays these
                     try:
+                        producer = producers.current(tp)
+                        if producer is None:
+                            # New to this instance, or fenced: fence the previous writer, then
+                            # go on from the committed offset (this fetch may predate it).
+                            await take_over(consumer, producers, tp)
+                            continue
                         snapshot = self._registry.snapshot()
                         await self._ensure_partner_topics(snapshot)
                         result = await self.process({tp: msgs}, snapshot)
-                        await self._commit(await producers.get(tp), result)
+                        await self._commit(producer, result)
+                        await _not_behind(consumer, tp, result.offsets[tp])
                     except ProducerFenced:
-                        # Another instance owns this partition now; it goes on from the last
-                        # committed offsets, and this instance's open transaction is aborted.
+                        # Another instance took this partition; its transaction is aborted
+                        # and the partition goes on from the committed offsets.
                         log.warning("partition fenced", extra={"partition": tp.partition})
                         await producers.close(tp)
-                        if tp in consumer.assignment():  # still ours: fence back, re-read
-                            await take_over(consumer, producers, tp)
                         continue
-                    except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
+                    except (
+                        PolicyUnavailable,
+                        ViewUnavailable,
+                        RegistryUnavailable,
+                        KafkaError,
+                    ) as exc:
                         # Hold the batch: nothing of it was delivered. Rewind and retry later.
                         log.warning(
                             "batch held",
                             extra={"cause": type(exc).__name__, "retry_in_s": round(backoff, 2)},
                         )
                         _rewind(consumer, {tp: msgs})
+                        if isinstance(exc, KafkaError):  # start clean: a new producer, fenced in
+                            await producers.close(tp)
                         held = True
                         continue
                     log.info(
@@ -237,10 +249,17 @@ class Relay:
             await producers.close_all()
 
     async def _commit(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
-        async with producer.transaction():
-            sends = [await producer.send(r.topic, r.value, key=r.key) for r in result.records]
-            await producer.send_offsets_to_transaction(result.offsets, self._s.relay_group)
-        await asyncio.gather(*sends)
+        sends: list[asyncio.Future[object]] = []
+        try:
+            async with producer.transaction():
+                for r in result.records:
+                    sends.append(await producer.send(r.topic, r.value, key=r.key))
+                await producer.send_offsets_to_transaction(result.offsets, self._s.relay_group)
+            await asyncio.gather(*sends)
+        finally:
+            for f in sends:  # an aborted transaction fails them all; the abort is what counts
+                if f.done() and not f.cancelled():
+                    f.exception()
 
 
 class PartitionProducers:
@@ -260,6 +279,9 @@ class PartitionProducers:
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self._s.relay_transactional_id}.{tp.topic}.{tp.partition}"
 
+    def current(self, tp: TopicPartition) -> AIOKafkaProducer | None:
+        return self._by_tp.get(tp)
+
     async def get(self, tp: TopicPartition) -> AIOKafkaProducer:
         if tp not in self._by_tp:
             producer = AIOKafkaProducer(
@@ -276,7 +298,10 @@ class PartitionProducers:
     async def close(self, tp: TopicPartition) -> None:
         producer = self._by_tp.pop(tp, None)
         if producer is not None:
-            await producer.stop()
+            try:
+                await producer.stop()
+            except KafkaError:  # a fenced producer may fail to abort; it is gone either way
+                log.debug("closing a fenced producer failed", exc_info=True)
 
     async def close_unassigned(self, assigned: set[TopicPartition]) -> None:
         for tp in [tp for tp in self._by_tp if tp not in assigned]:
@@ -301,7 +326,13 @@ class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            await take_over(self._consumer, self._producers, tp)
+            if self._producers.current(tp) is not None:
+                continue  # kept through the rebalance: this instance is still its writer
+            try:
+                await take_over(self._consumer, self._producers, tp)
+            except KafkaError:  # the loop takes the partition over before its first batch
+                log.warning("take-over deferred", extra={"partition": tp.partition})
+                await self._producers.close(tp)
 
 
 async def take_over(
@@ -310,15 +341,25 @@ async def take_over(
     """Fence whoever wrote for ``tp`` before, then go on from its last committed offset."""
     await producers.get(tp)
     committed = await consumer.committed(tp)
+    if tp not in consumer.assignment():
+        return  # revoked meanwhile
     if committed is not None:
         consumer.seek(tp, committed)
     else:
         await consumer.seek_to_beginning(tp)
 
 
+async def _not_behind(consumer: AIOKafkaConsumer, tp: TopicPartition, committed: int) -> None:
+    """A rebalance during the batch may have reset the position to the offset committed
+    before it; go on after what this batch just committed instead of reading it again."""
+    if tp in consumer.assignment() and await consumer.position(tp) < committed:
+        consumer.seek(tp, committed)
+
+
 def _rewind(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
     for tp, msgs in batch.items():
-        consumer.seek(tp, msgs[0].offset)
+        if tp in consumer.assignment():
+            consumer.seek(tp, msgs[0].offset)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

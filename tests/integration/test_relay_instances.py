@@ -40,7 +40,8 @@ async def test_two_instances_share_the_partitions_and_survive_a_kill_exactly_onc
         b.start()  # and some come back
         await publishing
         counts = await check_exactly_once(s, run.events)
-        assert a.alive() and b.alive()
+        exits = [r.proc.poll() if r.proc else None for r in (a, b)]
+        assert exits == [None, None], f"a relay instance exited: {exits}"
     relayed = [log.read_text().count('"batch relayed"') for log in logs]
     assert all(n > 0 for n in relayed), f"both instances relayed batches: {relayed}"
     print(f"two instances, one killed: batches per instance {relayed}, deliveries {counts}")
