@@ -276,7 +276,43 @@ class Generator:
             )
         if self.chance(0.06):
             self.spoil(item)
+        if self.chance(0.12):
+            self.omit(item)
         return item
+
+    def omit(self, item: dict[str, Any]) -> None:
+        """Drop an optional key (or give it a value of another type) somewhere in the item."""
+        places: list[tuple[dict[str, Any], str]] = [
+            (item["partner"], key)
+            for key in (
+                "immigration_enforcement", "status", "vetted", "agreements",
+                "training_attested_until", "jurisdiction", "id",
+            )
+        ]  # fmt: skip
+        places += [(item["event"]["agency"], "id"), (item["event"], "time"), (item, "now")]
+        if isinstance(item["event"].get("survivor"), dict):
+            places.append((item["event"]["survivor"], "age"))
+        for consent in item.get("consents") or []:
+            if isinstance(consent, dict):
+                places += [(consent, k) for k in ("status", "recorded_by", "provisions", "id")]
+                for provision in consent.get("provisions") or []:
+                    places += [(provision, k) for k in ("recipients", "purposes", "categories")]
+                    places += [(provision["recipients"], "partners"), (provision, "period")]
+        for agreement in item["partner"].get("agreements") or []:
+            places += [(agreement, k) for k in ("purposes", "categories", "valid_until")]
+        for declaration in item.get("declarations") or []:
+            if isinstance(declaration, dict):
+                places += [(declaration, k) for k in ("agency", "kind", "declared_at")]
+        for order in item.get("court_orders") or []:
+            if isinstance(order, dict):
+                places += [(order, k) for k in ("fields", "recipient", "expires_at")]
+        parent, key = self.rng.choice(places)
+        if key not in parent:
+            return
+        if self.chance(0.7):
+            del parent[key]
+        else:
+            parent[key] = self.rng.choice(["yes", 1, None, True, {}, []])
 
     def spoil(self, item: dict[str, Any]) -> None:
         """Make the item malformed (or unusual) in one of the ways R1 refuses."""
@@ -330,7 +366,9 @@ def decide(client: httpx.Client, items: Sequence[Any]) -> Iterator[Any]:
         answer = client.post("/v1/data/accord/decision/batch", json={"input": {"items": chunk}})
         answer.raise_for_status()
         results = answer.json()["result"]
-        assert len(results) == len(chunk)
+        assert len(results) == len(chunk), (
+            f"{len(results)} decisions for {len(chunk)} items: some item's decision is undefined"
+        )
         yield from results
 
 
