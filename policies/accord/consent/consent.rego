@@ -131,32 +131,39 @@ named(item, provision) if names_recipient(item, provision)
 else := false
 
 # METADATA
-# title: The categories mention this one, by name or by "*"
+# title: Of some categories, those a set of category lists mentions, by name or by "*"
 # custom:
 #   rule: R2
-mentions(categories, category) if category in categories
-
-mentions(categories, _) if "*" in categories
+mentioned(lists, categories) := categories if {
+	some list in lists
+	"*" in list
+} else := named_in(lists, categories)
 
 # METADATA
-# title: Permitted categories cover this one under R10 ("*" is not enough for a sensitive one)
+# title: Of some categories, those a set of category lists names explicitly
+named_in(lists, categories) := {category |
+	some list in lists
+	some category in list
+	category in categories
+}
+
+# METADATA
+# title: Of some categories, those a set of permitted lists covers under R10
+# description: A category named explicitly is covered; "*" covers every category that is not sensitive.
 # custom:
 #   rule: R10
-covers(categories, category) if category in categories
+covered(lists, categories) := named_in(lists, categories) | starred(lists, categories)
 
-covers(categories, category) if {
-	"*" in categories
-	not sensitivity.sensitive(category)
-}
+starred(lists, categories) := categories - sensitivity.sensitive_categories if {
+	some list in lists
+	"*" in list
+} else := set()
 
 # METADATA
 # title: A deny in force covers the category
 # custom:
 #   rule: R2
-denied(view, category) if {
-	some categories in view.denies
-	mentions(categories, category)
-}
+denied(view, category) if category in mentioned(view.denies, {category})
 
 # METADATA
 # title: A live permit may reach this recipient under R4
@@ -167,56 +174,40 @@ reaches(view, _) if view.named_consent_required == false
 reaches(_, permit) if permit.named == true
 
 # METADATA
-# title: Consents (id, version) with a provision that alone permits the category (R2, R4, R10)
+# title: For each category, the consents (id, version) with a provision that alone permits it (R2, R4, R10)
+# description: A deny in force covers the category (R2), or else a live permit covers it (R10) and reaches the recipient (R4).
 # custom:
 #   rule: R2
-permitting(view, category) := {permit.consent |
-	not denied(view, category)
-	some permit in view.live
-	covers(permit.categories, category)
-	reaches(view, permit)
+permitting(view, categories) := {category: {consent | some [consent, covers] in grants; category in covers} | some category in categories} if {
+	undenied := categories - mentioned(view.denies, categories)
+	grants := {[permit.consent, covered({permit.categories}, undenied)] |
+		some permit in view.live
+		reaches(view, permit)
+	}
 }
 
 # METADATA
-# title: Consent-side rules that withhold the category
-# description: R3 and R5 explain a permit that would apply if its consent were live.
-failures(view, category) := ((({"R2" | not permitted_ignoring_r4_r10(view, category)} | {"R10" | not sensitive_covered(view, category)}) | {"R4" | not recipient_reached(view, category)}) | {"R3" | lapsed_permit(view, category)}) | {"R5" | suspect_permit(view, category)}
-
-permitted_ignoring_r4_r10(view, category) if {
-	some permit in view.live
-	mentions(permit.categories, category)
-	not denied(view, category)
-}
-
-sensitive_covered(_, category) if not sensitivity.sensitive(category)
-
-sensitive_covered(view, category) if {
-	some permit in view.live
-	category in permit.categories
-}
-
-recipient_reached(view, _) if view.named_consent_required == false
-
-recipient_reached(view, category) if {
-	some permit in view.live
-	permit.named == true
-	covers(permit.categories, category)
+# title: For each category, the consent-side rules that withhold it
+# description: >-
+#   R2: no live permit mentions it, or a deny does; R10: it is sensitive and no live permit
+#   names it; R4: no live permit that names the recipient covers it, where R4 asks for one;
+#   R3 and R5: a permit would apply if its consent were live (lapsed, or recorded by a
+#   suspect guardian).
+failures(view, categories) := {category: {rule | some rule, withheld in by_rule; category in withheld} | some category in categories} if {
+	live := {permit.categories | some permit in view.live}
+	by_rule := {
+		"R2": categories - (mentioned(live, categories) - mentioned(view.denies, categories)),
+		"R10": (categories & sensitivity.sensitive_categories) - named_in(live, categories),
+		"R4": categories - recipient_reached(view, categories),
+		"R3": mentioned(view.lapsed, categories),
+		"R5": mentioned(view.suspect, categories),
+	}
 }
 
 # METADATA
-# title: A permit would apply but its consent is revoked or expired, or its period is over
+# title: Of some categories, those a live permit may bring to this recipient under R4
 # custom:
-#   rule: R3
-lapsed_permit(view, category) if {
-	some categories in view.lapsed
-	mentions(categories, category)
-}
-
-# METADATA
-# title: A permit would apply but was recorded by a suspect guardian
-# custom:
-#   rule: R5
-suspect_permit(view, category) if {
-	some categories in view.suspect
-	mentions(categories, category)
-}
+#   rule: R4
+recipient_reached(view, categories) := categories if {
+	view.named_consent_required == false
+} else := covered({permit.categories | some permit in view.live; permit.named == true}, categories)

@@ -54,10 +54,25 @@ decide(item) := refusal(item, "R1") if {
 event_fields(item) := {field | some field in item.event.fields; is_string(field)}
 
 # METADATA
-# title: Category of a field for the event's type; undefined if unclassified (R1)
+# title: The event's fields by what its type says of them (R1 unclassified, R7 internal)
+# description: >-
+#   classified: field → category for the event's type (unclassified fields left out);
+#   releasable: the classified fields that are not internal; categories: those present.
+#   A function of the type and the field list only, so computed once per event shape in
+#   a batch.
 # custom:
 #   rule: R1
-category(item, field) := data.accord.classification.event_types[item.event.type][field]
+event_shape(type, fields) := {
+	"classified": classified,
+	"releasable": object.remove(classified, internal),
+	"internal": internal,
+	"unclassified": names - object.keys(classified),
+	"categories": {cat | some cat in classified},
+} if {
+	names := {field | some field in fields; is_string(field)}
+	classified := object.filter(data.accord.classification.event_types[type], names)
+	internal := object.keys(classified) & sensitivity.internal_fields
+}
 
 # METADATA
 # title: Nothing is released; every field is withheld by one rule
@@ -79,29 +94,45 @@ refusal(item, rule) := {
 # METADATA
 # title: Field-by-field decision for a well-formed item
 # description: >-
-#   Facts about the item (eligibility, consents, legal bases) are gathered once; the
-#   consent side depends only on the category, so it is judged once per category
-#   present in the event (`outcomes`); then each field is judged.
+#   Facts about the item (eligibility, consents, legal bases) are gathered once. What does
+#   not depend on the field is judged once per category present in the event, with set
+#   operations: the bars (R7 never-shared categories, R11, R10), then the consent side of
+#   the categories that pass them. Each field is then judged by lookups: released on
+#   consent or a legal basis, or withheld by the rules of its category (R1 unclassified,
+#   R7 internal).
 judgement(item) := {
 	"allow": count(released) > 0,
 	"fields": sort(object.keys(released)),
 	"withheld": [{"field": field, "rules": sort(rules)} | some field, rules in withheld],
 	"field_basis": released,
-	"basis": sort({basis | some basis in released}),
+	"basis": sort(bases),
 	"reasons": sort(allowing | denying),
-	"consents": sort({used | some field, "consent" in released; some used in outcomes[classified[field]].consents}),
-	"obligations": obligations(classified, released),
-	"review_required": needs_review(released),
+	"consents": sort(union({side.consents[cat] | some cat in by_consent})),
+	"obligations": obligations(event.classified, released),
+	"review_required": needs_review(bases),
 	"policy_revision": policy_revision,
 } if {
-	fields := event_fields(item)
-	classified := {field: category(item, field) | some field in fields}
+	event := event_shape(item.event.type, item.event.fields)
 	known := facts(item)
-	outcomes := {cat: consent_outcome(known, cat) | some cat in classified}
-	released := {field: basis | some field, cat in classified; basis := release_basis(known, field, cat, outcomes[cat])}
-	withheld := {field: withholding_rules(known, field, classified, outcomes) | some field in fields; not released[field]}
-	allowing := {rule | some field, basis in released; some rule in allowing_rules(known, classified[field], basis)}
-	denying := {rule | some rules in withheld; some rule in rules}
+	gates := bars(known, event.categories)
+	side := consent_side(known, gates.open)
+	released := object.union(
+		{field: basis | some field, basis in legal_bases(known); event.releasable[field] in gates.open},
+		{field: "consent" | some field, cat in event.releasable; side.consents[cat]},
+	)
+	by_category := object.union(gates.rules, side.rules)
+	withheld := object.union(
+		object.union(
+			{field: {"R1"} | some field in event.unclassified},
+			{field: {"R7"} | some field in event.internal},
+		),
+		{field: by_category[cat] | some field, cat in event.releasable; not released[field]},
+	)
+	bases := {basis | some basis in released}
+	by_consent := {event.classified[field] | some field, "consent" in released}
+	pairs := {[event.classified[field], basis] | some field, basis in released}
+	allowing := {rule | some [cat, basis] in pairs; some rule in allowing_rules(known, cat, basis)}
+	denying := union({rules | some rules in withheld})
 }
 
 # METADATA
@@ -118,59 +149,55 @@ facts(item) := {
 }
 
 # METADATA
-# title: The consent side of one category
+# title: What withholds the categories of the event before consent and legal bases are asked
 # description: >-
-#   consents: the consents (id, version) that release the category; empty if it is not
-#   released by consent, and then rules names every rule that withholds it (R2, R3, R4,
-#   R5, R6, R10, R11; R2 if none more specific applies).
+#   rules: category → rule ids for the categories that nothing may release: R7 (never
+#   shared), else R11 (inactive or unvetted partner) or R10 (barred for this recipient).
+#   open: the other categories.
+bars(known, categories) := {
+	"rules": object.union({cat: {"R7"} | some cat in never}, barred),
+	"open": (categories - never) - object.keys(barred),
+} if {
+	never := categories & sensitivity.never_shared_categories
+	barred := recipient_bars(known, categories - never)
+}
+
+recipient_bars(known, categories) := {cat: {"R11"} | some cat in categories} if {
+	known.admitted == false
+} else := {cat: {"R10"} | some cat in (categories & known.barred_categories)}
+
+# METADATA
+# title: The consent side of the open categories
+# description: >-
+#   consents: category → the consents (id, version) that release it, for the categories
+#   released by consent; only categories an agreement covers (R11) that the recipient needs
+#   to know (R6) may be. rules: category → every rule that withholds it on the consent side
+#   (R2, R3, R4, R5, R6, R10, R11; R2 if none more specific applies) for the others.
 # custom:
 #   rule: R2
-consent_outcome(known, cat) := {"consents": permitting, "rules": set()} if {
-	cat in known.consent_categories
-	cat in known.needed_categories
-	permitting := consent.permitting(known.consent, cat)
-	count(permitting) > 0
-} else := {"consents": set(), "rules": consent_side_rules(known, cat)}
-
-consent_side_rules(known, cat) := rules if {
-	rules := (consent.failures(known.consent, cat) | {"R11" | not cat in known.consent_categories}) | {"R6" | not cat in known.needed_categories}
-	count(rules) > 0
-} else := {"R2"}
-
-# METADATA
-# title: The basis on which a field is released; undefined if it is withheld
-# description: >-
-#   Bars first (R7, R11 inactive/unvetted, R10 barred recipients; unclassified fields
-#   never get here, R1), then the first basis that applies: consent, mandated reporting,
-#   imminent danger, court order.
-release_basis(known, field, cat, outcome) := basis if {
-	not sensitivity.never_leaves(field, cat)
-	known.admitted == true
-	not cat in known.barred_categories
-	basis := first_basis(known, field, outcome)
-}
-
-first_basis(known, field, outcome) := "consent" if {
-	count(outcome.consents) > 0
-} else := "mandated_reporting" if {
-	field in known.mandated_fields
-} else := "imminent_danger" if {
-	field in known.emergency_fields
-} else := "court_order" if {
-	field in known.court_order_fields
+consent_side(known, categories) := {"consents": permitted, "rules": object.union({cat: {"R2"} | some cat in failing}, rules)} if {
+	agreed := categories & known.consent_categories
+	eligible := agreed & known.needed_categories
+	permitted := {cat: consents | some cat, consents in consent.permitting(known.consent, eligible); count(consents) > 0}
+	failing := categories - object.keys(permitted)
+	failures := consent.failures(known.consent, failing)
+	rules := {cat: found |
+		some cat in failing
+		found := (failures[cat] | {"R11" | not cat in known.consent_categories}) | {"R6" | not cat in known.needed_categories}
+		count(found) > 0
+	}
 }
 
 # METADATA
-# title: Rule ids that withhold a field
-withholding_rules(known, field, classified, outcomes) := {"R1"} if {
-	not classified[field]
-} else := {"R7"} if {
-	sensitivity.never_leaves(field, classified[field])
-} else := {"R11"} if {
-	known.admitted == false
-} else := {"R10"} if {
-	classified[field] in known.barred_categories
-} else := outcomes[classified[field]].rules
+# title: Fields released on a legal basis, each by the first that applies
+# description: Mandated reporting (R5) before imminent danger (R8) before a court order (R9).
+legal_bases(known) := object.union(
+	object.union(
+		{field: "court_order" | some field in known.court_order_fields},
+		{field: "imminent_danger" | some field in known.emergency_fields},
+	),
+	{field: "mandated_reporting" | some field in known.mandated_fields},
+)
 
 # METADATA
 # title: Rule ids that allowed a released field
@@ -187,7 +214,7 @@ allowing_rules(_, _, "court_order") := {"R9"}
 # custom:
 #   rule: R10
 obligations(classified, released) := [{"kind": "redisclosure_notice", "rule": "R10", "fields": fields}] if {
-	fields := sort({field | some field, _ in released; sensitivity.needs_redisclosure_notice(classified[field])})
+	fields := sort({field | some field, _ in released; classified[field] in sensitivity.redisclosure_notice_categories})
 	count(fields) > 0
 } else := []
 
@@ -195,7 +222,7 @@ obligations(classified, released) := [{"kind": "redisclosure_notice", "rule": "R
 # title: Imminent-danger and court-order releases are reviewed by compliance
 # custom:
 #   rule: R8
-needs_review(released) if {
-	some basis in released
+needs_review(bases) if {
+	some basis in bases
 	basis in {"imminent_danger", "court_order"}
 } else := false

@@ -1,5 +1,9 @@
 # METADATA
 # title: Never-shared data (R7) and sensitive categories (R10)
+# description: >-
+#   The vocabulary's lists as sets (built once per query, then looked up), and the bars of
+#   a partner as a function of its type and immigration-enforcement flag only, so they are
+#   computed once per kind of partner in a batch.
 package accord.sensitivity
 
 vocabulary := data.accord.vocabulary
@@ -10,15 +14,25 @@ classification := data.accord.classification
 # title: A category that needs to be named explicitly in a consent
 # custom:
 #   rule: R10
-sensitive(category) if category in vocabulary.sensitive_categories
+sensitive(category) if category in sensitive_categories
 
 # METADATA
-# title: The field never leaves the publishing agency (shelter location, internal fields)
+# title: Categories that need to be named explicitly in a consent
+# custom:
+#   rule: R10
+sensitive_categories := {category | some category in vocabulary.sensitive_categories}
+
+# METADATA
+# title: Categories that never leave the publishing agency (shelter location)
 # custom:
 #   rule: R7
-never_leaves(_, category) if category in vocabulary.never_shared_categories
+never_shared_categories := {category | some category in vocabulary.never_shared_categories}
 
-never_leaves(field, _) if field in classification.internal_fields
+# METADATA
+# title: Fields internal to the publishing agency, whatever their category
+# custom:
+#   rule: R7
+internal_fields := {field | some field in classification.internal_fields}
 
 # METADATA
 # title: The event is of an internal-only type
@@ -37,13 +51,15 @@ barred_for_partner(item, category) if category in barred_categories(item)
 # title: Categories barred for this partner (empty if none)
 # custom:
 #   rule: R10
-barred_categories(item) := {category | some category in vocabulary.barred_categories_by_partner_type[item.partner.type]} | {category |
-	item.partner.immigration_enforcement == true
+barred_categories(item) := barred_for(item.partner.type, object.get(item.partner, "immigration_enforcement", null))
+
+barred_for(type, immigration_enforcement) := {category | some category in vocabulary.barred_categories_by_partner_type[type]} | {category |
+	immigration_enforcement == true
 	some category in vocabulary.barred_categories_for_immigration_enforcement
 }
 
 # METADATA
-# title: Released data of this category carries a re-disclosure prohibition notice
+# title: Categories whose released data carries a re-disclosure prohibition notice
 # custom:
 #   rule: R10
-needs_redisclosure_notice(category) if category in vocabulary.redisclosure_notice_categories
+redisclosure_notice_categories := {category | some category in vocabulary.redisclosure_notice_categories}
