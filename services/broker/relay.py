@@ -23,7 +23,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from services.broker import topics
 from services.broker.pipeline import deliver
@@ -208,8 +208,9 @@ class Relay:
                         result = await self.process({tp: msgs}, snapshot)
                         await self._commit(producer, result)
                         await _not_behind(consumer, tp, result.offsets[tp])
-                    except ProducerFenced:
-                        # Another instance took this partition; its transaction is aborted
+                    except (ProducerFenced, IllegalOperation):
+                        # Another instance took this partition (a fenced producer may also
+                        # drop out of its transaction mid-batch): this transaction is aborted
                         # and the partition goes on from the committed offsets.
                         log.warning("partition fenced", extra={"partition": tp.partition})
                         await producers.close(tp)
