@@ -59,15 +59,15 @@ ended_before(provision, now) if clock.at(provision.period.end) <= now
 # title: The provision names this partner, by id or by type
 # custom:
 #   rule: R4
-names_recipient(item, provision) if item.partner.id in provision.recipients.partners
+names_recipient(partner, provision) if partner.id in provision.recipients.partners
 
-names_recipient(item, provision) if item.partner.type in provision.recipients.partner_types
+names_recipient(partner, provision) if partner.type in provision.recipients.partner_types
 
 # METADATA
 # title: The provision is about this partner
 # custom:
 #   rule: R2
-recipient_matches(item, provision) if names_recipient(item, provision)
+recipient_matches(partner, provision) if names_recipient(partner, provision)
 
 recipient_matches(_, provision) if "*" in provision.recipients.partner_types
 
@@ -75,18 +75,19 @@ recipient_matches(_, provision) if "*" in provision.recipients.partner_types
 # title: The provision is about this purpose
 # custom:
 #   rule: R2
-purpose_matches(item, provision) if item.purpose in provision.purposes
+purpose_matches(purpose, provision) if purpose in provision.purposes
 
 purpose_matches(_, provision) if "*" in provision.purposes
 
 # METADATA
 # title: Provisions of a type about this partner and purpose, with their consent
-about_this_partner(item, type) := [[consent, provision] |
-	some consent in item.consents
+# description: A function of the consents, partner and purpose only (cached across a batch).
+about_this_partner(consents, partner, purpose, type) := [[consent, provision] |
+	some consent in consents
 	some provision in consent.provisions
 	provision.type == type
-	recipient_matches(item, provision)
-	purpose_matches(item, provision)
+	recipient_matches(partner, provision)
+	purpose_matches(purpose, provision)
 ]
 
 # METADATA
@@ -96,7 +97,7 @@ about_this_partner(item, type) := [[consent, provision] |
 #   whether they name the partner. lapsed / suspect: categories of permits that would
 #   apply but for R3 / R5. denies: categories of denies in force.
 view(item) := {
-	"live": {{"consent": {"id": consent.id, "version": consent.version}, "categories": provision.categories, "named": named(item, provision)} |
+	"live": {{"consent": {"id": consent.id, "version": consent.version}, "categories": provision.categories, "named": named(item.partner, provision)} |
 		some [consent, provision] in permits
 		counts(consent)
 		permit_in_force(provision, now)
@@ -111,14 +112,15 @@ view(item) := {
 		recorded_by_suspect(consent)
 	},
 	"denies": {provision.categories |
-		some [consent, provision] in about_this_partner(item, "deny")
+		some [consent, provision] in about_this_partner(consents, item.partner, item.purpose, "deny")
 		counts(consent)
 		deny_in_force(provision, now)
 	},
 	"named_consent_required": reporting.named_consent_required(item),
 } if {
 	now := clock.now_ns(item)
-	permits := about_this_partner(item, "permit")
+	consents := object.get(item, "consents", [])
+	permits := about_this_partner(consents, item.partner, item.purpose, "permit")
 }
 
 live(consent, provision, now) if {
@@ -126,7 +128,7 @@ live(consent, provision, now) if {
 	permit_in_force(provision, now)
 }
 
-named(item, provision) if names_recipient(item, provision)
+named(partner, provision) if names_recipient(partner, provision)
 
 else := false
 
@@ -187,21 +189,20 @@ permitting(view, categories) := {category: {consent | some [consent, covers] in 
 }
 
 # METADATA
-# title: For each category, the consent-side rules that withhold it
+# title: For each consent-side rule, the categories (of some) that it withholds
 # description: >-
 #   R2: no live permit mentions it, or a deny does; R10: it is sensitive and no live permit
 #   names it; R4: no live permit that names the recipient covers it, where R4 asks for one;
 #   R3 and R5: a permit would apply if its consent were live (lapsed, or recorded by a
 #   suspect guardian).
-failures(view, categories) := {category: {rule | some rule, withheld in by_rule; category in withheld} | some category in categories} if {
+failures(view, categories) := {
+	"R2": categories - (mentioned(live, categories) - mentioned(view.denies, categories)),
+	"R10": (categories & sensitivity.sensitive_categories) - named_in(live, categories),
+	"R4": categories - recipient_reached(view, categories),
+	"R3": mentioned(view.lapsed, categories),
+	"R5": mentioned(view.suspect, categories),
+} if {
 	live := {permit.categories | some permit in view.live}
-	by_rule := {
-		"R2": categories - (mentioned(live, categories) - mentioned(view.denies, categories)),
-		"R10": (categories & sensitivity.sensitive_categories) - named_in(live, categories),
-		"R4": categories - recipient_reached(view, categories),
-		"R3": mentioned(view.lapsed, categories),
-		"R5": mentioned(view.suspect, categories),
-	}
 }
 
 # METADATA

@@ -116,17 +116,15 @@ judgement(item) := {
 	known := facts(item)
 	gates := bars(known, event.categories)
 	side := consent_side(known, gates.open)
-	released := object.union(
-		{field: basis | some field, basis in legal_bases(known); event.releasable[field] in gates.open},
-		{field: "consent" | some field, cat in event.releasable; side.consents[cat]},
-	)
+	legal := {field: basis | some field, basis in legal_bases(known); event.releasable[field] in gates.open}
+	released := object.union(legal, {field: "consent" | some field, cat in event.releasable; side.consents[cat]})
 	by_category := object.union(gates.rules, side.rules)
 	withheld := object.union(
 		object.union(
 			{field: {"R1"} | some field in event.unclassified},
 			{field: {"R7"} | some field in event.internal},
 		),
-		{field: by_category[cat] | some field, cat in event.releasable; not released[field]},
+		object.remove({field: by_category[cat] | some field, cat in event.releasable}, object.keys(legal)),
 	)
 	bases := {basis | some basis in released}
 	by_consent := {event.classified[field] | some field, "consent" in released}
@@ -180,10 +178,14 @@ consent_side(known, categories) := {"consents": permitted, "rules": object.union
 	eligible := agreed & known.needed_categories
 	permitted := {cat: consents | some cat, consents in consent.permitting(known.consent, eligible); count(consents) > 0}
 	failing := categories - object.keys(permitted)
-	failures := consent.failures(known.consent, failing)
+	by_rule := object.union(consent.failures(known.consent, failing), {
+		"R11": failing - known.consent_categories,
+		"R6": failing - known.needed_categories,
+	})
+	applying := {rule: withheld | some rule, withheld in by_rule; count(withheld) > 0}
 	rules := {cat: found |
 		some cat in failing
-		found := (failures[cat] | {"R11" | not cat in known.consent_categories}) | {"R6" | not cat in known.needed_categories}
+		found := {rule | some rule, withheld in applying; cat in withheld}
 		count(found) > 0
 	}
 }

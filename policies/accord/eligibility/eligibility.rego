@@ -6,6 +6,8 @@
 #   field's category, and (if the jurisdiction requires it, default yes) a training
 #   attestation valid after `now`. Legal bases (R5, R8, R9) do not depend on the MOU or
 #   training: the law, a declaration or a court order is the basis.
+#   The functions of an item delegate to functions of the partner, purpose, time and
+#   jurisdiction only, so a batch computes them once per partner.
 package accord.eligibility
 
 import data.accord.clock
@@ -15,20 +17,21 @@ import data.accord.jurisdiction
 # title: The partner is active and vetted
 # custom:
 #   rule: R11
-partner_admitted(item) if {
-	item.partner.status == "active"
-	item.partner.vetted == true
+partner_admitted(item) if admitted_partner(item.partner)
+
+admitted_partner(partner) if {
+	partner.status == "active"
+	partner.vetted == true
 }
 
 # METADATA
 # title: Categories covered, for this purpose, by an agreement in force
 # custom:
 #   rule: R11
-agreement_categories(item) := {category |
-	now := clock.now_ns(item)
-	some agreement in item.partner.agreements
+agreement_categories(partner, purpose, now) := {category |
+	some agreement in partner.agreements
 	agreement_in_force(agreement, now)
-	item.purpose in agreement.purposes
+	purpose in agreement.purposes
 	some category in agreement.categories
 }
 
@@ -41,9 +44,9 @@ agreement_in_force(agreement, now) if {
 # title: Training is attested until after now, or not required here
 # custom:
 #   rule: R11
-training_current(item) if jurisdiction.config(item).training_required == false
+training_current(_, jurisdiction_id, _) if jurisdiction.settings(jurisdiction_id).training_required == false
 
-training_current(item) if clock.now_ns(item) < clock.at(item.partner.training_attested_until)
+training_current(partner, _, now) if now < clock.at(partner.training_attested_until)
 
 # METADATA
 # title: The partner may receive this category on the basis of consent
@@ -55,9 +58,11 @@ may_receive_by_consent(item, category) if category in consent_categories(item)
 # title: Categories the partner may receive on the basis of consent (empty if none)
 # custom:
 #   rule: R11
-consent_categories(item) := agreement_categories(item) if {
-	partner_admitted(item)
-	training_current(item)
+consent_categories(item) := partner_consent_categories(item.partner, item.purpose, jurisdiction.of(item), clock.now_ns(item))
+
+partner_consent_categories(partner, purpose, jurisdiction_id, now) := agreement_categories(partner, purpose, now) if {
+	admitted_partner(partner)
+	training_current(partner, jurisdiction_id, now)
 } else := set()
 
 # METADATA

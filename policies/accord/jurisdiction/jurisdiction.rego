@@ -26,7 +26,10 @@ settings(id) := object.union(
 )
 
 # METADATA
-# title: Settings an item is judged under (the publishing agency's jurisdiction)
+# title: The jurisdiction an item is judged under (the publishing agency's)
+# description: >-
+#   The concerns pass this id, not the item, to functions of their own (which take
+#   `settings(id)`), so that a batch computes them once per jurisdiction.
 # custom:
 #   rule: R12
-config(item) := settings(item.event.agency.jurisdiction)
+of(item) := item.event.agency.jurisdiction

@@ -3,6 +3,8 @@
 # description: >-
 #   Each releases exactly its configured or named fields (not intersected with need-to-know);
 #   R7 and R10's bars and R11's active-and-vetted gate still apply (in accord.decision).
+#   The functions of an item delegate to functions of the declarations or orders, the
+#   partner and the time only (cached across a batch).
 package accord.legal_basis
 
 import data.accord.clock
@@ -14,14 +16,13 @@ hour_ns := 3600000000000
 # title: The publishing agency declared imminent danger, within the jurisdiction's duration
 # custom:
 #   rule: R8
-imminent_danger_declared(item) if {
-	now := clock.now_ns(item)
-	some declaration in item.declarations
+imminent_danger_declared(declarations, agency, jurisdiction_id, now) if {
+	some declaration in declarations
 	declaration.kind == "imminent_danger"
-	declaration.agency == item.event.agency.id
+	declaration.agency == agency.id
 	declared := clock.at(declaration.declared_at)
 	declared <= now
-	now < declared + (jurisdiction.config(item).imminent_danger.hours * hour_ns)
+	now < declared + (jurisdiction.settings(jurisdiction_id).imminent_danger.hours * hour_ns)
 	clock.not_ended(object.get(declaration, "ended_at", null), now)
 }
 
@@ -35,10 +36,14 @@ emergency_releases(item, field) if field in emergency_fields(item)
 # title: Fields released under an imminent-danger declaration (empty if none)
 # custom:
 #   rule: R8
-emergency_fields(item) := {field |
-	settings := jurisdiction.config(item).imminent_danger
-	item.partner.type in settings.recipients
-	imminent_danger_declared(item)
+emergency_fields(item) := set() if {
+	not item.declarations
+} else := emergency_fields_for(item.declarations, item.event.agency, jurisdiction.of(item), item.partner.type, clock.now_ns(item))
+
+emergency_fields_for(declarations, agency, jurisdiction_id, partner_type, now) := {field |
+	settings := jurisdiction.settings(jurisdiction_id).imminent_danger
+	partner_type in settings.recipients
+	imminent_danger_declared(declarations, agency, jurisdiction_id, now)
 	some field in settings.fields
 }
 
@@ -52,10 +57,13 @@ court_order_releases(item, field) if field in court_order_fields(item)
 # title: Fields named by unexpired court orders for this partner (empty if none)
 # custom:
 #   rule: R9
-court_order_fields(item) := {field |
-	now := clock.now_ns(item)
-	some order in item.court_orders
-	order.recipient == item.partner.id
+court_order_fields(item) := set() if {
+	not item.court_orders
+} else := court_order_fields_for(item.court_orders, item.partner.id, clock.now_ns(item))
+
+court_order_fields_for(orders, partner_id, now) := {field |
+	some order in orders
+	order.recipient == partner_id
 	is_string(order.reference)
 	is_string(order.court)
 	now < clock.at(order.expires_at)

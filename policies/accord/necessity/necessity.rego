@@ -17,6 +17,8 @@ needs_to_know(item, category) if category in needed_categories(item)
 # title: Categories the partner type needs for the purpose (empty if no cell)
 # custom:
 #   rule: R6
-needed_categories(item) := {category |
-	some category in jurisdiction.config(item).need_to_know[item.partner.type][item.purpose]
+needed_categories(item) := needed_for(jurisdiction.of(item), item.partner.type, item.purpose)
+
+needed_for(jurisdiction_id, partner_type, purpose) := {category |
+	some category in jurisdiction.settings(jurisdiction_id).need_to_know[partner_type][purpose]
 }

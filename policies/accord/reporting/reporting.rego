@@ -3,7 +3,8 @@
 # description: >-
 #   A survivor is a minor only if the item carries a numeric age below the jurisdiction's
 #   age of majority. A missing or null age is not a minor: R5 does not trigger and R4's
-#   protections apply.
+#   protections apply. The functions of an item delegate to functions of the age, the
+#   jurisdiction and the partner only, so a batch computes them once per kind of case.
 package accord.reporting
 
 import data.accord.jurisdiction
@@ -16,26 +17,30 @@ age(item) := object.get(item, ["event", "survivor", "age"], null)
 # title: The survivor is under the jurisdiction's age of majority
 # custom:
 #   rule: R5
-minor(item) if {
-	is_number(age(item))
-	age(item) < jurisdiction.config(item).age_of_majority
+minor(item) if minor_in(age(item), jurisdiction.of(item))
+
+minor_in(age, jurisdiction_id) if {
+	is_number(age)
+	age < jurisdiction.settings(jurisdiction_id).age_of_majority
 }
 
 # METADATA
 # title: Law enforcement, prosecution, court or immigration enforcement
 # custom:
 #   rule: R4
-restricted_recipient(item) if item.partner.type in jurisdiction.config(item).adult_restricted_partner_types
+restricted_recipient(partner, jurisdiction_id) if partner.type in jurisdiction.settings(jurisdiction_id).adult_restricted_partner_types
 
-restricted_recipient(item) if item.partner.immigration_enforcement == true
+restricted_recipient(partner, _) if partner.immigration_enforcement == true
 
 # METADATA
 # title: Consent must name this recipient explicitly (by id or type, not "*")
 # custom:
 #   rule: R4
-needs_named_consent(item) if {
-	restricted_recipient(item)
-	not minor(item)
+needs_named_consent(item) if named_consent_needed(item.partner, age(item), jurisdiction.of(item))
+
+named_consent_needed(partner, age, jurisdiction_id) if {
+	restricted_recipient(partner, jurisdiction_id)
+	not minor_in(age, jurisdiction_id)
 }
 
 named_consent_required(item) if needs_named_consent(item)
@@ -48,15 +53,15 @@ else := false
 #   If the item carries partner.jurisdiction, it must be the event's jurisdiction.
 # custom:
 #   rule: R5
-mandated_report_recipient(item) if {
-	minor(item)
-	item.partner.type in jurisdiction.config(item).mandated_report.recipients
-	partner_in_event_jurisdiction(item)
+mandated_report_recipient(partner, age, jurisdiction_id) if {
+	minor_in(age, jurisdiction_id)
+	partner.type in jurisdiction.settings(jurisdiction_id).mandated_report.recipients
+	partner_in_event_jurisdiction(partner, jurisdiction_id)
 }
 
-partner_in_event_jurisdiction(item) if not item.partner.jurisdiction
+partner_in_event_jurisdiction(partner, _) if not partner.jurisdiction
 
-partner_in_event_jurisdiction(item) if item.partner.jurisdiction == item.event.agency.jurisdiction
+partner_in_event_jurisdiction(partner, jurisdiction_id) if partner.jurisdiction == jurisdiction_id
 
 # METADATA
 # title: The field is in the mandated-report field set and goes to this partner
@@ -68,7 +73,9 @@ mandated_report_releases(item, field) if field in mandated_fields(item)
 # title: Fields this partner receives as a mandated report (empty if none)
 # custom:
 #   rule: R5
-mandated_fields(item) := {field |
-	mandated_report_recipient(item)
-	some field in jurisdiction.config(item).mandated_report.fields
+mandated_fields(item) := mandated_fields_for(item.partner, age(item), jurisdiction.of(item))
+
+mandated_fields_for(partner, age, jurisdiction_id) := {field |
+	mandated_report_recipient(partner, age, jurisdiction_id)
+	some field in jurisdiction.settings(jurisdiction_id).mandated_report.fields
 }

@@ -76,6 +76,7 @@ test_R4_services_do_not_depend_on_law_enforcement_consent if {
 }
 
 test_R5_minor_child_welfare_gets_mandated_report_without_consent if {
+	reporting.minor(testing.minor_case("state-a", cps("cps-a"), "mandated_report", []))
 	d := decision.decide(testing.minor_case("state-a", cps("cps-a"), "mandated_report", []))
 	testing.released(d) == mandated_set
 	every field in d.fields {
