@@ -61,7 +61,7 @@ MUTATIONS: tuple[Mutation, ...] = (
        "\titem.purpose in data.accord.vocabulary.purposes\n"),
     _m("R1", V, "unknown event types are well formed", "\tknown_event_type(item.event)\n"),
     _m("R1", V, "unknown partner types are well formed", "\tknown_partner(item.partner)\n"),
-    _m("R1", V, "a negative age is well formed", "\treporting.age(item) >= 0\n"),
+    _m("R1", V, "a negative age is well formed", "\tage >= 0\n"),
     # R2 consent scope
     _m("R2", C, "a deny no longer beats a permit",
        "\tundenied := categories - mentioned(view.denies, categories)\n",

@@ -29,7 +29,11 @@ well_formed(item) if {
 	}
 }
 
-known_event_type(event) if event.type in object.keys(data.accord.classification.event_types)
+known_event_type(event) if event.type in event_types
+
+# METADATA
+# title: The event types of the classification (built once per query)
+event_types := object.keys(data.accord.classification.event_types)
 
 fields_listed(event) if {
 	is_array(event.fields)
@@ -38,11 +42,13 @@ fields_listed(event) if {
 	}
 }
 
-age_valid(item) if reporting.age(item) == null
+age_valid(item) if valid_age(reporting.age(item))
 
-age_valid(item) if {
-	is_number(reporting.age(item))
-	reporting.age(item) >= 0
+valid_age(age) if age == null
+
+valid_age(age) if {
+	is_number(age)
+	age >= 0
 }
 
 known_partner(partner) if {
@@ -50,6 +56,4 @@ known_partner(partner) if {
 	partner.type in data.accord.vocabulary.partner_types
 }
 
-list_or_absent(item, key) if not key in object.keys(item)
-
-list_or_absent(item, key) if is_array(item[key])
+list_or_absent(item, key) if is_array(object.get(item, key, []))
