@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.broker.topics import partitions
 
@@ -32,9 +33,18 @@ async def tail(
         if from_beginning:
             await consumer.seek_to_beginning(*tps)
         else:
-            await consumer.seek_to_end(*tps)
-            for tp in tps:  # resolve the end now, before anything new is produced
-                await consumer.position(tp)
+            # Resolve the end now, before anything new is produced. A topic created a moment
+            # ago may have no leader yet; retry rather than resolve the end later (too late).
+            for attempt in range(50):
+                try:
+                    ends = await consumer.end_offsets(tps)
+                    break
+                except KafkaError:
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.2)
+            for tp in tps:
+                consumer.seek(tp, ends[tp])
         yield consumer
     finally:
         await consumer.stop()

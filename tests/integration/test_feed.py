@@ -120,7 +120,7 @@ async def events(
             await producer.send_and_wait(
                 settings.topic_inbound, json.dumps(e).encode(), key=SURVIVOR.encode()
             )
-        got = await collect(c, until=3, timeout_s=30, opener=opener(PARTNERS[-1]))
+        got = await collect(c, until=3, timeout_s=60, opener=opener(PARTNERS[-1]))
     assert [g["id"] for g in got] == [e["id"] for e in sent]
     return [e["id"] for e in sent]
 
