@@ -28,6 +28,9 @@ class CompactedTable:
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
+            # catch_up runs before every relay batch and must return as soon as the end is
+            # reached; the default 500 ms broker-side wait would be paid on every batch.
+            fetch_max_wait_ms=10,
         )
         self._partitions: list[TopicPartition] = []
 

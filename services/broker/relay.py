@@ -193,6 +193,18 @@ class Relay:
                 if not batch:
                     continue
                 held = False
+                try:  # one registry snapshot per poll, shared by its partitions
+                    snapshot = self._registry.snapshot()
+                    await self._ensure_partner_topics(snapshot)
+                except (RegistryUnavailable, KafkaError) as exc:
+                    log.warning(
+                        "batch held",
+                        extra={"cause": type(exc).__name__, "retry_in_s": round(backoff, 2)},
+                    )
+                    _rewind(consumer, batch)
+                    await _sleep_unless(stop, backoff)
+                    backoff = min(backoff * 2, self._s.relay_retry_max_s)
+                    continue
                 for tp, msgs in batch.items():
                     if tp not in consumer.assignment():
                         continue  # revoked since the fetch: its new owner relays these
@@ -203,8 +215,6 @@ class Relay:
                             # go on from the committed offset (this fetch may predate it).
                             await take_over(consumer, producers, tp)
                             continue
-                        snapshot = self._registry.snapshot()
-                        await self._ensure_partner_topics(snapshot)
                         result = await self.process({tp: msgs}, snapshot)
                         await self._commit(producer, result)
                         await _not_behind(consumer, tp, result.offsets[tp])
@@ -215,12 +225,7 @@ class Relay:
                         log.warning("partition fenced", extra={"partition": tp.partition})
                         await producers.close(tp)
                         continue
-                    except (
-                        PolicyUnavailable,
-                        ViewUnavailable,
-                        RegistryUnavailable,
-                        KafkaError,
-                    ) as exc:
+                    except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
                         # Hold the batch: nothing of it was delivered. Rewind and retry later.
                         log.warning(
                             "batch held",
