@@ -22,7 +22,6 @@ from services import policy_data
 from services.audit import views as audit_views
 from services.audit.checkpoints import Checkpointer
 from services.audit.disclosures import AuditDisclosureLog
-from services.audit.keys import audit_key
 from services.audit.sink import audit_sink
 from services.auth import views as auth_views
 from services.broker import admin, feed, ingest
@@ -36,6 +35,7 @@ from services.consent.publisher import ConsentPublisher, republish_pending
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
+from services.keys import audit_key
 from services.legal import views as legal_views
 from services.settings import Settings
 

@@ -1,20 +1,43 @@
-"""The relay's sealing key, from configuration (production) or a local file (development)."""
+"""Long-lived private keys: from configuration (production) or a local file (development).
+
+The relay's Curve25519 sealing key and the audit's Ed25519 checkpoint key are both kept this
+way; a key file is created once, atomically, so processes starting together share one key.
+"""
 
 from __future__ import annotations
 
 import base64
+import os
+import tempfile
+from pathlib import Path
 
 from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from services.settings import Settings
 
 
-def relay_key(s: Settings) -> PrivateKey:
-    if s.relay_private_key:
-        return PrivateKey(base64.b64decode(s.relay_private_key, validate=True))
-    path = s.state_dir / "keys" / "relay.key"
+def _key_bytes(configured: str, path: Path) -> bytes:
+    """The configured key (base64), else the one in ``path``, created with 32 random bytes."""
+    if configured:
+        return base64.b64decode(configured, validate=True)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(base64.b64encode(bytes(PrivateKey.generate())).decode())
-    return PrivateKey(base64.b64decode(path.read_text().strip(), validate=True))
+        fd, tmp = tempfile.mkstemp(dir=path.parent)  # mode 0600
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode())
+        try:
+            os.link(tmp, path)  # atomic: whoever links first wins, every process reads that key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return base64.b64decode(path.read_text().strip(), validate=True)
+
+
+def relay_key(s: Settings) -> PrivateKey:
+    return PrivateKey(_key_bytes(s.relay_private_key, s.state_dir / "keys" / "relay.key"))
+
+
+def audit_key(s: Settings) -> SigningKey:
+    return SigningKey(_key_bytes(s.audit_signing_key, s.state_dir / "keys" / "audit.key"))

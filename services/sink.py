@@ -16,7 +16,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.db import Base
 
-ToRow = Callable[[ConsumerRecord[bytes, bytes]], Base | None]
+# Writes one record inside the sink's database transaction (add a row, append to a chain…).
+Write = Callable[[Session, ConsumerRecord[bytes, bytes]], None]
+
+
+def as_row(to_row: Callable[[ConsumerRecord[bytes, bytes]], Base | None]) -> Write:
+    """The common case: each record becomes (at most) one row."""
+
+    def write(session: Session, record: ConsumerRecord[bytes, bytes]) -> None:
+        row = to_row(record)
+        if row is not None:
+            session.add(row)
+
+    return write
 
 
 class TopicSink:
@@ -28,10 +40,10 @@ class TopicSink:
         topic: str,
         group: str,
         sessions: sessionmaker[Session],
-        to_row: ToRow,
+        write: Write,
     ) -> None:
         self._sessions = sessions
-        self._to_row = to_row
+        self._write = write
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -62,12 +74,11 @@ class TopicSink:
             await self._consumer.stop()
 
     def _store(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        row = self._to_row(record) if record.value else None
-        if row is None:
+        if not record.value:
             return
         try:
             with self._sessions() as session, session.begin():
-                session.add(row)
+                self._write(session, record)
         except IntegrityError:
             pass  # already stored
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from services.audit import store
 from services.audit.chain import VerifyReport
-from services.audit.keys import audit_key
 from services.db import make_engine, make_sessionmaker
+from services.keys import audit_key
 from services.settings import Settings
 
 

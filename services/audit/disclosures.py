@@ -61,7 +61,7 @@ class AuditDisclosureLog:
                 for row in rows
                 if row.at is not None and (r := json.loads(row.record)).get("released")
             ]
-        notices = [d for d in self._notices.for_survivor(survivor_id) if d.kind != "release"]
+        notices = self._notices.for_survivor(survivor_id)
         return sorted(releases + notices, key=lambda d: d.at)
 
     def recipients_under(self, consent_id: str) -> list[tuple[str, str]]:

@@ -20,30 +20,21 @@ from services.sink import TopicSink
 log = logging.getLogger("accord.audit")
 
 
-class AuditSink(TopicSink):
-    def __init__(
-        self, bootstrap: str, topic: str, group: str, sessions: sessionmaker[Session]
-    ) -> None:
-        super().__init__(bootstrap, topic, group, sessions, lambda _rec: None)
-        self._audit_sessions = sessions
-
-    def _store(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        if not record.value:
-            return
-        try:
-            doc = json.loads(record.value)
-            assert isinstance(doc, dict) and doc.get("event_id") and doc.get("partner_id")
-        except (ValueError, AssertionError):
-            log.error(
-                "not a decision record; skipped",
-                extra={"partition": record.partition, "offset": record.offset},
-            )
-            return
-        with self._audit_sessions() as session, session.begin():
-            store.append_decision(session, doc)
+def append_record(session: Session, record: ConsumerRecord[bytes, bytes]) -> None:
+    try:
+        doc = json.loads(record.value or b"")
+    except ValueError:
+        doc = None
+    if not (isinstance(doc, dict) and doc.get("event_id") and doc.get("partner_id")):
+        log.error(
+            "not a decision record; skipped",
+            extra={"partition": record.partition, "offset": record.offset},
+        )
+        return
+    store.append_decision(session, doc)
 
 
 def audit_sink(
     bootstrap: str, topic: str, group: str, sessions: sessionmaker[Session]
-) -> AuditSink:
-    return AuditSink(bootstrap, topic, group, sessions)
+) -> TopicSink:
+    return TopicSink(bootstrap, topic, group, sessions, append_record)

@@ -55,6 +55,8 @@ class DisclosureLog(Protocol):
 
 
 class SqlDisclosureLog:
+    """The notices in the ``disclosures`` table (releases are read from the audit chain)."""
+
     def __init__(self, sessions: sessionmaker[Session], categorize: Categorize) -> None:
         self._sessions = sessions
         self._categorize = categorize
@@ -83,18 +85,6 @@ class SqlDisclosureLog:
             basis=r.basis,
             consents=r.consents,
         )
-
-    def recipients_under(self, consent_id: str) -> list[tuple[str, str]]:
-        with self._sessions() as session:
-            rows = session.scalars(
-                select(models.Disclosure).where(models.Disclosure.kind == "release")
-            )
-            found = {
-                (r.partner_id, r.partner_type)
-                for r in rows
-                if any(c.get("id") == consent_id for c in r.consents)
-            }
-        return sorted(found)
 
     def record_notice(
         self,
