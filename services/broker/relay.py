@@ -215,8 +215,12 @@ class Relay:
                             # go on from the committed offset (this fetch may predate it).
                             await take_over(consumer, producers, tp)
                             continue
+                        msgs = _not_yet_committed(producers, tp, msgs)
+                        if not msgs:
+                            continue
                         result = await self.process({tp: msgs}, snapshot)
                         await self._commit(producer, result)
+                        producers.committed(tp, result.offsets[tp])  # before any await
                         await _not_behind(consumer, tp, result.offsets[tp])
                     except (ProducerFenced, IllegalOperation):
                         # Another instance took this partition (a fenced producer may also
@@ -281,6 +285,15 @@ class PartitionProducers:
     def __init__(self, settings: Settings) -> None:
         self._s = settings
         self._by_tp: dict[TopicPartition, AIOKafkaProducer] = {}
+        # The next offset known committed: read after fencing, then advanced by each commit.
+        self._resume: dict[TopicPartition, int] = {}
+
+    def committed(self, tp: TopicPartition, next_offset: int) -> None:
+        self._resume[tp] = next_offset
+
+    def resume_at(self, tp: TopicPartition) -> int | None:
+        """Where the committed input of ``tp`` ends, as far as this instance's writer knows."""
+        return self._resume.get(tp)
 
     def transactional_id(self, tp: TopicPartition) -> str:
         return f"{self._s.relay_transactional_id}.{tp.topic}.{tp.partition}"
@@ -303,6 +316,7 @@ class PartitionProducers:
 
     async def close(self, tp: TopicPartition) -> None:
         producer = self._by_tp.pop(tp, None)
+        self._resume.pop(tp, None)  # a new writer starts from the group's committed offset
         if producer is not None:
             try:
                 await producer.stop()
@@ -321,7 +335,12 @@ class PartitionProducers:
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
     """On assignment, fence the partition's previous owner first, then read the committed
     offset: a transaction the previous owner was committing is finished (or aborted) by then,
-    so the offset read matches what was delivered."""
+    so the offset read matches what was delivered.
+
+    A partition this instance keeps goes on after its own last commit instead: the consumer
+    resets a reassigned partition to the group's committed offset, and without KIP-447's
+    ``require_stable`` (aiokafka lacks it) that read may predate a transaction this instance
+    committed a moment ago, whose markers are still being written."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producers: PartitionProducers) -> None:
         self._consumer = consumer
@@ -332,8 +351,11 @@ class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            if self._producers.current(tp) is not None:
-                continue  # kept through the rebalance: this instance is still its writer
+            if self._producers.current(tp) is not None:  # kept: still its writer
+                resume = self._producers.resume_at(tp)
+                if resume is not None:
+                    self._consumer.seek(tp, resume)
+                continue
             try:
                 await take_over(self._consumer, self._producers, tp)
             except KafkaError:  # the loop takes the partition over before its first batch
@@ -350,6 +372,7 @@ async def take_over(
     if tp not in consumer.assignment():
         return  # revoked meanwhile
     if committed is not None:
+        producers.committed(tp, committed)
         consumer.seek(tp, committed)
     else:
         await consumer.seek_to_beginning(tp)
@@ -360,6 +383,23 @@ async def _not_behind(consumer: AIOKafkaConsumer, tp: TopicPartition, committed:
     before it; go on after what this batch just committed instead of reading it again."""
     if tp in consumer.assignment() and await consumer.position(tp) < committed:
         consumer.seek(tp, committed)
+
+
+def _not_yet_committed(
+    producers: PartitionProducers, tp: TopicPartition, msgs: list[ConsumerRecord]
+) -> list[ConsumerRecord]:
+    """Drop records below what is known to be committed for ``tp``.
+
+    The consumer sets a newly assigned partition's position from a committed-offset read
+    that runs concurrently with the hand-over and may predate the previous writer's last
+    transaction; records fetched from there were relayed already and must not be read twice
+    (the replay guard would refuse them, but an agency would see false "replayed" rejections).
+    """
+    floor = producers.resume_at(tp)
+    if floor is None or msgs[0].offset >= floor:
+        return msgs
+    log.info("skipped records already committed", extra={"partition": tp.partition})
+    return [m for m in msgs if m.offset >= floor]
 
 
 def _rewind(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
