@@ -280,7 +280,7 @@ async def recompute(
             tp = TopicPartition(s.topic_inbound, 0)
             for start in range(0, len(events), 500):
                 chunk = [_Msg(start + i, v) for i, v in enumerate(events[start : start + 500])]
-                result = await relay.process({tp: chunk}, snapshot)
+                result = (await relay.process({tp: chunk}, snapshot))[tp]
                 if result.rejected:
                     raise AssertionError(f"{result.rejected} events rejected on recompute")
                 for record in result.records:

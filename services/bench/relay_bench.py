@@ -74,6 +74,7 @@ class Results:
     batch_events: list[int] = field(default_factory=list)
     opa_requests: Counter[int] = field(default_factory=Counter)
     peak_rss: int = 0
+    stages_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -251,6 +252,24 @@ def relay_batches(log: Path) -> tuple[list[tuple[int, int]], Counter[str]]:
     return out, rejected
 
 
+def stage_medians(log: Path, *, skip_lines: int = 0) -> dict[str, float]:
+    """Median milliseconds per relay stage over the polls logged after ``skip_lines`` lines
+    (each poll once: its partitions' lines share the poll's stage times; commit per line)."""
+    stages: dict[str, list[float]] = {}
+    with log.open("rb") as f:
+        for n, line in enumerate(f):
+            if n < skip_lines:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == "batch relayed":
+                for stage, ms in entry.get("stages_ms", {}).items():
+                    stages.setdefault(stage, []).append(float(ms))
+    return {stage: statistics.median(v) for stage, v in stages.items()}
+
+
 def opa_requests(pairs: Sequence[int], chunk: int) -> Counter[int]:
     """The sizes of the OPA requests the relay made: each batch's pairs in chunks of ``chunk``."""
     sizes: Counter[int] = Counter()
@@ -365,6 +384,7 @@ async def measure_relay(
             f"{r.relay_dps:.0f} deliveries/s out ({p.events} events × 10 partners)"
         )
         r.offered_eps = r.relay_eps / 2
+        logged = sum(1 for _ in log.open("rb"))
         samples = await measure_latency(
             sr, scenario, scenario.partner_ids, r.offered_eps, p.latency_s
         )
@@ -376,6 +396,11 @@ async def measure_relay(
         echo(
             f"(d) latency at {r.offered_eps:.0f} events/s   p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
             f"p99 {p99:.1f} ms ({len(samples)} deliveries, publish → partner receipt)"
+        )
+        r.stages_ms = stage_medians(log, skip_lines=logged)
+        echo(
+            "    per poll, median ms:     "
+            + ", ".join(f"{stage} {ms:.1f}" for stage, ms in r.stages_ms.items())
         )
         pid = child_pid(relay.pid) if wrap else relay.pid
         r.peak_rss = (peak_rss_bytes(pid) if pid else None) or 0

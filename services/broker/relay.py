@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +55,21 @@ class BatchResult:
     events: int
     deliveries: int
     rejected: int
+    accepted: dict[str, datetime]  # replay-guard keys of the accepted events, with their time
+    stages_ms: dict[str, float]  # where the poll's processing time went, shared by its partitions
+
+
+class _Laps:
+    """Milliseconds per pipeline stage of one poll, for the relay's log and the benchmark."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.ms[stage] = round((now - self._last) * 1000, 1)
+        self._last = now
 
 
 class Relay:
@@ -80,24 +97,28 @@ class Relay:
 
     async def process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], snapshot: RegistrySnapshot
-    ) -> BatchResult:
-        """Validate, decide, project and seal one batch into output records (writes nothing)."""
+    ) -> dict[TopicPartition, BatchResult]:
+        """Validate, decide, project and seal one poll into output records per inbound
+        partition (writes nothing). One replay check and one policy fan-out serve the whole
+        poll; each partition's records go into that partition's own transaction."""
+        lap = _Laps()
         await self._consents.catch_up()
         await self._seen.catch_up()
+        lap("views")
         now = self._clock()
         window = timedelta(seconds=self._s.replay_window_s)
-        accepted: set[str] = set()  # event keys accepted earlier in this batch
+        accepted: set[str] = set()  # event keys accepted earlier in this poll
 
         def seen(key: str) -> bool:
             return key in accepted or key in self._seen
 
-        out: list[OutRecord] = []
+        out: dict[TopicPartition, list[OutRecord]] = {tp: [] for tp in batch}
+        accepted_by_tp: dict[TopicPartition, dict[str, datetime]] = {tp: {} for tp in batch}
+        rejected: Counter[TopicPartition] = Counter()
         pairs: list[tuple[InboundEvent, Recipient]] = []
+        pair_tps: list[TopicPartition] = []
         inputs = []
-        rejected = 0
-        offsets: dict[TopicPartition, int] = {}
         for tp, msgs in batch.items():
-            offsets[tp] = msgs[-1].offset + 1
             for msg in msgs:
                 checked = validate(
                     msg.value or b"",
@@ -109,7 +130,7 @@ class Relay:
                     max_age=window,
                 )
                 if not isinstance(checked, InboundEvent):
-                    rejected += 1
+                    rejected[tp] += 1
                     log.warning(
                         f"event rejected: {checked.code}",
                         extra={
@@ -119,7 +140,7 @@ class Relay:
                             "offset": msg.offset,
                         },
                     )
-                    out.append(
+                    out[tp].append(
                         deliver.dead_letter_record(
                             checked,
                             deadletter_topic=self._s.topic_deadletter,
@@ -131,7 +152,8 @@ class Relay:
                     continue
                 key = event_key(checked.agency_id, checked.id)
                 accepted.add(key)
-                out.append(OutRecord(self._s.topic_seen, *seen_record(key, checked.time)))
+                accepted_by_tp[tp][key] = checked.time
+                out[tp].append(OutRecord(self._s.topic_seen, *seen_record(key, checked.time)))
                 sid = checked.survivor_id
                 facts = {
                     "consents": self._consents.consents_for(sid),
@@ -141,9 +163,11 @@ class Relay:
                 jurisdiction = snapshot.jurisdictions[checked.agency_id]
                 for recipient in snapshot.recipients(checked.type, publisher=checked.agency_id):
                     pairs.append((checked, recipient))
+                    pair_tps.append(tp)
                     inputs.append(
                         build_input(checked, recipient, jurisdiction=jurisdiction, now=now, **facts)
                     )
+        lap("validate")
         judged = await decide_all(
             self._policy,
             pairs,
@@ -151,18 +175,30 @@ class Relay:
             chunk=self._s.opa_batch_size,
             concurrency=self._s.opa_concurrency,
         )
-        out.extend(
-            deliver.records(
-                judged,
-                decided_at=now,
-                decisions_topic=self._s.topic_decisions,
-                partner_topic_prefix=self._s.partner_topic_prefix,
-                sealer=self._sealer,
+        lap("decide")
+        results: dict[TopicPartition, BatchResult] = {}
+        for tp, msgs in batch.items():
+            mine = [j for j, at in zip(judged, pair_tps, strict=True) if at == tp]
+            out[tp].extend(
+                deliver.records(
+                    mine,
+                    decided_at=now,
+                    decisions_topic=self._s.topic_decisions,
+                    partner_topic_prefix=self._s.partner_topic_prefix,
+                    sealer=self._sealer,
+                )
             )
-        )
-        deliveries = sum(1 for j in judged if j.decision.allow)
-        events = sum(len(m) for m in batch.values()) - rejected
-        return BatchResult(out, offsets, events, deliveries, rejected)
+            results[tp] = BatchResult(
+                records=out[tp],
+                offsets={tp: msgs[-1].offset + 1},
+                events=len(msgs) - rejected[tp],
+                deliveries=sum(1 for j in mine if j.decision.allow),
+                rejected=rejected[tp],
+                accepted=accepted_by_tp[tp],
+                stages_ms=lap.ms,
+            )
+        lap("seal")
+        return results
 
     async def _ensure_partner_topics(self, snapshot: RegistrySnapshot) -> None:
         wanted = {self._s.partner_topic(p) for p in snapshot.partner_ids()} - self._known_topics
@@ -197,58 +233,41 @@ class Relay:
                     snapshot = self._registry.snapshot()
                     await self._ensure_partner_topics(snapshot)
                 except (RegistryUnavailable, KafkaError) as exc:
-                    log.warning(
-                        "batch held",
-                        extra={"cause": type(exc).__name__, "retry_in_s": round(backoff, 2)},
-                    )
-                    _rewind(consumer, batch)
+                    _hold(consumer, batch, exc)
                     await _sleep_unless(stop, backoff)
                     backoff = min(backoff * 2, self._s.relay_retry_max_s)
                     continue
+                ready: dict[TopicPartition, list[ConsumerRecord]] = {}
                 for tp, msgs in batch.items():
                     if tp not in consumer.assignment():
                         continue  # revoked since the fetch: its new owner relays these
-                    try:
-                        producer = producers.current(tp)
-                        if producer is None:
-                            # New to this instance, or fenced: fence the previous writer, then
-                            # go on from the committed offset (this fetch may predate it).
+                    if producers.current(tp) is None:
+                        # New to this instance, or fenced: fence the previous writer, then go
+                        # on from the committed offset (this fetch may predate it).
+                        try:
                             await take_over(consumer, producers, tp)
-                            continue
-                        msgs = _not_yet_committed(producers, tp, msgs)
-                        if not msgs:
-                            continue
-                        result = await self.process({tp: msgs}, snapshot)
-                        await self._commit(producer, result)
-                        producers.committed(tp, result.offsets[tp])  # before any await
-                        await _not_behind(consumer, tp, result.offsets[tp])
-                    except (ProducerFenced, IllegalOperation):
-                        # Another instance took this partition (a fenced producer may also
-                        # drop out of its transaction mid-batch): this transaction is aborted
-                        # and the partition goes on from the committed offsets.
-                        log.warning("partition fenced", extra={"partition": tp.partition})
-                        await producers.close(tp)
-                        continue
-                    except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
-                        # Hold the batch: nothing of it was delivered. Rewind and retry later.
-                        log.warning(
-                            "batch held",
-                            extra={"cause": type(exc).__name__, "retry_in_s": round(backoff, 2)},
-                        )
-                        _rewind(consumer, {tp: msgs})
-                        if isinstance(exc, KafkaError):  # start clean: a new producer, fenced in
+                        except KafkaError as exc:
+                            held = _hold(consumer, {tp: msgs}, exc)
                             await producers.close(tp)
-                        held = True
                         continue
-                    log.info(
-                        "batch relayed",
-                        extra={
-                            "partition": tp.partition,
-                            "events": result.events,
-                            "deliveries": result.deliveries,
-                            "rejected": result.rejected,
-                        },
-                    )
+                    msgs = _not_yet_committed(producers, tp, msgs)
+                    if msgs:
+                        ready[tp] = msgs
+                if ready:
+                    try:
+                        results = await self.process(ready, snapshot)
+                    except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
+                        held = _hold(consumer, ready, exc)
+                    else:
+                        # Each partition has its own transactional producer: commit them
+                        # side by side rather than one round trip after another.
+                        delivered = await asyncio.gather(
+                            *(
+                                self._deliver(consumer, producers, tp, ready[tp], r)
+                                for tp, r in results.items()
+                            )
+                        )
+                        held = held or not all(delivered)
                 if held:
                     await _sleep_unless(stop, backoff)
                     backoff = min(backoff * 2, self._s.relay_retry_max_s)
@@ -257,6 +276,52 @@ class Relay:
         finally:
             await consumer.stop()
             await producers.close_all()
+
+    async def _deliver(
+        self,
+        consumer: AIOKafkaConsumer,
+        producers: PartitionProducers,
+        tp: TopicPartition,
+        msgs: list[ConsumerRecord],
+        result: BatchResult,
+    ) -> bool:
+        """Write one partition's share of a poll in its transaction; False if it is held."""
+        producer = producers.current(tp)
+        if producer is None:  # closed meanwhile: the partition is taken over on the next poll
+            _rewind(consumer, {tp: msgs})
+            return True
+        started = time.perf_counter()
+        try:
+            await self._commit(producer, result)
+        except (ProducerFenced, IllegalOperation):
+            # Another instance took this partition (a fenced producer may also drop out of its
+            # transaction mid-batch): this transaction is aborted and the partition goes on
+            # from the committed offsets.
+            log.warning("partition fenced", extra={"partition": tp.partition})
+            await producers.close(tp)
+            return True
+        except KafkaError as exc:
+            await producers.close(tp)  # start clean: a new producer, fenced in
+            return not _hold(consumer, {tp: msgs}, exc)
+        producers.committed(tp, result.offsets[tp])  # before any await
+        # The replay guard's copy of the seen topic may lag this commit's markers for a moment:
+        # remember its keys here so a replay in the very next poll is still refused.
+        self._seen.remember(result.accepted)
+        log.info(
+            "batch relayed",
+            extra={
+                "partition": tp.partition,
+                "events": result.events,
+                "deliveries": result.deliveries,
+                "rejected": result.rejected,
+                "stages_ms": {
+                    **result.stages_ms,
+                    "commit": round((time.perf_counter() - started) * 1000, 1),
+                },
+            },
+        )
+        await _not_behind(consumer, tp, result.offsets[tp])
+        return True
 
     async def _commit(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
         sends: list[asyncio.Future[object]] = []
@@ -400,6 +465,18 @@ def _not_yet_committed(
         return msgs
     log.info("skipped records already committed", extra={"partition": tp.partition})
     return [m for m in msgs if m.offset >= floor]
+
+
+def _hold(
+    consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]], exc: Exception
+) -> bool:
+    """Hold a batch: nothing of it was delivered. Rewind; the loop retries after a backoff."""
+    log.warning(
+        "batch held",
+        extra={"cause": type(exc).__name__, "partitions": sorted(tp.partition for tp in batch)},
+    )
+    _rewind(consumer, batch)
+    return True
 
 
 def _rewind(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -8,6 +8,7 @@ Keys older than the replay window are forgotten: events that old are refused as 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -19,12 +20,18 @@ class Seen(Protocol):
 
     def __contains__(self, key: object) -> bool: ...
 
+    def remember(self, keys: Mapping[str, datetime]) -> None:
+        """Keys this relay just committed to the seen topic (before its copy reads them)."""
+
 
 class StaticSeen(set[str]):
     """An in-memory guard, for unit tests of pure logic."""
 
     async def catch_up(self) -> None:
         return None
+
+    def remember(self, keys: Mapping[str, datetime]) -> None:
+        self.update(keys)
 
 
 class SeenEvents(CompactedTable):
@@ -43,6 +50,9 @@ class SeenEvents(CompactedTable):
 
     def __contains__(self, key: object) -> bool:
         return key in self._seen
+
+    def remember(self, keys: Mapping[str, datetime]) -> None:
+        self._seen.update(keys)
 
     def forget_before(self, now: datetime) -> None:
         limit = now - self._window - timedelta(days=1)

@@ -21,7 +21,7 @@ from services.broker.pipeline.model import Recipient
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import RegistrySnapshot
-from services.broker.relay import Relay
+from services.broker.relay import BatchResult, Relay
 from services.broker.replay import StaticSeen
 from services.consent.view import StaticConsentView
 from services.settings import Settings
@@ -81,7 +81,12 @@ SNAPSHOT = RegistrySnapshot(
 
 
 def relay(
-    policy: RecordingPolicy, schemas: SchemaRegistry, *, chunk: int = 100, **consents: Any
+    policy: RecordingPolicy,
+    schemas: SchemaRegistry,
+    *,
+    chunk: int = 100,
+    seen: StaticSeen | None = None,
+    **consents: Any,
 ) -> Relay:
     return Relay(
         Settings(
@@ -95,10 +100,15 @@ def relay(
         consents=StaticConsentView(consents),
         policy=policy,
         schemas=schemas,
-        seen=StaticSeen(),
+        seen=StaticSeen() if seen is None else seen,
         sealer=Sealer(RELAY_KEY),
         clock=lambda: NOW,
     )
+
+
+def only(results: dict[TopicPartition, BatchResult]) -> BatchResult:
+    (result,) = results.values()
+    return result
 
 
 async def test_one_policy_call_per_batch_for_every_event_partner_pair(
@@ -107,7 +117,7 @@ async def test_one_policy_call_per_batch_for_every_event_partner_pair(
     policy = RecordingPolicy()
     tp = TopicPartition("in", 0)
     batch = {tp: [Msg(i, event(i)) for i in range(5)]}
-    result = await relay(policy, schemas).process(cast(Any, batch), SNAPSHOT)
+    result = only(await relay(policy, schemas).process(cast(Any, batch), SNAPSHOT))
     assert len(policy.calls) == 1 and len(policy.calls[0]) == 10
     assert result.offsets == {tp: 5}
     assert result.deliveries == 10
@@ -124,7 +134,7 @@ async def test_large_batches_are_asked_in_chunks_and_answers_keep_their_pairs(
 ) -> None:
     policy = RecordingPolicy()
     batch = {TopicPartition("in", 0): [Msg(i, event(i)) for i in range(12)]}  # 24 pairs
-    result = await relay(policy, schemas, chunk=10).process(cast(Any, batch), SNAPSHOT)
+    result = only(await relay(policy, schemas, chunk=10).process(cast(Any, batch), SNAPSHOT))
     assert [len(c) for c in policy.calls] == [10, 10, 4]
     asked = [(i["event"]["id"], i["partner"]["id"]) for c in policy.calls for i in c]
     decided = [json.loads(r.value) for r in result.records if r.topic == "d"]
@@ -145,7 +155,7 @@ async def test_poison_record_goes_to_dead_letters_and_the_batch_moves_on(
     policy = RecordingPolicy()
     tp = TopicPartition("in", 2)
     batch = {tp: [Msg(7, b"\x00garbage"), Msg(8, event(8))]}
-    result = await relay(policy, schemas).process(cast(Any, batch), SNAPSHOT)
+    result = only(await relay(policy, schemas).process(cast(Any, batch), SNAPSHOT))
     dead = [json.loads(r.value) for r in result.records if r.topic == "dlq"]
     assert dead == [
         {
@@ -170,7 +180,7 @@ async def test_consents_of_the_event_survivor_go_to_the_policy(schemas: SchemaRe
 
 async def test_deliveries_are_sealed_for_their_partner_only(schemas: SchemaRegistry) -> None:
     batch = {TopicPartition("in", 0): [Msg(0, event(5))]}
-    result = await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT)
+    result = only(await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT))
     record = next(r for r in result.records if r.topic == "p.lighthouse-shelter")
     assert b"sv-5" not in record.value.split(b'"box"')[1]  # the payload is not in clear
     relay_pub = seal.public_key_of(RELAY_KEY)
@@ -193,6 +203,49 @@ async def test_deliveries_are_sealed_for_their_partner_only(schemas: SchemaRegis
 async def test_an_event_replayed_within_one_batch_is_dead_lettered(schemas: SchemaRegistry) -> None:
     same = event(9)
     batch = {TopicPartition("in", 0): [Msg(0, same), Msg(1, same)]}
-    result = await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT)
+    result = only(await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT))
     dead = [json.loads(r.value)["code"] for r in result.records if r.topic == "dlq"]
     assert dead == ["replayed"] and result.events == 1
+
+
+async def test_one_poll_of_two_partitions_is_one_policy_call_split_by_partition(
+    schemas: SchemaRegistry,
+) -> None:
+    policy = RecordingPolicy()
+    a, b = TopicPartition("in", 0), TopicPartition("in", 1)
+    batch = {a: [Msg(10, event(1)), Msg(11, event(2))], b: [Msg(40, event(3))]}
+    results = await relay(policy, schemas).process(cast(Any, batch), SNAPSHOT)
+    assert [len(c) for c in policy.calls] == [6]  # 3 events × 2 partners, one fan-out
+    assert results[a].offsets == {a: 12} and results[b].offsets == {b: 41}
+    assert (results[a].deliveries, results[b].deliveries) == (4, 2)
+
+    def decided(tp: TopicPartition) -> set[str]:
+        return {json.loads(r.value)["event_id"] for r in results[tp].records if r.topic == "d"}
+
+    # each partition's transaction carries the decisions of its own events only
+    assert decided(a) == {"evt-1", "evt-2"} and decided(b) == {"evt-3"}
+    assert set(results[a].accepted) == {"harbor-outreach/evt-1", "harbor-outreach/evt-2"}
+
+
+async def test_an_event_replayed_on_another_partition_in_the_same_poll_is_dead_lettered(
+    schemas: SchemaRegistry,
+) -> None:
+    same = event(9)
+    a, b = TopicPartition("in", 0), TopicPartition("in", 1)
+    batch = {a: [Msg(0, same)], b: [Msg(0, same)]}
+    results = await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT)
+    assert results[a].events == 1 and results[a].rejected == 0
+    dead = [json.loads(r.value)["code"] for r in results[b].records if r.topic == "dlq"]
+    assert dead == ["replayed"] and results[b].events == 0
+
+
+async def test_keys_remembered_after_a_commit_refuse_a_replay_in_the_next_poll(
+    schemas: SchemaRegistry,
+) -> None:
+    seen = StaticSeen()
+    r = relay(RecordingPolicy(), schemas, seen=seen)
+    tp = TopicPartition("in", 0)
+    first = only(await r.process(cast(Any, {tp: [Msg(0, event(4))]}), SNAPSHOT))
+    seen.remember(first.accepted)  # what the relay loop does once the transaction commits
+    again = only(await r.process(cast(Any, {tp: [Msg(1, event(4))]}), SNAPSHOT))
+    assert [json.loads(x.value)["code"] for x in again.records if x.topic == "dlq"] == ["replayed"]
