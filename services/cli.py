@@ -103,12 +103,17 @@ def bench_relay(
     profile: str | None = typer.Option(
         None, help="Profile the relay with py-spy; write its raw samples to this file."
     ),
+    engine: str = typer.Option(
+        "opa", help="The relay's policy engine: opa (the server) or wasm (in process)."
+    ),
 ) -> None:
     """The relay against a raw Kafka pass-through and the broker's own limit; last line: ratio."""
     from pathlib import Path
 
     from services.bench.relay_bench import Params, run
 
+    if engine not in ("opa", "wasm"):
+        _fail(ValueError(f"unknown policy engine {engine!r}: opa or wasm"))
     s = Settings()
     if not all(svc.healthy for svc in devstack.status(s)):
         _fail(devstack.StackError("the stack is not running: accord dev up"))
@@ -120,6 +125,7 @@ def bench_relay(
         survivors=survivors,
         latency_s=latency_s,
         profile=Path(profile) if profile else None,
+        engine="wasm" if engine == "wasm" else "opa",
     )
     run(params, typer.echo)
 

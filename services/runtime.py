@@ -11,7 +11,8 @@ import uvicorn
 
 from services.api import create_app
 from services.broker import topics
-from services.broker.pipeline.decide import OpaPolicy
+from services.broker.pipeline.decide import OpaPolicy, Policy
+from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import SqlRegistry
@@ -19,8 +20,22 @@ from services.broker.relay import Clock, Relay, utcnow
 from services.broker.replay import SeenEvents
 from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
+from services.devstack import opa
 from services.keys import relay_key
 from services.settings import Settings
+
+
+async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
+    """The OPA server, or the same policy tree compiled to WebAssembly with the server behind
+    it for what the module cannot answer (``ACCORD_POLICY_ENGINE``)."""
+    if s.policy_engine == "opa":
+        return server
+    wasm, data = await asyncio.to_thread(
+        build_module, opa.binary(s), s.policies_dir, s.state_dir / "wasm"
+    )
+    # The server is started with the revision as data.accord.meta (services/devstack/opa.py).
+    data.setdefault("accord", {})["meta"] = {"revision": opa.policy_revision(s.policies_dir)}
+    return WasmPolicy(wasm, data, fallback=server, workers=s.opa_concurrency)
 
 
 @asynccontextmanager
@@ -36,12 +51,12 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
     await seen.start()
     stop = asyncio.Event()
     try:
-        async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as policy:
+        async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as server:
             relay = Relay(
                 s,
                 registry=SqlRegistry(make_sessionmaker(engine)),
                 consents=view,
-                policy=policy,
+                policy=await policy_engine(s, server),
                 schemas=SchemaRegistry(s.schemas_dir / "events"),
                 seen=seen,
                 sealer=Sealer(relay_key(s)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,9 @@ class Settings(BaseSettings):
     opa_timeout_s: float = Field(default=2.0, gt=0)  # per request of opa_batch_size pairs
     opa_batch_size: int = Field(default=100, ge=1)  # (event, partner) pairs per OPA request
     opa_concurrency: int = Field(default=2, ge=1)  # OPA requests in flight per relay batch
+    # "opa": ask the OPA server (the reference); "wasm": evaluate the same Rego compiled to
+    # WebAssembly in the relay (docs/policy-performance.md), the server answering what it cannot.
+    policy_engine: Literal["opa", "wasm"] = "opa"
     relay_retry_initial_s: float = Field(default=0.2, gt=0)
     relay_retry_max_s: float = Field(default=5.0, gt=0)
 

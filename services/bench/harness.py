@@ -63,6 +63,7 @@ def scoped(s: Settings, tag: str, **update: Any) -> Settings:
 
 
 RELAY_SETTINGS = (
+    "policy_engine",
     "topic_inbound",
     "topic_decisions",
     "topic_deadletter",

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -56,6 +57,7 @@ class Params:
     survivors: int = 200
     latency_s: float = 15.0
     profile: Path | None = None  # py-spy's raw (collapsed) output, when profiling the relay
+    engine: Literal["opa", "wasm"] = "opa"  # the relay's policy engine (ACCORD_POLICY_ENGINE)
 
 
 @dataclass
@@ -447,13 +449,16 @@ async def bench(p: Params, echo: Echo) -> Results:
     scenario = Scenario(survivors=p.survivors, payload_bytes=p.payload_bytes)
     url = postgres.url(base, BENCH_DATABASE)
     await asyncio.to_thread(prepare_database, url, scenario)
-    s = scoped(base, run_tag("bench"), database_url=url)
+    s = scoped(base, run_tag("bench"), database_url=url).model_copy(
+        update={"policy_engine": p.engine}
+    )
     r = Results()
     sample = [scenario.event(i) for i in range(200)]
     r.record_bytes = sum(map(len, sample)) / len(sample)
     echo(
         f"10 partners, {p.survivors} survivors (half with consent, a quarter minors), "
-        f"events of {r.record_bytes:.0f} B, relay batches of ≤{s.relay_max_batch}"
+        f"events of {r.record_bytes:.0f} B, relay batches of ≤{s.relay_max_batch}, "
+        f"policy engine {s.policy_engine}"
     )
     r.baseline_eps = await measure_baseline(s, scenario, p.baseline_events, echo)
     r.perf_rps = await measure_producer_perf(s, p.perf_records, round(r.record_bytes), echo)

@@ -103,7 +103,9 @@ refusal(item, rule) := {
 judgement(item) := {
 	"allow": count(released) > 0,
 	"fields": sort(object.keys(released)),
-	"withheld": [{"field": field, "rules": sort(rules)} | some field, rules in withheld],
+	# In field order by construction, not by the engine's object iteration (the server and
+	# the in-process WebAssembly engine must answer byte for byte alike).
+	"withheld": [{"field": field, "rules": sort(withheld[field])} | some field in sort(object.keys(withheld))],
 	"field_basis": released,
 	"basis": sort(bases),
 	"reasons": sort(allowing | denying),
