@@ -230,8 +230,10 @@ class Relay:
                     continue
                 held = False
                 try:  # one registry snapshot per poll, shared by its partitions
+                    started = time.perf_counter()
                     snapshot = self._registry.snapshot()
                     await self._ensure_partner_topics(snapshot)
+                    registry_ms = round((time.perf_counter() - started) * 1000, 1)
                 except (RegistryUnavailable, KafkaError) as exc:
                     _hold(consumer, batch, exc)
                     await _sleep_unless(stop, backoff)
@@ -263,7 +265,7 @@ class Relay:
                         # side by side rather than one round trip after another.
                         delivered = await asyncio.gather(
                             *(
-                                self._deliver(consumer, producers, tp, ready[tp], r)
+                                self._deliver(consumer, producers, tp, ready[tp], r, registry_ms)
                                 for tp, r in results.items()
                             )
                         )
@@ -284,6 +286,7 @@ class Relay:
         tp: TopicPartition,
         msgs: list[ConsumerRecord],
         result: BatchResult,
+        registry_ms: float,
     ) -> bool:
         """Write one partition's share of a poll in its transaction; False if it is held."""
         producer = producers.current(tp)
@@ -315,6 +318,7 @@ class Relay:
                 "deliveries": result.deliveries,
                 "rejected": result.rejected,
                 "stages_ms": {
+                    "registry": registry_ms,
                     **result.stages_ms,
                     "commit": round((time.perf_counter() - started) * 1000, 1),
                 },
