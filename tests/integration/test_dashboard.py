@@ -608,6 +608,7 @@ async def test_in_headless_chromium_sign_in_filter_and_review_by_keyboard(
     await asyncio.to_thread(chromium)
     pending = await screening(settings, producer, sessions)
     shot = ARTIFACTS / "dashboard-reviewed.png"
+    assert pending.survivor_id is not None
     seen = await asyncio.to_thread(
         drive, api, keys["compliance"], pending.survivor_id, pending.seq, shot
     )

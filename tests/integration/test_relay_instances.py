@@ -15,13 +15,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.integration.test_crash_recovery import (
-    Run,
-    check_exactly_once,
-    publish_steadily,
-    relay_process,
-    run,
-)
+from services.bench.harness import publish_steadily, relay_process
+from tests.integration.test_crash_recovery import Run, check_exactly_once, run
 
 pytestmark = pytest.mark.integration
 __all__ = ["run"]  # the fixture

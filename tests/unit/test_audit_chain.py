@@ -19,7 +19,7 @@ AT = "2026-11-27T10:00:00Z"
 
 
 def decision(i: int) -> tuple[str, str, dict[str, Any]]:
-    record = {
+    record: dict[str, Any] = {
         "event_id": f"evt-{i}",
         "partner_id": f"p-{i % 3}",
         "partner_type": "shelter",

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import record, store
@@ -96,7 +97,7 @@ def test_retention_prunes_a_prefix_and_the_rest_verifies(sessions: sessionmaker[
         assert store.prune(session, KEY, before=T0 + timedelta(days=6), now=T0) == 2
     assert store.verify_database(sessions, KEY.verify_key).pruned_through == 6
     with transaction(sessions) as session:  # deleting beyond the anchor is still caught
-        session.execute(AuditEntry.__table__.delete().where(AuditEntry.seq == 7))
+        session.execute(delete(AuditEntry).where(AuditEntry.seq == 7))
     report = store.verify_database(sessions, KEY.verify_key)
     assert report.first_broken is not None and report.first_broken.seq == 1
 
@@ -116,9 +117,7 @@ def test_accord_audit_verify_exits_1_on_a_broken_chain(
     ok = CliRunner().invoke(app, ["audit", "verify"])
     assert ok.exit_code == 0 and "chain verified" in ok.output
     with transaction(sessions) as session:
-        session.execute(
-            AuditEntry.__table__.update().where(AuditEntry.seq == 2).values(record="{}")
-        )
+        session.execute(update(AuditEntry).where(AuditEntry.seq == 2).values(record="{}"))
     broken = CliRunner().invoke(app, ["audit", "verify"])
     assert broken.exit_code == 1
     assert "BROKEN seq 2: altered" in broken.output
@@ -132,7 +131,7 @@ def test_reports_suppress_counts_below_the_policy_threshold() -> None:
     assert reports.threshold(policies) == 11
     assert reports.threshold(policies, "state-a") == 11
     assert reports.threshold(policies, "atlantis") > 10**9  # unknown: every count suppressed
-    refused = {"partner_type": "law_enforcement", "released": [], "reasons": ["R4"]}
+    refused: dict[str, Any] = {"partner_type": "law_enforcement", "released": [], "reasons": ["R4"]}
     refused["withheld"] = [{"field": "age", "rules": ["R4"]}]
     shared = {"partner_type": "shelter", "released": ["age"], "reasons": ["R2"], "withheld": []}
     report = reports.rules_report([refused] * 11 + [shared] * 10, 11)

@@ -86,7 +86,7 @@ def relay(
     *,
     chunk: int = 100,
     seen: StaticSeen | None = None,
-    **consents: Any,
+    consents: dict[str, list[Any]] | None = None,
 ) -> Relay:
     return Relay(
         Settings(
@@ -97,7 +97,7 @@ def relay(
             opa_batch_size=chunk,
         ),
         registry=cast(Any, None),
-        consents=StaticConsentView(consents),
+        consents=StaticConsentView(consents or {}),
         policy=policy,
         schemas=schemas,
         seen=StaticSeen() if seen is None else seen,
@@ -174,7 +174,7 @@ async def test_consents_of_the_event_survivor_go_to_the_policy(schemas: SchemaRe
     policy = RecordingPolicy()
     consent = {"id": "c-1", "version": 4, "status": "active", "provisions": []}
     batch = {TopicPartition("in", 0): [Msg(0, event(3))]}
-    await relay(policy, schemas, **{"sv-3": [consent]}).process(cast(Any, batch), SNAPSHOT)
+    await relay(policy, schemas, consents={"sv-3": [consent]}).process(cast(Any, batch), SNAPSHOT)
     assert all(item["consents"] == [consent] for item in policy.calls[0])
 
 
