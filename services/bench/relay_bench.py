@@ -272,12 +272,14 @@ def stage_medians(log: Path, *, skip_lines: int = 0) -> dict[str, float]:
     return {stage: statistics.median(v) for stage, v in stages.items()}
 
 
-def opa_requests(pairs: Sequence[int], chunk: int) -> Counter[int]:
-    """The sizes of the OPA requests the relay made: each batch's pairs in chunks of ``chunk``."""
+def opa_requests(pairs: Sequence[int], chunk: int, concurrency: int) -> Counter[int]:
+    """The sizes of the OPA requests the relay made: each batch's pairs spread over
+    ``concurrency`` requests of at most ``chunk`` (as ``decide_all`` does)."""
     sizes: Counter[int] = Counter()
     for n in pairs:
-        full, rest = divmod(n, chunk)
-        sizes[chunk] += full
+        size = max(1, min(chunk, -(-n // concurrency)))
+        full, rest = divmod(n, size)
+        sizes[size] += full
         if rest:
             sizes[rest] += 1
     return +sizes
@@ -379,7 +381,7 @@ async def measure_relay(
         r.relay_dps = r.relay_eps * sum(d for _, d in batches) / events
         r.batch_events = [e for e, _ in batches]
         pairs = [e * len(scenario.partner_ids) for e in r.batch_events]
-        r.opa_requests = opa_requests(pairs, s.opa_batch_size)
+        r.opa_requests = opa_requests(pairs, s.opa_batch_size, s.opa_concurrency)
         r.opa_dps = r.relay_eps * len(scenario.partner_ids)
         echo(
             f"(c) relay                    {r.relay_eps:10.0f} events/s in, "

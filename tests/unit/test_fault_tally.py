@@ -109,8 +109,8 @@ def test_table_has_one_row_per_fault_and_the_counts_in_order() -> None:
 
 
 def test_opa_request_sizes_are_each_batch_in_chunks() -> None:
-    assert opa_requests([250, 100, 30], 100) == {100: 3, 50: 1, 30: 1}
-    assert opa_requests([0], 100) == {}
+    assert opa_requests([250, 100, 30], 100, 2) == {100: 2, 50: 3, 15: 2}
+    assert opa_requests([0], 100, 2) == {}
 
 
 def test_top_frames_counts_own_and_inclusive_samples(tmp_path: Any) -> None:

@@ -111,14 +111,15 @@ def only(results: dict[TopicPartition, BatchResult]) -> BatchResult:
     return result
 
 
-async def test_one_policy_call_per_batch_for_every_event_partner_pair(
+async def test_a_small_batch_is_spread_over_the_concurrent_policy_calls(
     schemas: SchemaRegistry,
 ) -> None:
+    # 10 pairs, 2 requests in flight: two calls of 5, so OPA evaluates them on two cores.
     policy = RecordingPolicy()
     tp = TopicPartition("in", 0)
     batch = {tp: [Msg(i, event(i)) for i in range(5)]}
     result = only(await relay(policy, schemas).process(cast(Any, batch), SNAPSHOT))
-    assert len(policy.calls) == 1 and len(policy.calls[0]) == 10
+    assert [len(c) for c in policy.calls] == [5, 5]
     assert result.offsets == {tp: 5}
     assert result.deliveries == 10
     assert sorted({r.topic for r in result.records}) == [
@@ -208,14 +209,15 @@ async def test_an_event_replayed_within_one_batch_is_dead_lettered(schemas: Sche
     assert dead == ["replayed"] and result.events == 1
 
 
-async def test_one_poll_of_two_partitions_is_one_policy_call_split_by_partition(
+async def test_one_poll_of_two_partitions_is_one_fan_out_split_by_partition(
     schemas: SchemaRegistry,
 ) -> None:
     policy = RecordingPolicy()
     a, b = TopicPartition("in", 0), TopicPartition("in", 1)
     batch = {a: [Msg(10, event(1)), Msg(11, event(2))], b: [Msg(40, event(3))]}
     results = await relay(policy, schemas).process(cast(Any, batch), SNAPSHOT)
-    assert [len(c) for c in policy.calls] == [6]  # 3 events × 2 partners, one fan-out
+    # 3 events × 2 partners, one fan-out for the poll (spread over the 2 requests in flight)
+    assert sorted(len(c) for c in policy.calls) == [3, 3]
     assert results[a].offsets == {a: 12} and results[b].offsets == {b: 41}
     assert (results[a].deliveries, results[b].deliveries) == (4, 2)
 

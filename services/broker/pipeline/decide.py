@@ -177,7 +177,8 @@ async def decide_all(
     chunk: int = 100,
     concurrency: int = 2,
 ) -> list[Judged]:
-    """Ask for every pair's decision, ``chunk`` pairs per request, ``concurrency`` at a time.
+    """Ask for every pair's decision, at most ``chunk`` pairs per request, ``concurrency`` at a
+    time.
 
     Chunks keep each request well inside the policy timeout however large the relay's batch,
     and let OPA evaluate on several cores; one unavailable chunk fails the whole batch.
@@ -188,7 +189,10 @@ async def decide_all(
         async with gate:
             return await policy.decide(part)
 
-    parts = [inputs[i : i + chunk] for i in range(0, len(inputs), chunk)]
+    # A small poll is spread over the concurrent requests too, so OPA evaluates it on as many
+    # cores as requests in flight instead of one (a batch request is evaluated sequentially).
+    size = max(1, min(chunk, -(-len(inputs) // concurrency)))
+    parts = [inputs[i : i + size] for i in range(0, len(inputs), size)]
     raw = [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
     return [
         Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
