@@ -43,8 +43,11 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, *, kek_ring: object = None) -> sessionmaker[Session]:
+    """Sessions; ``kek_ring`` (a ``services.atrest.envelope.KekRing``) seals survivor content
+    at rest, else the process's configured ring is used (services/atrest/store.py)."""
+    info = {"kek_ring": kek_ring} if kek_ring is not None else {}
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @contextmanager
