@@ -112,8 +112,7 @@ def keys_erase(
     survivor_id: str = typer.Argument(..., help="The survivor's pseudonym."),
     yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
 ) -> None:
-    """Destroy a survivor's data keys: their stored evidence and justifications become
-    unreadable by anyone (the audit chain, which holds none of it, still verifies)."""
+    """Destroy a survivor's data keys: their evidence and justifications become unreadable."""
     from services.atrest.cli import erase_command
 
     if not yes:
