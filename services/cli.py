@@ -110,6 +110,7 @@ def keys_rewrap(
 @keys.command("erase")
 def keys_erase(
     survivor_id: str = typer.Argument(..., help="The survivor's pseudonym."),
+    by: str = typer.Option(..., "--by", help="Who erases (recorded in the audit chain)."),
     yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
 ) -> None:
     """Destroy a survivor's data keys: their evidence and justifications become unreadable."""
@@ -117,7 +118,7 @@ def keys_erase(
 
     if not yes:
         _fail(ValueError("erasure cannot be undone: pass --yes"))
-    erase_command(Settings(), typer.echo, survivor_id)
+    erase_command(Settings(), typer.echo, survivor_id, by=by)
 
 
 bench = typer.Typer(no_args_is_help=True, help="Benchmarks against the running stack.")

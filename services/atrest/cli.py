@@ -61,12 +61,12 @@ def rewrap_command(s: Settings, echo: Callable[[str], None], *, batch: int, paus
     return total
 
 
-def erase_command(s: Settings, echo: Callable[[str], None], survivor_id: str) -> int:
+def erase_command(s: Settings, echo: Callable[[str], None], survivor_id: str, *, by: str) -> int:
     """Destroy the survivor's data keys: what they sealed can no longer be read."""
     engine = make_engine(s.sqlalchemy_url)
     try:
         with transaction(make_sessionmaker(engine, kek_ring=kek_ring(s))) as session:
-            n = store.erase(session, survivor_id, now=datetime.now(UTC))
+            n = store.erase(session, survivor_id, by=by, now=datetime.now(UTC))
     finally:
         engine.dispose()
     echo(f"destroyed {n} data key(s) of survivor {survivor_id}")

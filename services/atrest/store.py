@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from services.atrest import envelope
 from services.atrest.envelope import KekRing, Unreadable
 from services.atrest.models import SurvivorKey
+from services.audit import record as audit
 
 __all__ = ["Unreadable", "erase", "open_text", "rewrap", "seal_text", "status"]
 
@@ -122,8 +123,10 @@ def open_text(
     ).decode()
 
 
-def erase(session: Session, survivor_id: str, *, now: datetime) -> int:
-    """Destroy every live DEK of the survivor (crypto-shredding); how many were destroyed."""
+def erase(session: Session, survivor_id: str, *, by: str, now: datetime) -> int:
+    """Destroy every live DEK of the survivor (crypto-shredding), chained in the audit log in
+    the same transaction; how many were destroyed."""
+
     rows = list(
         session.scalars(
             select(SurvivorKey)
@@ -134,6 +137,8 @@ def erase(session: Session, survivor_id: str, *, now: datetime) -> int:
     for row in rows:
         row.wrapped_dek, row.kek_id, row.erased_at = None, None, now
         _cache(session)[(survivor_id, row.generation)] = None
+    if rows:
+        audit.key_erasure(session, survivor_id, [r.generation for r in rows], by, now)
     return len(rows)
 
 

@@ -199,8 +199,9 @@ async def test_erasing_a_survivors_key_makes_their_evidence_unreadable_and_the_c
         )
     assert chained_before is not None
     said: list[str] = []
-    assert erase_command(settings, said.append, survivor) == 1
+    assert erase_command(settings, said.append, survivor, by="ops-1") == 1
     assert said == [f"destroyed 1 data key(s) of survivor {survivor}"]
+    assert erase_command(settings, said.append, survivor, by="ops-1") == 0  # nothing left
 
     async with client(api, keys["advocate"]) as adv:
         listed = await adv.get(f"/v1/survivors/{survivor}/consents")
@@ -245,6 +246,15 @@ async def test_erasing_a_survivors_key_makes_their_evidence_unreadable_and_the_c
             )
             == chained_before
         )
+        erasures = list(
+            session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.survivor_id == survivor, AuditEntry.kind == "key_erasure"
+                )
+            )
+        )
+        assert [json.loads(e.record)["generations"] for e in erasures] == [[1]]
+        assert json.loads(erasures[0].record)["by"] == "ops-1"
     report = run_verify(settings)
     assert report.ok, (report.problems, report.checkpoint_problems)
     assert not [r for r in raw_rows(sessions, survivor) if evidence in r or justification in r]
