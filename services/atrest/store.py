@@ -58,11 +58,14 @@ def _unwrap(session: Session, row: SurvivorKey) -> bytes | None:
 
 def _current(session: Session, survivor_id: str) -> tuple[int, bytes]:
     """The survivor's newest live DEK, created (generation + 1) if there is none."""
+    # FOR SHARE: an erasure (FOR UPDATE) waits for this writer to commit, and a writer after
+    # it sees the key erased, so nothing new is sealed with a key that is being destroyed.
     newest = session.scalars(
         select(SurvivorKey)
         .where(SurvivorKey.survivor_id == survivor_id)
         .order_by(SurvivorKey.generation.desc())
         .limit(1)
+        .with_for_update(read=True)
     ).first()
     if newest is not None and newest.wrapped_dek is not None:
         dek = _unwrap(session, newest)
