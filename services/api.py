@@ -35,7 +35,7 @@ from services.consent.publisher import ConsentPublisher, republish_pending
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
-from services.keys import audit_key
+from services.keys import audit_key, kek_ring
 from services.legal import views as legal_views
 from services.settings import Settings
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(s.sqlalchemy_url)
-        sessions = make_sessionmaker(engine)
+        sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))  # docs/at-rest.md
         app.state.sessions = sessions
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True

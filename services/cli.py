@@ -71,6 +71,56 @@ def audit_verify() -> None:
     raise typer.Exit(verify_command(Settings(), typer.echo))
 
 
+keys = typer.Typer(
+    no_args_is_help=True, help="Data at rest: key-encryption keys and survivors' data keys."
+)
+app.add_typer(keys, name="keys")
+
+
+@keys.command("status")
+def keys_status() -> None:
+    """Data keys per KEK; exit 1 while any is not under the active KEK."""
+    from services.atrest.cli import status_command
+
+    raise typer.Exit(status_command(Settings(), typer.echo))
+
+
+@keys.command("new-kek")
+def keys_new_kek(key_id: str = typer.Argument(..., help="The new KEK's id.")) -> None:
+    """Print a new id:base64key entry for ACCORD_KEKS (shown once; store it as a secret)."""
+    from services.atrest.cli import new_kek_entry
+
+    try:
+        typer.echo(new_kek_entry(key_id))
+    except ValueError as exc:
+        _fail(exc)
+
+
+@keys.command("rewrap")
+def keys_rewrap(
+    batch: int = typer.Option(100, min=1, help="Data keys per transaction."),
+    pause_s: float = typer.Option(0.05, min=0, help="Pause between batches."),
+) -> None:
+    """Re-wrap every data key under the active KEK, in small transactions, while services run."""
+    from services.atrest.cli import rewrap_command
+
+    rewrap_command(Settings(), typer.echo, batch=batch, pause_s=pause_s)
+
+
+@keys.command("erase")
+def keys_erase(
+    survivor_id: str = typer.Argument(..., help="The survivor's pseudonym."),
+    by: str = typer.Option(..., "--by", help="Who erases (recorded in the audit chain)."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
+) -> None:
+    """Destroy a survivor's data keys: their evidence and justifications become unreadable."""
+    from services.atrest.cli import erase_command
+
+    if not yes:
+        _fail(ValueError("erasure cannot be undone: pass --yes"))
+    erase_command(Settings(), typer.echo, survivor_id, by=by)
+
+
 bench = typer.Typer(no_args_is_help=True, help="Benchmarks against the running stack.")
 app.add_typer(bench, name="bench")
 

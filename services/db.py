@@ -10,6 +10,8 @@ from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from services.atrest.envelope import KekRing
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on every backend (SQLite drops the zone otherwise)."""
@@ -43,8 +45,11 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, *, kek_ring: KekRing | None = None) -> sessionmaker[Session]:
+    """Sessions; ``kek_ring`` seals survivor content at rest, else the process's configured
+    ring is used (services/atrest/store.py)."""
+    info = {"kek_ring": kek_ring} if kek_ring is not None else {}
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """Long-lived private keys: from configuration (production) or a local file (development).
 
-The relay's Curve25519 sealing key and the audit's Ed25519 checkpoint key are both kept this
-way; a key file is created once, atomically, so processes starting together share one key.
+The relay's Curve25519 sealing key, the audit's Ed25519 checkpoint key and the development
+key-encryption key for data at rest are kept this way; a key file is created once,
+atomically, so processes starting together share one key.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from services.atrest.envelope import KekRing, LocalKek, parse_ring
 from services.settings import Settings
 
 
@@ -41,3 +43,12 @@ def relay_key(s: Settings) -> PrivateKey:
 
 def audit_key(s: Settings) -> SigningKey:
     return SigningKey(_key_bytes(s.audit_signing_key, s.state_dir / "keys" / "audit.key"))
+
+
+def kek_ring(s: Settings) -> KekRing:
+    """The KEKs for data at rest: ``ACCORD_KEKS`` or, in development, one local key file."""
+    if s.keks:
+        return parse_ring(s.keks, s.kek_active)
+    return KekRing(
+        {"dev": LocalKek("dev", _key_bytes("", s.state_dir / "keys" / "kek.key"))}, "dev"
+    )

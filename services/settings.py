@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # Audit entries older than this many days are pruned (after a checkpoint); 0 keeps all.
     audit_retention_days: int = Field(default=0, ge=0)
 
+    # Key-encryption keys for data at rest (docs/at-rest.md): "id:base64key,id:base64key" and
+    # the id new and re-wrapped data keys use (may be empty with one KEK). Empty: one key kept
+    # in <state_dir>/keys/kek.key with id "dev", created on first use (development only).
+    keks: str = Field(default="", repr=False)
+    kek_active: str = ""
+
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     max_event_bytes: int = 256 * 1024

@@ -1,12 +1,12 @@
 """The audit hash chain, pure: canonical bytes, entry hashes, signed checkpoints, verification.
 
 An entry is ``(kind, key, record)``: ``kind`` is decision / declaration / court_order /
-consent_change / review, ``key`` makes it unique (a decision's is ``decision:<event>:<partner>``)
-and ``record`` is a JSON document of names, ids and times, never field values. Its hash is
-``sha256(prev_hash || canonical(entry))`` where ``canonical`` is canonical JSON (sorted keys,
-no whitespace, UTF-8) of ``{"kind", "key", "record"}``. The position (``seq``) is not hashed:
-an entry's place is fixed by the hash of the entry before it, so a row moved elsewhere is told
-apart from an altered one.
+consent_change / review / key_erasure, ``key`` makes it unique (a decision's is
+``decision:<event>:<partner>``) and ``record`` is a JSON document of names, ids and times,
+never field values. Its hash is ``sha256(prev_hash || canonical(entry))`` where ``canonical``
+is canonical JSON (sorted keys, no whitespace, UTF-8) of ``{"kind", "key", "record"}``. The
+position (``seq``) is not hashed: an entry's place is fixed by the hash of the entry before
+it, so a row moved elsewhere is told apart from an altered one.
 
 ``verify`` walks the entries in ``seq`` order and reports the first broken one:
 
@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 GENESIS = "0" * 64
 Reason = Literal["altered", "deleted", "reordered"]
-KINDS = ("decision", "declaration", "court_order", "consent_change", "review")
+KINDS = ("decision", "declaration", "court_order", "consent_change", "review", "key_erasure")
 LEGAL_BASES = ("mandated_reporting", "imminent_danger", "court_order")
 
 

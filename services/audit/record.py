@@ -1,5 +1,5 @@
 """Audit entries for what the services change: declarations (R8), court orders (R9), consent
-changes and compliance reviews.
+changes, compliance reviews and erasures of survivors' data keys.
 
 Each function appends to the chain in the caller's database transaction, so the change and its
 entry commit together or not at all (no window in which a change exists unaudited, and no
@@ -116,3 +116,21 @@ def review(
         },
     )
     return entry is not None
+
+
+def key_erasure(
+    session: Session, survivor_id: str, generations: list[int], by: str, at: datetime
+) -> None:
+    """A survivor's data keys were destroyed (crypto-shredding, docs/at-rest.md): who, when,
+    which generations. Nothing it erased was ever in the chain, so the chain still verifies."""
+    store.append(
+        session,
+        "key_erasure",
+        f"key_erasure:{survivor_id}:{max(generations)}",
+        {
+            "survivor_id": survivor_id,
+            "generations": sorted(generations),
+            "by": by,
+            "at": store.ts(at),
+        },
+    )

@@ -252,7 +252,9 @@ def to_fhir(consent: Consent, pseudonym: str) -> dict[str, Any]:
     if contained is not None:
         resource["contained"] = [contained]
     evidence = consent.evidence
-    if evidence.kind == "signed_statement":
+    if evidence is None:  # erased with the survivor's data key: no source to give
+        pass
+    elif evidence.kind == "signed_statement":
         resource["sourceAttachment"] = {"title": evidence.reference}
     else:
         resource["sourceReference"] = {"display": evidence.reference}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, UTCDateTime
@@ -62,7 +62,9 @@ class ConsentVersion(Base):
     status: Mapped[str] = mapped_column(String(16))
     provisions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     recorded_by: Mapped[dict[str, Any]] = mapped_column(JSON)
-    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The Evidence as JSON, sealed with the survivor's data key (services/atrest): a signed
+    # statement's title or a form reference can identify. NULL: erased before this version.
+    evidence: Mapped[str | None] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

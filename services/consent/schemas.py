@@ -95,5 +95,12 @@ class Consent(Strict):
     status: Status
     provisions: list[Provision]
     recorded_by: RecordedBy
-    evidence: Evidence
+    evidence: Evidence | None = Field(
+        description="Null when it was erased with the survivor's data key (evidence_erased)."
+    )
+    evidence_erased: bool = Field(
+        default=False,
+        description="The survivor's data key for this version was destroyed: its evidence "
+        "can no longer be read by anyone (crypto-shredding, docs/at-rest.md).",
+    )
     recorded_at: AwareDatetime

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.atrest import store as atrest
 from services.audit import record as audit
 from services.auth.principals import Principal, Role
 from services.auth.service import issue_credential
@@ -153,7 +155,41 @@ def redeem_enrollment_code(*, session: Session, code: str, now: datetime) -> tup
 # --- consents -------------------------------------------------------------------------------
 
 
-def _consent(row: models.ConsentVersion, *, now: datetime | None = None) -> Consent:
+EVIDENCE = "consent_versions.evidence"  # the purpose its ciphertext is bound to
+
+
+def _seal_evidence(session: Session, row: models.ConsentVersion, evidence: Evidence) -> str:
+    return atrest.seal_text(
+        session,
+        json.dumps(evidence.model_dump(mode="json"), sort_keys=True),
+        survivor_id=row.survivor_id,
+        purpose=EVIDENCE,
+        row=f"{row.consent_id}:{row.version}",
+    )
+
+
+def _open_evidence(session: Session, row: models.ConsentVersion) -> Evidence | None:
+    if row.evidence is None:
+        return None
+    text = atrest.open_text(
+        session,
+        row.evidence,
+        survivor_id=row.survivor_id,
+        purpose=EVIDENCE,
+        row=f"{row.consent_id}:{row.version}",
+    )
+    return None if text is None else Evidence.model_validate_json(text)
+
+
+def _consent(
+    session: Session,
+    row: models.ConsentVersion,
+    *,
+    now: datetime | None = None,
+    evidence: bool = True,
+) -> Consent:
+    """The stored version; ``evidence=False`` skips decrypting it (the relay's snapshot)."""
+    opened = _open_evidence(session, row) if evidence else None
     consent = Consent.model_validate(
         {
             "id": row.consent_id,
@@ -162,7 +198,8 @@ def _consent(row: models.ConsentVersion, *, now: datetime | None = None) -> Cons
             "status": row.status,
             "provisions": row.provisions,
             "recorded_by": row.recorded_by,
-            "evidence": row.evidence,
+            "evidence": opened,
+            "evidence_erased": evidence and opened is None,
             "recorded_at": row.recorded_at,
         }
     )
@@ -188,7 +225,7 @@ def _append(
     status: str,
     provisions: list[Provision],
     by: RecordedBy,
-    evidence: Evidence,
+    evidence: Evidence | None,
     now: datetime,
 ) -> Consent:
     row = models.ConsentVersion(
@@ -198,14 +235,15 @@ def _append(
         status=status,
         provisions=[p.model_dump(mode="json") for p in provisions],
         recorded_by=by.model_dump(mode="json"),
-        evidence=evidence.model_dump(mode="json"),
         recorded_at=now,
     )
+    # None only when revoking a version whose evidence was erased: nothing left to keep.
+    row.evidence = None if evidence is None else _seal_evidence(session, row, evidence)
     session.add(row)
     bump(session, survivor)
     session.flush()
     audit.consent_change(session, row)  # in this transaction: the change and its entry
-    return _consent(row)
+    return _consent(session, row)
 
 
 def _lock(session: Session, survivor: models.Survivor) -> None:
@@ -278,7 +316,7 @@ def revoke(
     current = latest(session=session, survivor_id=survivor.id, consent_id=consent_id)
     if current.status == "revoked":
         raise ConsentError(409, "This consent is already revoked.")
-    previous = _consent(current)
+    previous = _consent(session, current)
     return _append(
         session,
         survivor,
@@ -292,7 +330,9 @@ def revoke(
     )
 
 
-def current_consents(*, session: Session, survivor_id: str, now: datetime | None) -> list[Consent]:
+def current_consents(
+    *, session: Session, survivor_id: str, now: datetime | None, evidence: bool = True
+) -> list[Consent]:
     """The latest version of each of the survivor's consents; expiry applied at ``now`` if given.
 
     Snapshots for the relay pass ``None``: they carry stored statuses, and the policy judges
@@ -316,14 +356,14 @@ def current_consents(*, session: Session, survivor_id: str, now: datetime | None
         )
         .order_by(models.ConsentVersion.recorded_at, models.ConsentVersion.consent_id)
     )
-    return [_consent(r, now=now) for r in rows]
+    return [_consent(session, r, now=now, evidence=evidence) for r in rows]
 
 
 def version(*, session: Session, survivor_id: str, consent_id: str, number: int) -> Consent:
     row = session.get(models.ConsentVersion, (consent_id, number))
     if row is None or row.survivor_id != survivor_id:
         raise ConsentError(404, "No such consent version for this survivor.")
-    return _consent(row)
+    return _consent(session, row)
 
 
 # --- what the relay sees ---------------------------------------------------------------------
@@ -354,8 +394,8 @@ def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:
         )
     )
     out = []
-    for c in current_consents(session=session, survivor_id=survivor.id, now=None):
-        doc = c.model_dump(mode="json", exclude={"evidence", "survivor_id"})
+    for c in current_consents(session=session, survivor_id=survivor.id, now=None, evidence=False):
+        doc = c.model_dump(mode="json", exclude={"evidence", "evidence_erased", "survivor_id"})
         doc["recorded_by"]["suspect"] = (
             c.recorded_by.role == "guardian" and c.recorded_by.actor in suspects
         )

@@ -1,7 +1,8 @@
 """Record, end and list legal bases; every record is queued for compliance review (R8, R9).
 
-Justifications are stored but never logged or published: the relay's snapshot carries only
-what the policy needs (ids, agency, times, recipient, field names).
+Justifications are stored sealed with the survivor's data key (services/atrest), never
+logged or published: the relay's snapshot carries only what the policy needs (ids, agency,
+times, recipient, field names).
 """
 
 from __future__ import annotations
@@ -13,11 +14,25 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.atrest import store as atrest
 from services.audit import record as audit
 from services.consent import models as consent_models
 from services.consent.service import ConsentError, bump
 from services.legal import models
 from services.legal.schemas import CourtOrderIn, DeclarationIn
+
+# Justifications are sealed with the survivor's data key (services/atrest), bound to these.
+JUSTIFICATION_D = "declarations.justification"
+JUSTIFICATION_O = "court_orders.justification"
+
+
+def justification(session: Session, row: models.Declaration | models.CourtOrder) -> str | None:
+    """The justification in clear, for whoever needs it (no API serves it today); None when
+    erased with the survivor's data key."""
+    purpose = JUSTIFICATION_D if isinstance(row, models.Declaration) else JUSTIFICATION_O
+    return atrest.open_text(
+        session, row.justification, survivor_id=row.survivor_id, purpose=purpose, row=row.id
+    )
 
 
 def _survivor(session: Session, survivor_id: str, agency_id: str, now: datetime) -> Any:
@@ -54,9 +69,11 @@ def declare(
         survivor_id=survivor_id,
         agency_id=agency_id,
         declared_by=by,
-        justification=data.justification,
         tell_survivor=data.tell_survivor,
         declared_at=now,
+    )
+    row.justification = atrest.seal_text(
+        session, data.justification, survivor_id=survivor_id, purpose=JUSTIFICATION_D, row=row.id
     )
     session.add(row)
     _queue(session, "imminent_danger", row.id, agency_id, survivor_id, now)
@@ -124,7 +141,9 @@ def record_court_order(
         expires_at=data.expires_at,
         recorded_by=by,
         recorded_at=now,
-        justification=data.justification,
+    )
+    row.justification = atrest.seal_text(
+        session, data.justification, survivor_id=survivor_id, purpose=JUSTIFICATION_O, row=row.id
     )
     session.add(row)
     _queue(session, "court_order", row.id, agency_id, survivor_id, now)

@@ -20,3 +20,7 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import services.atrest.models
 import services.auth.models
 import services.broker.models
 import services.consent.models

@@ -1,0 +1,6 @@
+"""Encryption at rest: survivor content in the database, sealed with per-survivor data keys.
+
+``envelope`` is the pure cryptography (key-encryption keys, the ciphertext format);
+``store`` keeps the wrapped data keys in ``survivor_keys`` and seals, opens, erases and
+re-wraps through a database session. See docs/at-rest.md.
+"""
