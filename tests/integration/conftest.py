@@ -28,6 +28,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
+from sqlalchemy.orm import Session, sessionmaker
 
 from services import devstack, migrations
 from services.broker import provenance, topics
@@ -256,6 +257,14 @@ def database(settings: Settings) -> Iterator[str]:
     with transaction(sessions) as session:
         load_registry(session=session, registry=REGISTRY)
     yield url
+
+
+@pytest.fixture(scope="session")
+def sessions(database: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the tests' database, for tests that set up rows or read them back."""
+    engine = make_engine(database)
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -65,13 +65,6 @@ def kek(key_id: str) -> LocalKek:
 
 
 @pytest.fixture(scope="module")
-def sessions(database: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
 def keys(sessions: sessionmaker[Session]) -> dict[str, str]:
     with transaction(sessions) as session:
         return {

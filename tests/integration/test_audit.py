@@ -12,7 +12,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from services.audit.sink import audit_sink
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.partner import collect, tail
-from services.db import make_engine, make_sessionmaker, transaction
+from services.db import transaction
 from services.settings import Settings
 from tests.integration.conftest import (
     AUDIT_KEY,
@@ -64,13 +64,6 @@ SCREENING = {
     "service_needs": ["housing"],
 }
 VALUES = ("Zephyrine", "Quillfeather", "+1-555-0100", "needs safe housing")
-
-
-@pytest.fixture(scope="module")
-def sessions(database: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")

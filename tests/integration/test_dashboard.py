@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,7 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
 from services.broker.partner import collect, tail
 from services.dashboard import session as browser_session
-from services.db import make_engine, make_sessionmaker, transaction
+from services.db import transaction
 from services.settings import REPO_ROOT, Settings
 from tests.integration.conftest import RULE_PARTNERS, cloudevent, publish_and_collect
 
@@ -72,13 +72,6 @@ VALUES = (
 )
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 ARTIFACTS = REPO_ROOT / ".accord" / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def sessions(database: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")
