@@ -59,6 +59,34 @@ def db_upgrade() -> None:
     typer.echo("database at head")
 
 
+kafka_app = typer.Typer(no_args_is_help=True, help="Kafka principals and ACLs.")
+app.add_typer(kafka_app, name="kafka")
+
+
+@kafka_app.command("provision")
+def kafka_provision() -> None:
+    """As the super user: a SCRAM credential and least-privilege ACLs for the relay, the API,
+    the audit sink and every registered agency and partner (new passwords are generated into
+    the credentials file, never printed). Run after registering an agency or a partner."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from services.broker import models
+    from services.db import make_engine, make_sessionmaker
+    from services.kafka_acl import provision
+
+    s = Settings()
+    try:
+        with make_sessionmaker(make_engine(s.sqlalchemy_url))() as session:
+            agencies = list(session.scalars(select(models.Agency.id)))
+            partners = list(session.scalars(select(models.Partner.id)))
+        for principal in asyncio.run(provision(s, agencies=agencies, partners=partners)):
+            typer.echo(principal)
+    except Exception as exc:
+        _fail(exc)
+
+
 audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
 app.add_typer(audit, name="audit")
 
@@ -234,10 +262,19 @@ def tail(
     if http is not None:
         source = HttpFeed(http, api_key=api_key or "")
     else:
+        from dataclasses import replace
+
+        from services import kafka_client
+        from services.kafka_acl import partner_group_prefix
+
+        # As the partner's own Kafka principal (its password in ACCORD_KAFKA_CREDENTIALS_FILE).
+        conn = replace(
+            kafka_client.kafka(s, kafka_client.partner(partner)), bootstrap=bootstrap or ""
+        )
         source = KafkaFeed(
-            bootstrap or "",
+            conn,
             topic=topic or s.partner_topic(partner),
-            group_id=group or f"accord.tail.{partner}",
+            group_id=group or f"{partner_group_prefix(s, partner)}tail",
         )
     try:
         asyncio.run(
