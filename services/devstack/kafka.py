@@ -100,7 +100,15 @@ def render_config(s: Settings) -> str:
 
 
 def ensure_formatted(s: Settings, config: str) -> None:
-    if (s.state_dir / "kafka" / "data" / "meta.properties").exists():
+    data = s.state_dir / "kafka" / "data"
+    # Storage formatted before SASL (no super user in its metadata) could never be reached.
+    marker = s.state_dir / "kafka" / "formatted-with-scram"
+    if (data / "meta.properties").exists():
+        if not marker.exists():
+            raise StackError(
+                f"Kafka's storage in {data} predates SASL/TLS and has no super user: run "
+                "`accord dev down`, delete it (or `make clean`), then `accord dev up`"
+            )
         return
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
     admin_password = kafka_client.load_credentials(s)[kafka_client.ADMIN]
@@ -120,6 +128,7 @@ def ensure_formatted(s: Settings, config: str) -> None:
         ),
         what="formatting Kafka storage",
     )
+    marker.write_text("")
 
 
 async def _ready(s: Settings) -> bool:
