@@ -202,7 +202,7 @@ async def test_a_redelivered_topic_is_chained_only_once(
     again = audit_sink(
         kafka(settings, AUDIT),
         settings.topic_decisions,
-        f"audit-redelivery-{uuid.uuid4().hex[:6]}",
+        f"{settings.relay_group}-audit-redelivery-{uuid.uuid4().hex[:6]}",
         sessions,
     )
     stop = asyncio.Event()
