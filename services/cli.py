@@ -242,6 +242,7 @@ def tail(
     """Print a partner's deliveries, opened with its key, one JSON line each (Kafka or HTTP)."""
     import asyncio
     import sys
+    from dataclasses import replace
 
     from services.sdk import DeliveryRejected, FeedError, HttpFeed, KafkaFeed, load_private_key
     from services.sdk.tail import run_tail
@@ -258,37 +259,47 @@ def tail(
         if not (s.relay_private_key or (s.state_dir / "keys" / "relay.key").exists()):
             _fail(ValueError("no local relay key: pass --relay-key"))
         relay_key = public_key_of(local_relay_key(s))
-    source: HttpFeed | KafkaFeed
-    if http is not None:
-        source = HttpFeed(http, api_key=api_key or "")
-    else:
-        from dataclasses import replace
+    from aiokafka.errors import KafkaError
 
-        from services import kafka_client
-        from services.kafka_acl import partner_group_prefix
+    from services import kafka_client
+    from services.kafka_acl import partner_group_prefix
+    from services.kafka_client import KafkaCredentialMissing
 
+    def make_source() -> HttpFeed | KafkaFeed:
+        if http is not None:
+            return HttpFeed(http, api_key=api_key or "")
         # As the partner's own Kafka principal (its password in ACCORD_KAFKA_CREDENTIALS_FILE).
         conn = replace(
             kafka_client.kafka(s, kafka_client.partner(partner)), bootstrap=bootstrap or ""
         )
-        source = KafkaFeed(
+        return KafkaFeed(
             conn,
             topic=topic or s.partner_topic(partner),
             group_id=group or f"{partner_group_prefix(s, partner)}tail",
         )
-    try:
-        asyncio.run(
-            run_tail(
-                partner_id=partner,
-                key=load_private_key(key_file),
-                relay_key=relay_key,
-                source=source,
-                out=sys.stdout,
-                acknowledge=ack,
-                max_deliveries=max_deliveries or None,
-            )
+
+    async def main() -> None:
+        # Made inside the loop: aiokafka's consumer refuses to be created outside one.
+        await run_tail(
+            partner_id=partner,
+            key=load_private_key(key_file),
+            relay_key=relay_key,
+            source=make_source(),
+            out=sys.stdout,
+            acknowledge=ack,
+            max_deliveries=max_deliveries or None,
         )
+
+    try:
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
-    except (DeliveryRejected, FeedError, ValueError, OSError) as exc:
+    except (
+        DeliveryRejected,
+        FeedError,
+        ValueError,
+        OSError,
+        KafkaError,
+        KafkaCredentialMissing,
+    ) as exc:
         _fail(exc)

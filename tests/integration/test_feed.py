@@ -391,3 +391,36 @@ async def test_accord_tail_prints_one_line_per_delivery(
     # Tail only looks by default: the deliveries are still unacknowledged.
     left = (await Api(api, keys["feed-cli"]).get()).json()["items"]
     assert len(left) == 3
+
+
+async def test_accord_tail_over_kafka_as_the_partners_own_principal(
+    settings: Settings, events: list[str], tmp_path: Path
+) -> None:
+    """`accord tail --bootstrap` connects as `partner.feed-cli` (SASL/SCRAM over TLS, with the
+    password from the credentials file) and reads its topic with a group of its own."""
+    key_file = tmp_path / "feed-cli.key"
+    key_file.write_text(base64.b64encode(bytes(PARTNER_KEYS["feed-cli"])).decode())
+    cmd = [
+        str(Path(sys.executable).with_name("accord")),
+        "tail",
+        "--partner",
+        "feed-cli",
+        "--key-file",
+        str(key_file),
+        "--bootstrap",
+        settings.bootstrap_servers,
+        "--topic",
+        settings.partner_topic("feed-cli"),
+        "--group",
+        f"{partner_group_prefix(settings, 'feed-cli')}tail-{uuid.uuid4().hex[:6]}",
+        "--relay-key",
+        RELAY,
+        "--max",
+        "3",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert [json.loads(line)["event_id"] for line in out.decode().splitlines()] == events
