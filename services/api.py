@@ -35,6 +35,7 @@ from services.consent.publisher import ConsentPublisher, republish_pending
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
+from services.kafka_client import API, AUDIT, kafka
 from services.keys import audit_key, kek_ring
 from services.legal import views as legal_views
 from services.settings import Settings
@@ -65,9 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(s.sqlalchemy_url)
         sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))  # docs/at-rest.md
         app.state.sessions = sessions
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**kafka(s, API).kwargs(), acks="all", enable_idempotence=True)
         await producer.start()
         app.state.producer = producer
         publisher = ConsentPublisher(producer, s.topic_consents)
@@ -77,12 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions, policy_data.categorizer(s.policies_dir)
         )
         rejections = rejection_sink(
-            s.bootstrap_servers, s.topic_deadletter, f"{s.relay_group}-rejections", sessions
+            kafka(s, API), s.topic_deadletter, f"{s.relay_group}-rejections", sessions
         )
         app.state.rejection_sink = rejections
-        audit = audit_sink(
-            s.bootstrap_servers, s.topic_decisions, f"{s.relay_group}-audit", sessions
-        )
+        audit = audit_sink(kafka(s, AUDIT), s.topic_decisions, f"{s.relay_group}-audit", sessions)
         app.state.audit_sink = audit
         app.state.audit_key = audit_key(s)
         checkpointer = Checkpointer(

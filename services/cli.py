@@ -59,6 +59,34 @@ def db_upgrade() -> None:
     typer.echo("database at head")
 
 
+kafka_app = typer.Typer(no_args_is_help=True, help="Kafka principals and ACLs.")
+app.add_typer(kafka_app, name="kafka")
+
+
+@kafka_app.command("provision")
+def kafka_provision() -> None:
+    """As the super user: a SCRAM credential and least-privilege ACLs for the relay, the API,
+    the audit sink and every registered agency and partner (new passwords are generated into
+    the credentials file, never printed). Run after registering an agency or a partner."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from services.broker import models
+    from services.db import make_engine, make_sessionmaker
+    from services.kafka_acl import provision
+
+    s = Settings()
+    try:
+        with make_sessionmaker(make_engine(s.sqlalchemy_url))() as session:
+            agencies = list(session.scalars(select(models.Agency.id)))
+            partners = list(session.scalars(select(models.Partner.id)))
+        for principal in asyncio.run(provision(s, agencies=agencies, partners=partners)):
+            typer.echo(principal)
+    except Exception as exc:
+        _fail(exc)
+
+
 audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
 app.add_typer(audit, name="audit")
 
@@ -270,6 +298,7 @@ def tail(
     """Print a partner's deliveries, opened with its key, one JSON line each (Kafka or HTTP)."""
     import asyncio
     import sys
+    from dataclasses import replace
 
     from services.sdk import DeliveryRejected, FeedError, HttpFeed, KafkaFeed, load_private_key
     from services.sdk.tail import run_tail
@@ -286,28 +315,47 @@ def tail(
         if not (s.relay_private_key or (s.state_dir / "keys" / "relay.key").exists()):
             _fail(ValueError("no local relay key: pass --relay-key"))
         relay_key = public_key_of(local_relay_key(s))
-    source: HttpFeed | KafkaFeed
-    if http is not None:
-        source = HttpFeed(http, api_key=api_key or "")
-    else:
-        source = KafkaFeed(
-            bootstrap or "",
+    from aiokafka.errors import KafkaError
+
+    from services import kafka_client
+    from services.kafka_acl import partner_group_prefix
+    from services.kafka_client import KafkaCredentialMissing
+
+    def make_source() -> HttpFeed | KafkaFeed:
+        if http is not None:
+            return HttpFeed(http, api_key=api_key or "")
+        # As the partner's own Kafka principal (its password in ACCORD_KAFKA_CREDENTIALS_FILE).
+        conn = replace(
+            kafka_client.kafka(s, kafka_client.partner(partner)), bootstrap=bootstrap or ""
+        )
+        return KafkaFeed(
+            conn,
             topic=topic or s.partner_topic(partner),
-            group_id=group or f"accord.tail.{partner}",
+            group_id=group or f"{partner_group_prefix(s, partner)}tail",
         )
+
+    async def main() -> None:
+        # Made inside the loop: aiokafka's consumer refuses to be created outside one.
+        await run_tail(
+            partner_id=partner,
+            key=load_private_key(key_file),
+            relay_key=relay_key,
+            source=make_source(),
+            out=sys.stdout,
+            acknowledge=ack,
+            max_deliveries=max_deliveries or None,
+        )
+
     try:
-        asyncio.run(
-            run_tail(
-                partner_id=partner,
-                key=load_private_key(key_file),
-                relay_key=relay_key,
-                source=source,
-                out=sys.stdout,
-                acknowledge=ack,
-                max_deliveries=max_deliveries or None,
-            )
-        )
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
-    except (DeliveryRejected, FeedError, ValueError, OSError) as exc:
+    except (
+        DeliveryRejected,
+        FeedError,
+        ValueError,
+        OSError,
+        KafkaError,
+        KafkaCredentialMissing,
+    ) as exc:
         _fail(exc)

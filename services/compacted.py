@@ -12,6 +12,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.broker.topics import partitions
+from services.kafka_client import KafkaConn
 
 
 class ViewUnavailable(RuntimeError):
@@ -19,12 +20,12 @@ class ViewUnavailable(RuntimeError):
 
 
 class CompactedTable:
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, conn: KafkaConn, topic: str, *, timeout_s: float = 5.0) -> None:
         self._topic = topic
-        self._bootstrap = bootstrap
+        self._conn = conn
         self._timeout_s = timeout_s
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **conn.kwargs(),
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
@@ -39,7 +40,7 @@ class CompactedTable:
 
     async def start(self) -> None:
         await self._consumer.start()
-        parts = await partitions(self._bootstrap, self._topic)
+        parts = await partitions(self._conn, self._topic)
         if not parts:
             await self._consumer.stop()
             raise ViewUnavailable(f"topic {self._topic} does not exist")

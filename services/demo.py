@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from services import devstack, migrations
+from services import devstack, kafka_client, migrations
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import provenance, topics
@@ -30,6 +30,8 @@ from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_acl import provision
+from services.kafka_client import ADMIN, API, AUDIT, kafka
 from services.keys import relay_key as relay_private_key
 from services.runtime import running_api, running_relay
 from services.settings import REPO_ROOT, Settings
@@ -108,13 +110,24 @@ async def _run(s: Settings) -> None:
         {p["id"]: PrivateKey.generate() for p in doc["partners"]},
     )
     keys = _seed(s, demo_keys)
-    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
-    await producer.start()
+    # Each agency and partner gets a Kafka principal of its own, allowed only its own topics.
+    await provision(s, agencies=demo_keys.agencies, partners=demo_keys.partners)
+    await topics.ensure_topics(kafka(s, ADMIN), topics.core_topics(s))
+    # The consent snapshots as the API's consent publisher writes them (no consent API here).
+    consent_producer = AIOKafkaProducer(**kafka(s, API).kwargs(), acks="all")
+    await consent_producer.start()
     try:
         for survivor, consents in CONSENTS.items():
             value = json.dumps({"survivor_id": survivor, "consents": consents}).encode()
-            await producer.send_and_wait(s.topic_consents, value, key=survivor.encode())
+            await consent_producer.send_and_wait(s.topic_consents, value, key=survivor.encode())
+    finally:
+        await consent_producer.stop()
+    # valley-school publishes straight to Kafka, as itself.
+    producer = AIOKafkaProducer(
+        **kafka(s, kafka_client.agency("valley-school")).kwargs(), acks="all"
+    )
+    await producer.start()
+    try:
         adult = _event(
             "harbor-outreach",
             ADULT,
@@ -151,14 +164,16 @@ async def _run(s: Settings) -> None:
         adult = provenance.sign_event(adult, demo_keys.agencies["harbor-outreach"])
         minor = provenance.sign_event(minor, demo_keys.agencies["valley-school"])
         partners = sorted(demo_keys.partners)
-        await topics.ensure_topics(s.bootstrap_servers, topics.partner_topics(s, partners))
+        await topics.ensure_topics(kafka(s, ADMIN), topics.partner_topics(s, partners))
         async with (
             running_relay(s),
             running_api(s) as base,
-            tail(s.bootstrap_servers, s.topic_decisions) as decisions,
+            tail(kafka(s, AUDIT), s.topic_decisions) as decisions,
         ):
             received: dict[str, list[dict[str, Any]]] = {}
-            tails = {p: tail(s.bootstrap_servers, s.partner_topic(p)) for p in partners}
+            tails = {
+                p: tail(kafka(s, kafka_client.partner(p)), s.partner_topic(p)) for p in partners
+            }
             consumers = {p: await t.__aenter__() for p, t in tails.items()}
             try:
                 async with httpx.AsyncClient(base_url=base) as http:

@@ -21,6 +21,7 @@ from services.broker.replay import SeenEvents
 from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
+from services.kafka_client import RELAY, kafka
 from services.keys import relay_key
 from services.settings import Settings
 
@@ -41,13 +42,11 @@ async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
 @asynccontextmanager
 async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[asyncio.Task[None]]:
     """Start a relay as a task on the current loop; stop it (cleanly) on exit."""
-    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
+    await topics.ensure_topics(kafka(s, RELAY), topics.core_topics(s))
     engine = make_engine(s.sqlalchemy_url)
-    view = KafkaConsentView(s.bootstrap_servers, s.topic_consents)
+    view = KafkaConsentView(kafka(s, RELAY), s.topic_consents)
     await view.start()
-    seen = SeenEvents(
-        s.bootstrap_servers, s.topic_seen, window=timedelta(seconds=s.replay_window_s)
-    )
+    seen = SeenEvents(kafka(s, RELAY), s.topic_seen, window=timedelta(seconds=s.replay_window_s))
     await seen.start()
     stop = asyncio.Event()
     try:

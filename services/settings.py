@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_bootstrap: str = ""
+    # SASL_SSL only: the CA that signed the broker's certificate (PEM) and a JSON file of
+    # principal -> SCRAM password (services/kafka_client.py). Empty: the dev stack's files
+    # under <state_dir>/kafka/.
+    kafka_ca_file: str = ""
+    kafka_credentials_file: str = Field(default="", repr=False)
     opa_version: str = "v1.22.2"
     opa_port: int = 18181
     opa_url: str = ""

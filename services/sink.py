@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db import Base
+from services.kafka_client import KafkaConn
 
 # Writes one record inside the sink's database transaction (add a row, append to a chain…).
 Write = Callable[[Session, ConsumerRecord[bytes, bytes]], None]
@@ -36,7 +37,7 @@ class TopicSink:
 
     def __init__(
         self,
-        bootstrap: str,
+        conn: KafkaConn,
         topic: str,
         group: str,
         sessions: sessionmaker[Session],
@@ -46,7 +47,7 @@ class TopicSink:
         self._write = write
         self._consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=bootstrap,
+            **conn.kwargs(),
             group_id=group,
             enable_auto_commit=False,
             isolation_level="read_committed",

@@ -15,6 +15,7 @@ from aiokafka import ConsumerRecord
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import store
+from services.kafka_client import KafkaConn
 from services.sink import TopicSink
 
 log = logging.getLogger("accord.audit")
@@ -35,6 +36,6 @@ def append_record(session: Session, record: ConsumerRecord[bytes, bytes]) -> Non
 
 
 def audit_sink(
-    bootstrap: str, topic: str, group: str, sessions: sessionmaker[Session]
+    conn: KafkaConn, topic: str, group: str, sessions: sessionmaker[Session]
 ) -> TopicSink:
-    return TopicSink(bootstrap, topic, group, sessions, append_record)
+    return TopicSink(conn, topic, group, sessions, append_record)

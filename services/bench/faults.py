@@ -33,6 +33,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from services import kafka_client
 from services.bench.harness import (
     RelayProcess,
     Tally,
@@ -114,7 +115,7 @@ async def publish(
     """Offer ``rate`` events a second; an event whose send fails is sent again until it is
     acknowledged (the relay's replay guard refuses a second copy), so all are sent in the end."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=s.bootstrap_servers, acks="all", enable_idempotence=True
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), acks="all", enable_idempotence=True
     )
     await producer.start()
     loop = asyncio.get_running_loop()

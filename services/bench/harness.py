@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from nacl.public import PrivateKey
 
+from services import kafka_client
 from services.broker import topics
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.seal import Sealer
@@ -88,6 +89,8 @@ def relay_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update({f"ACCORD_{n.upper()}": str(getattr(s, n)) for n in RELAY_SETTINGS})
     env["ACCORD_KAFKA_BOOTSTRAP"] = s.bootstrap_servers
+    env["ACCORD_KAFKA_CA_FILE"] = str(kafka_client.ca_path(s))
+    env["ACCORD_KAFKA_CREDENTIALS_FILE"] = str(kafka_client.credentials_path(s))
     env["ACCORD_OPA_URL"] = s.opa_base_url
     return env
 
@@ -214,14 +217,14 @@ async def publish_steadily(
 async def read_all(s: Settings, topic: str, *, until: int, timeout_s: float) -> list[bytes]:
     """Every committed record of ``topic`` from the beginning, waiting for ``until`` of them."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.bootstrap_servers,
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(),
         enable_auto_commit=False,
         isolation_level="read_committed",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()
     try:
-        parts = await topics.partitions(s.bootstrap_servers, topic)
+        parts = await topics.partitions(kafka_client.kafka(s, kafka_client.ADMIN), topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import statistics
@@ -37,11 +38,13 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from services import kafka_client
 from services.bench import opa_latency
 from services.bench.harness import RelayProcess, peak_rss_bytes, scoped, subject_of
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 from services.broker import topics
 from services.devstack import kafka, postgres
+from services.kafka_acl import provision
 from services.settings import Settings
 
 BENCH_DATABASE = "accord_bench"
@@ -91,9 +94,9 @@ async def committed(admin: AIOKafkaAdminClient, group: str) -> int:
     return sum(max(o.offset, 0) for o in offsets.values())
 
 
-async def rate_until(bootstrap: str, group: str, total: int, *, timeout_s: float) -> float:
+async def rate_until(s: Settings, group: str, total: int, *, timeout_s: float) -> float:
     """Events per second the group committed, from its first commit until ``total``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client.kafka(s, kafka_client.ADMIN).kwargs())
     await admin.start()
     try:
         loop = asyncio.get_running_loop()
@@ -115,7 +118,9 @@ async def rate_until(bootstrap: str, group: str, total: int, *, timeout_s: float
 
 
 async def preload(s: Settings, events: Sequence[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), acks="all", linger_ms=20
+    )
     await producer.start()
     try:
         for value in events:
@@ -134,7 +139,7 @@ async def passthrough(
     partition batch one transaction holding the sends and that partition's offset."""
     consumer = AIOKafkaConsumer(
         s.topic_inbound,
-        bootstrap_servers=s.bootstrap_servers,
+        **kafka_client.kafka(s, kafka_client.RELAY).kwargs(),
         group_id=s.relay_group,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -150,7 +155,7 @@ async def passthrough(
                 producer = producers.get(tp)
                 if producer is None:
                     producer = AIOKafkaProducer(
-                        bootstrap_servers=s.bootstrap_servers,
+                        **kafka_client.kafka(s, kafka_client.RELAY).kwargs(),
                         transactional_id=f"{s.relay_transactional_id}.{tp.partition}",
                         enable_idempotence=True,
                         acks="all",
@@ -176,14 +181,16 @@ async def passthrough(
 
 async def measure_baseline(s: Settings, scenario: Scenario, n: int, echo: Echo) -> float:
     sb = scoped(s, run_tag("bench-raw"))
-    await topics.ensure_topics(sb.bootstrap_servers, topics.core_topics(sb))
+    # The baseline connects as the relay does (same principal, TLS and ACL checks).
+    await provision(sb, partners=scenario.partner_ids)
+    await topics.ensure_topics(kafka_client.kafka(sb, kafka_client.ADMIN), topics.core_topics(sb))
     partner_topics = topics.partner_topics(sb, scenario.partner_ids)
-    await topics.ensure_topics(sb.bootstrap_servers, partner_topics)
+    await topics.ensure_topics(kafka_client.kafka(sb, kafka_client.ADMIN), partner_topics)
     await preload(sb, [scenario.event(i) for i in range(n)])
     stop = asyncio.Event()
     task = asyncio.create_task(passthrough(sb, [t.name for t in partner_topics], n, stop))
     try:
-        eps = await rate_until(sb.bootstrap_servers, sb.relay_group, n, timeout_s=120)
+        eps = await rate_until(sb, sb.relay_group, n, timeout_s=120)
     finally:
         stop.set()
         await task
@@ -196,7 +203,11 @@ PERF_LINE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec")
 
 async def measure_producer_perf(s: Settings, records: int, size: int, echo: Echo) -> float:
     topic = f"{run_tag('bench-perf')}.partner"
-    await topics.ensure_topics(s.bootstrap_servers, [NewTopic(topic, 1, 1)])
+    await topics.ensure_topics(kafka_client.kafka(s, kafka_client.ADMIN), [NewTopic(topic, 1, 1)])
+    fd, name = tempfile.mkstemp(prefix="accord-perf-", suffix=".properties")  # mode 0600
+    with os.fdopen(fd, "w") as f:
+        f.write(kafka_client.kafka(s, kafka_client.ADMIN).java_properties())
+    props = Path(name)
     argv = [
         "java",
         "-Xmx512m",
@@ -216,15 +227,20 @@ async def measure_producer_perf(s: Settings, records: int, size: int, echo: Echo
         f"{topic}-perf",
         "--transaction-duration-ms",
         "100",
+        # SASL_SSL as the operator; the properties file (0600, deleted after) holds the password.
+        "--producer.config",
+        str(props),
         "--producer-props",
-        f"bootstrap.servers={s.bootstrap_servers}",
         "acks=all",
         "linger.ms=5",
         "enable.idempotence=true",
     ]
-    out = await asyncio.to_thread(
-        subprocess.run, argv, capture_output=True, text=True, timeout=120, check=False
-    )
+    try:
+        out = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, timeout=120, check=False
+        )
+    finally:
+        await asyncio.to_thread(props.unlink, True)
     found = [m for m in PERF_LINE.finditer(out.stdout)]
     if out.returncode != 0 or not found:
         tail = (out.stderr or out.stdout).strip().splitlines()[-5:]
@@ -295,13 +311,15 @@ async def measure_latency(
 ) -> list[float]:
     """Publish at ``eps`` for ``seconds``; each delivery's time from publish to receipt (s)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.bootstrap_servers,
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(),
         enable_auto_commit=False,
         isolation_level="read_committed",
         fetch_max_wait_ms=10,
     )
     await consumer.start()
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), acks="all", linger_ms=0
+    )
     await producer.start()
     sent: dict[str, float] = {}
     samples: list[float] = []
@@ -371,9 +389,7 @@ async def measure_relay(
     relay = RelayProcess(sr, log, wrap=wrap)
     relay.start()
     try:
-        r.relay_eps = await rate_until(
-            sr.bootstrap_servers, sr.relay_group, p.events, timeout_s=150
-        )
+        r.relay_eps = await rate_until(sr, sr.relay_group, p.events, timeout_s=150)
         batches, rejected = relay_batches(log)
         if rejected:
             echo(f"! the relay rejected benchmark events: {dict(rejected)} (see README)")

@@ -27,6 +27,8 @@ from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_acl import provision
+from services.kafka_client import ADMIN, kafka
 from services.settings import Settings
 from services.vocabulary import Category
 
@@ -216,10 +218,12 @@ def prepare_database(url: str, scenario: Scenario) -> None:
 
 
 async def prepare_topics(s: Settings, scenario: Scenario) -> None:
-    """Create the run's topics and publish every survivor's consents."""
-    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
-    await topics.ensure_topics(s.bootstrap_servers, topics.partner_topics(s, scenario.partner_ids))
-    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    """Grant the run's relay its topics, create them and publish every survivor's consents
+    (as the operator: the benchmark writes the snapshots the consent API would)."""
+    await provision(s, partners=scenario.partner_ids)
+    await topics.ensure_topics(kafka(s, ADMIN), topics.core_topics(s))
+    await topics.ensure_topics(kafka(s, ADMIN), topics.partner_topics(s, scenario.partner_ids))
+    producer = AIOKafkaProducer(**kafka(s, ADMIN).kwargs(), acks="all")
     await producer.start()
     try:
         for survivor, consents in scenario.consents.items():

@@ -36,6 +36,7 @@ from services.broker import models, topics
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.schemas import AgreementIn, PartnerIn, SubscriptionIn
 from services.broker.service import upsert_partner
+from services.kafka_client import API, kafka
 from services.settings import Settings
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -316,7 +317,7 @@ def _not_found(what: str) -> HTTPException:
 async def _ensure_topic(request: Request, partner_id: str) -> None:
     s: Settings = request.app.state.settings
     try:
-        await topics.ensure_topics(s.bootstrap_servers, topics.partner_topics(s, [partner_id]))
+        await topics.ensure_topics(kafka(s, API), topics.partner_topics(s, [partner_id]))
     except KafkaError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

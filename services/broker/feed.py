@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.broker import topics
+from services.kafka_client import API, FEED_GROUP_PREFIX, kafka
 from services.settings import Settings
 
 router = APIRouter(prefix="/v1/feed", tags=["feed"])
@@ -59,7 +60,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def feed_group(partner_id: str) -> str:
-    return f"accord.feed.{partner_id}"
+    return f"{FEED_GROUP_PREFIX}{partner_id}"
 
 
 # --- cursors ---------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class Feed:
     @asynccontextmanager
     async def consumer(self, *, group: bool = False) -> AsyncIterator[AIOKafkaConsumer]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.s.bootstrap_servers,
+            **kafka(self.s, API).kwargs(),
             group_id=self.group if group else None,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -161,13 +162,13 @@ class Feed:
 
     async def partitions(self) -> list[TopicPartition]:
         """The topic's partitions; none if it does not exist (yet)."""
-        found = await topics.partitions(self.s.bootstrap_servers, self.topic, timeout_s=1.0)
+        found = await topics.partitions(kafka(self.s, API), self.topic, timeout_s=1.0)
         return [TopicPartition(self.topic, p) for p in sorted(found)]
 
     async def acked(self, tps: list[TopicPartition]) -> dict[TopicPartition, Acked]:
         if not tps:
             return {}
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.s.bootstrap_servers)
+        admin = AIOKafkaAdminClient(**kafka(self.s, API).kwargs())
         await admin.start()
         try:
             got = await admin.list_consumer_group_offsets(self.group, partitions=tps)

@@ -12,22 +12,23 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.broker.topics import partitions
+from services.kafka_client import KafkaConn
 
 
 @asynccontextmanager
 async def tail(
-    bootstrap: str, topic: str, *, from_beginning: bool = False
+    conn: KafkaConn, topic: str, *, from_beginning: bool = False
 ) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer assigned to every partition of ``topic``, at its end (or its beginning).
 
     Only committed records are read: a delivery whose relay transaction aborted never shows.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        **conn.kwargs(), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
-        parts = await partitions(bootstrap, topic)
+        parts = await partitions(conn, topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         if from_beginning:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.auth.deps import SessionDep, require
 from services.auth.principals import Principal, Role
 from services.broker.models import RejectedEvent
+from services.kafka_client import KafkaConn
 from services.sink import TopicSink, as_row
 
 router = APIRouter(prefix="/v1/events", tags=["ingest"])
@@ -42,9 +43,9 @@ def rejected_from_record(record: ConsumerRecord[bytes, bytes]) -> RejectedEvent:
 
 
 def rejection_sink(
-    bootstrap: str, topic: str, group: str, sessions: sessionmaker[Session]
+    conn: KafkaConn, topic: str, group: str, sessions: sessionmaker[Session]
 ) -> TopicSink:
-    return TopicSink(bootstrap, topic, group, sessions, as_row(rejected_from_record))
+    return TopicSink(conn, topic, group, sessions, as_row(rejected_from_record))
 
 
 class RejectedOut(BaseModel):

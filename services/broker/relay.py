@@ -37,6 +37,7 @@ from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavail
 from services.broker.replay import Seen, seen_record
 from services.compacted import ViewUnavailable
 from services.consent.view import ConsentView
+from services.kafka_client import RELAY, kafka
 from services.settings import Settings
 
 log = logging.getLogger("accord.relay")
@@ -204,14 +205,12 @@ class Relay:
         wanted = {self._s.partner_topic(p) for p in snapshot.partner_ids()} - self._known_topics
         if wanted:
             ids = [t.removeprefix(self._s.partner_topic_prefix) for t in wanted]
-            await topics.ensure_topics(
-                self._s.bootstrap_servers, topics.partner_topics(self._s, ids)
-            )
+            await topics.ensure_topics(kafka(self._s, RELAY), topics.partner_topics(self._s, ids))
             self._known_topics |= wanted
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._s.bootstrap_servers,
+            **kafka(self._s, RELAY).kwargs(),
             group_id=self._s.relay_group,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -373,7 +372,7 @@ class PartitionProducers:
     async def get(self, tp: TopicPartition) -> AIOKafkaProducer:
         if tp not in self._by_tp:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._s.bootstrap_servers,
+                **kafka(self._s, RELAY).kwargs(),
                 transactional_id=self.transactional_id(tp),
                 enable_idempotence=True,
                 acks="all",

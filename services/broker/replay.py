@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from services.compacted import CompactedTable
+from services.kafka_client import KafkaConn
 
 
 class Seen(Protocol):
@@ -35,8 +36,8 @@ class StaticSeen(set[str]):
 
 
 class SeenEvents(CompactedTable):
-    def __init__(self, bootstrap: str, topic: str, *, window: timedelta, timeout_s: float = 5.0):
-        super().__init__(bootstrap, topic, timeout_s=timeout_s)
+    def __init__(self, conn: KafkaConn, topic: str, *, window: timedelta, timeout_s: float = 5.0):
+        super().__init__(conn, topic, timeout_s=timeout_s)
         self._window = window
         self._seen: dict[str, datetime] = {}
 

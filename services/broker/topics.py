@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
 
+from services.kafka_client import KafkaConn
 from services.settings import Settings
 
 
@@ -31,10 +32,10 @@ def core_topics(s: Settings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[NewTopic]) -> list[str]:
+async def ensure_topics(conn: KafkaConn, topics: Iterable[NewTopic]) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     wanted = list(topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**conn.kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -53,9 +54,9 @@ def partner_topics(s: Settings, partner_ids: Iterable[str]) -> list[NewTopic]:
     return [NewTopic(s.partner_topic(p), 1, 1) for p in sorted(partner_ids)]
 
 
-async def partitions(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> set[int]:
+async def partitions(conn: KafkaConn, topic: str, *, timeout_s: float = 10.0) -> set[int]:
     """The topic's partitions, waiting while a just-created topic's metadata propagates."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    client = AIOKafkaClient(**conn.kwargs())
     await client.bootstrap()
     try:
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from services.compacted import CompactedTable, ViewUnavailable
+from services.kafka_client import KafkaConn
 
 JSON = dict[str, Any]
 
@@ -77,8 +78,8 @@ def apply_change(
 
 
 class KafkaConsentView(CompactedTable, _Records):
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
-        super().__init__(bootstrap, topic, timeout_s=timeout_s)
+    def __init__(self, conn: KafkaConn, topic: str, *, timeout_s: float = 5.0) -> None:
+        super().__init__(conn, topic, timeout_s=timeout_s)
         self._state = {}
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:

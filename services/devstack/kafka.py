@@ -1,4 +1,12 @@
-"""Apache Kafka in KRaft mode, one node on 127.0.0.1, from jars fetched off Maven Central."""
+"""Apache Kafka in KRaft mode, one node on 127.0.0.1, from jars fetched off Maven Central.
+
+Hardened like production: clients connect with SASL/SCRAM-SHA-512 over TLS only, the
+certificate is signed by a CA made for this stack (``<state_dir>/kafka/tls/``), and ACLs
+decide everything (``allow.everyone.if.no.acl.found=false``). The super user's credential is
+written into the metadata at format time; ``up`` then provisions the fixed principals (relay,
+API, audit sink) and their ACLs through the Admin API (``services/kafka_acl.py``). Passwords
+are generated into ``<state_dir>/kafka/credentials.json`` (0600) and never printed.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,16 @@ from string import Template
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services import kafka_acl, kafka_client
+from services.devstack import tls
 from services.devstack.process import Managed, StackError, port_open, run, spawn, wait_until
 from services.settings import REPO_ROOT, Settings
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 TEMPLATE = REPO_ROOT / "deploy" / "kafka" / "server.properties.template"
 LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
+# Authenticates this node to its own controller listener (SASL/PLAIN, loopback).
+CONTROLLER = "accord-controller"
 
 
 def managed(s: Settings) -> Managed:
@@ -66,26 +78,63 @@ def render_config(s: Settings) -> str:
     data_dir = s.state_dir / "kafka" / "data"
     config = s.state_dir / "kafka" / "server.properties"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(
-        Template(TEMPLATE.read_text()).substitute(
-            port=s.kafka_port, controller_port=s.kafka_controller_port, log_dirs=data_dir
-        )
+    creds = kafka_client.ensure_passwords(s, [kafka_client.ADMIN, CONTROLLER])
+    keystore, truststore = tls.ensure_broker_tls(s.state_dir / "kafka" / "tls")
+    text = Template(TEMPLATE.read_text()).substitute(
+        port=s.kafka_port,
+        controller_port=s.kafka_controller_port,
+        log_dirs=data_dir,
+        admin=kafka_client.ADMIN,
+        admin_password=creds[kafka_client.ADMIN],
+        controller=CONTROLLER,
+        controller_password=creds[CONTROLLER],
+        keystore=keystore,
+        truststore=truststore,
     )
+    # The rendered file holds passwords: created 0600, never world-readable for a moment.
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    config.chmod(0o600)
     return str(config)
 
 
 def ensure_formatted(s: Settings, config: str) -> None:
-    if (s.state_dir / "kafka" / "data" / "meta.properties").exists():
+    data = s.state_dir / "kafka" / "data"
+    # Storage formatted before SASL (no super user in its metadata) could never be reached.
+    marker = s.state_dir / "kafka" / "formatted-with-scram"
+    if (data / "meta.properties").exists():
+        if not marker.exists():
+            raise StackError(
+                f"Kafka's storage in {data} predates SASL/TLS and has no super user: run "
+                "`accord dev down`, delete it (or `make clean`), then `accord dev up`"
+            )
         return
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    admin_password = kafka_client.load_credentials(s)[kafka_client.ADMIN]
+    # The super user must exist before the broker starts: nobody else could create it.
+    scram = f"SCRAM-SHA-512=[name={kafka_client.ADMIN},password={admin_password}]"
     run(
-        _java(s, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", config),
+        _java(
+            s,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            config,
+            "--add-scram",
+            scram,
+        ),
         what="formatting Kafka storage",
     )
+    marker.write_text("")
 
 
-async def _ready(bootstrap: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+async def _ready(s: Settings) -> bool:
+    admin = AIOKafkaAdminClient(
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), request_timeout_ms=3000
+    )
     try:
         await admin.start()
         await admin.list_topics()
@@ -97,12 +146,13 @@ async def _ready(bootstrap: str) -> bool:
 
 
 def healthy(s: Settings) -> bool:
-    return port_open(s.kafka_port) and asyncio.run(_ready(s.bootstrap_servers))
+    return port_open(s.kafka_port) and asyncio.run(_ready(s))
 
 
 def up(s: Settings) -> str:
     proc = managed(s)
     if proc.pid() is not None and healthy(s):
+        asyncio.run(kafka_acl.provision(s))  # idempotent: grants added since are applied
         return f"kafka already running (pid {proc.pid()})"
     if proc.pid() is None and port_open(s.kafka_port):
         raise StackError(
@@ -115,4 +165,5 @@ def up(s: Settings) -> str:
     if proc.pid() is None:
         spawn(proc, _java(s, "kafka.Kafka", config), env=dict(os.environ))
     wait_until(lambda: healthy(s), what="kafka", timeout_s=90, log_file=proc.log_file)
-    return f"kafka {s.kafka_version} on {s.bootstrap_servers} (pid {proc.pid()})"
+    asyncio.run(kafka_acl.provision(s))
+    return f"kafka {s.kafka_version} on {s.bootstrap_servers}, SASL_SSL (pid {proc.pid()})"

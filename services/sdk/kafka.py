@@ -7,6 +7,7 @@ import json
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.kafka_client import KafkaConn
 from services.sdk.source import RawItem
 
 
@@ -24,12 +25,12 @@ def _delivery_id(value: bytes, fallback: str) -> str:
 
 class KafkaFeed:
     def __init__(
-        self, bootstrap: str, *, topic: str, group_id: str, **consumer_options: object
+        self, conn: KafkaConn, *, topic: str, group_id: str, **consumer_options: object
     ) -> None:
         self._topic = topic
         self._consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=bootstrap,
+            **conn.kwargs(),
             group_id=group_id,
             enable_auto_commit=False,
             isolation_level="read_committed",

@@ -30,7 +30,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import devstack, migrations
+from services import devstack, kafka_client, migrations
 from services.broker import provenance, topics
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
@@ -38,6 +38,8 @@ from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
+from services.kafka_acl import provision
+from services.kafka_client import ADMIN, AUDIT, kafka
 from services.runtime import running_api, running_relay
 from services.settings import Settings
 from services.vocabulary import Category
@@ -259,6 +261,19 @@ def database(settings: Settings) -> Iterator[str]:
     yield url
 
 
+async def kafka_ready(s: Settings, partners: list[str] | None = None) -> None:
+    """As the operator: grant these settings' topics to the relay, the API, the audit sink,
+    the registry's agencies and partners (and ``partners``), then create the core topics.
+    Every component then connects as its own principal, so the whole suite runs under the
+    ACLs of ``services/kafka_acl.py``."""
+    await provision(
+        s,
+        agencies=[a.id for a in REGISTRY.agencies],
+        partners=[p.id for p in REGISTRY.partners] + (partners or []),
+    )
+    await topics.ensure_topics(kafka(s, ADMIN), topics.core_topics(s))
+
+
 @pytest.fixture(scope="session")
 def sessions(database: str) -> Iterator[sessionmaker[Session]]:
     """Sessions on the tests' database, for tests that set up rows or read them back."""
@@ -269,15 +284,17 @@ def sessions(database: str) -> Iterator[sessionmaker[Session]]:
 
 @pytest.fixture(scope="session")
 async def kafka_topics(settings: Settings) -> list[str]:
-    await topics.ensure_topics(settings.bootstrap_servers, topics.core_topics(settings))
+    await kafka_ready(settings)
     ids = [p.id for p in REGISTRY.partners]
-    await topics.ensure_topics(settings.bootstrap_servers, topics.partner_topics(settings, ids))
+    await topics.ensure_topics(kafka(settings, ADMIN), topics.partner_topics(settings, ids))
     return ids
 
 
 @pytest.fixture(scope="session")
 async def producer(settings: Settings, kafka_topics: list[str]) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    """The test harness's producer, as the operator: it writes agencies' events and consent
+    snapshots alike (test_kafka_security.py shows what the agencies' own principals may not)."""
+    p = AIOKafkaProducer(**kafka(settings, ADMIN).kwargs(), acks="all")
     await p.start()
     yield p
     await p.stop()
@@ -354,11 +371,11 @@ async def publish_and_collect(
     ``decisions`` when more partners are subscribed than watched) and what each partner got."""
     async with AsyncExitStack() as stack:
         decisions_c = await stack.enter_async_context(
-            tail(settings.bootstrap_servers, settings.topic_decisions)
+            tail(kafka(settings, AUDIT), settings.topic_decisions)
         )
         consumers = {
             p: await stack.enter_async_context(
-                tail(settings.bootstrap_servers, settings.partner_topic(p))
+                tail(kafka(settings, kafka_client.partner(p)), settings.partner_topic(p))
             )
             for p in partners
         }

@@ -12,12 +12,15 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import topics
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_acl import provision
+from services.kafka_client import ADMIN, AUDIT, kafka
 from services.settings import Settings
 from tests.integration.conftest import PARTNER_KEYS, cloudevent, consent_change, opener, permit
 
@@ -79,8 +82,8 @@ async def deliver_one(
     """Publish one event; return NEW's decision record for it and what NEW received."""
     event = cloudevent("harbor-outreach", SURVIVOR, data, type=TYPE)
     async with (
-        tail(settings.bootstrap_servers, settings.topic_decisions) as decisions,
-        tail(settings.bootstrap_servers, settings.partner_topic(NEW)) as topic,
+        tail(kafka(settings, AUDIT), settings.topic_decisions) as decisions,
+        tail(kafka(settings, kafka_client.partner(NEW)), settings.partner_topic(NEW)) as topic,
     ):
         await producer.send_and_wait(
             settings.topic_inbound, json.dumps(event).encode(), key=SURVIVOR.encode()
@@ -128,7 +131,10 @@ async def test_registered_partner_gets_the_next_event_sealed_to_its_key(
     assert out["topic"] == settings.partner_topic(NEW)
     assert out["subscriptions"] == []
     # Its topic exists before the first delivery.
-    assert await topics.partitions(settings.bootstrap_servers, out["topic"], timeout_s=2)
+    assert await topics.partitions(kafka(settings, ADMIN), out["topic"], timeout_s=2)
+    # The operator's step after a registration (`accord kafka provision`): the partner's
+    # Kafka principal, allowed its own topic only; deliver_one reads as that principal.
+    await provision(settings, partners=[NEW])
 
     r = await admin.put(
         f"/v1/admin/partners/{NEW}/subscriptions/sub-{NEW}",

@@ -30,6 +30,7 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.partner import collect, tail
 from services.db import transaction
+from services.kafka_client import AUDIT, kafka
 from services.settings import Settings
 from tests.integration.conftest import (
     AUDIT_KEY,
@@ -122,7 +123,7 @@ async def publish_many(
     settings: Settings, producer: AIOKafkaProducer, events: list[dict[str, Any]], per_event: int
 ) -> list[dict[str, Any]]:
     ids = {e["id"] for e in events}
-    async with tail(settings.bootstrap_servers, settings.topic_decisions) as decided:
+    async with tail(kafka(settings, AUDIT), settings.topic_decisions) as decided:
         for e in events:
             await producer.send(
                 settings.topic_inbound, json.dumps(e).encode(), key=e["subject"].encode()
@@ -192,9 +193,9 @@ async def test_a_redelivered_topic_is_chained_only_once(
     with sessions() as session:
         before = session.scalar(select(func.count()).select_from(AuditEntry))
     again = audit_sink(
-        settings.bootstrap_servers,
+        kafka(settings, AUDIT),
         settings.topic_decisions,
-        f"audit-redelivery-{uuid.uuid4().hex[:6]}",
+        f"{settings.relay_group}-audit-redelivery-{uuid.uuid4().hex[:6]}",
         sessions,
     )
     stop = asyncio.Event()

@@ -13,11 +13,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import update
 
+from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.partner import collect, tail
 from services.consent import models
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_client import kafka
 from services.settings import Settings
 from tests.integration.conftest import cloudevent, opener
 
@@ -270,7 +272,9 @@ async def test_R2_grant_then_narrow_then_R3_revoke_take_effect_in_order(
         got = await received(settings, partner, expect=expect, timeout_s=10 if expect else 4)
         return {d["id"]: d for d in got if d["subject"] == survivor}
 
-    async with tail(settings.bootstrap_servers, settings.partner_topic(SHELTER)) as partner:
+    async with tail(
+        kafka(settings, kafka_client.partner(SHELTER)), settings.partner_topic(SHELTER)
+    ) as partner:
         assert await step(partner, 0) == {}  # no consent yet: nothing
         granted = (await me("POST", base, consent())).json()
         shared = list((await step(partner, 1)).values())
@@ -297,7 +301,9 @@ async def test_R3_no_event_after_the_revocation_acknowledgement_is_delivered(
     api: str, staff: dict[str, str], settings: Settings, producer: AIOKafkaProducer
 ) -> None:
     rounds = 6
-    async with tail(settings.bootstrap_servers, settings.partner_topic(SHELTER)) as partner:
+    async with tail(
+        kafka(settings, kafka_client.partner(SHELTER)), settings.partner_topic(SHELTER)
+    ) as partner:
         after: list[str] = []
         for _ in range(rounds):
             survivor, me = await enrolled(api, staff["harbor"])
@@ -320,7 +326,9 @@ async def test_R3_expired_consent_shares_nothing(
     assert (await me("POST", f"/v1/survivors/{survivor}/consents", past)).status_code == 201
     listed = (await me("GET", f"/v1/survivors/{survivor}/consents")).json()
     assert [c["status"] for c in listed] == ["expired"]
-    async with tail(settings.bootstrap_servers, settings.partner_topic(SHELTER)) as partner:
+    async with tail(
+        kafka(settings, kafka_client.partner(SHELTER)), settings.partner_topic(SHELTER)
+    ) as partner:
         event = await publish(settings, producer, survivor)
         got = await received(settings, partner, expect=1, timeout_s=6)
     assert event not in {d["id"] for d in got}
@@ -331,7 +339,9 @@ async def test_R14_disclosures_list_releases_and_notices_without_values(
 ) -> None:
     survivor, me = await enrolled(api, staff["harbor"])
     granted = (await me("POST", f"/v1/survivors/{survivor}/consents", consent())).json()
-    async with tail(settings.bootstrap_servers, settings.partner_topic(SHELTER)) as partner:
+    async with tail(
+        kafka(settings, kafka_client.partner(SHELTER)), settings.partner_topic(SHELTER)
+    ) as partner:
         event = await publish(settings, producer, survivor)
         await received(settings, partner, expect=1)
     await me("POST", f"/v1/survivors/{survivor}/consents/{granted['id']}/revoke")

@@ -33,11 +33,13 @@ from services.broker.partner import collect, tail
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_client import ADMIN, AUDIT, kafka
 from services.settings import Settings
 from tests.integration.conftest import (
     ALL_CATEGORIES,
     cloudevent,
     free_port,
+    kafka_ready,
     opa_server,
     opener,
     partner,
@@ -134,8 +136,8 @@ async def run(settings: Settings, database: str, producer: AIOKafkaProducer) -> 
     sessions = make_sessionmaker(make_engine(database))
     with transaction(sessions) as session:
         load_registry(session=session, registry=RegistryIn.model_validate(registry))
-    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
-    await topics.ensure_topics(s.bootstrap_servers, topics.partner_topics(s, PARTNER_IDS))
+    await kafka_ready(s)
+    await topics.ensure_topics(kafka(s, ADMIN), topics.partner_topics(s, PARTNER_IDS))
     for survivor, consents in CONSENTS.items():
         record = {"survivor_id": survivor, "seq": 1, "consents": consents}
         await producer.send(s.topic_consents, json.dumps(record).encode(), key=survivor.encode())
@@ -188,7 +190,7 @@ async def test_opa_stopped_20s_nothing_undecided_nothing_lost(
         }
     )
     async with (
-        tail(s.bootstrap_servers, s.topic_decisions) as decided,
+        tail(kafka(s, AUDIT), s.topic_decisions) as decided,
         relay_process(s, tmp_path / "relay.log") as relay,
     ):
         with opa_server(s, port, tmp_path):

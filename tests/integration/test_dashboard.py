@@ -35,6 +35,7 @@ from services.auth.service import issue_credential, revoke_credential
 from services.broker.partner import collect, tail
 from services.dashboard import session as browser_session
 from services.db import transaction
+from services.kafka_client import AUDIT, kafka
 from services.settings import REPO_ROOT, Settings
 from tests.integration.conftest import RULE_PARTNERS, cloudevent, publish_and_collect
 
@@ -129,7 +130,7 @@ async def data(
     above the R15 threshold of 11) and one screening with a release awaiting review."""
     events = [cloudevent("harbor-outreach", f"sv-dash-{i}", REFERRAL) for i in range(12)]
     ids = {e["id"] for e in events}
-    async with tail(settings.bootstrap_servers, settings.topic_decisions) as decided:
+    async with tail(kafka(settings, AUDIT), settings.topic_decisions) as decided:
         for e in events:
             await producer.send(
                 settings.topic_inbound, json.dumps(e).encode(), key=e["subject"].encode()

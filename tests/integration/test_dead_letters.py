@@ -20,6 +20,7 @@ from services.auth.service import issue_credential
 from services.broker import provenance
 from services.broker.partner import collect, tail
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_client import API, AUDIT, kafka
 from services.settings import Settings
 from tests.integration.conftest import AGENCY_KEYS, cloudevent
 
@@ -62,8 +63,8 @@ async def dead_letters_and_decisions(
     settings: Settings, producer: AIOKafkaProducer, values: list[bytes], good_events: int
 ) -> tuple[dict[tuple[int, int], dict[str, Any]], list[dict[str, Any]], list[tuple[int, int]]]:
     async with (
-        tail(settings.bootstrap_servers, settings.topic_deadletter) as dead,
-        tail(settings.bootstrap_servers, settings.topic_decisions) as decided,
+        tail(kafka(settings, API), settings.topic_deadletter) as dead,
+        tail(kafka(settings, AUDIT), settings.topic_decisions) as decided,
     ):
         positions = await publish_all(settings, producer, values)
         bad = len(values) - good_events

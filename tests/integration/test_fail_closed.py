@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services import kafka_client
 from services.broker import topics
 from services.broker.partner import collect, tail
+from services.kafka_client import ADMIN, AUDIT, kafka
 from services.runtime import running_relay
 from services.settings import Settings
 from tests.integration.conftest import (
     cloudevent,
     consent_change,
     free_port,
+    kafka_ready,
     opa_server,
     opener,
     permit,
@@ -46,10 +49,8 @@ async def isolated(settings: Settings, database: str, tmp_path: Path) -> AsyncIt
             "relay_retry_max_s": 0.5,
         }
     )
-    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
-    await topics.ensure_topics(
-        s.bootstrap_servers, topics.partner_topics(s, ["lighthouse-shelter"])
-    )
+    await kafka_ready(s)
+    await topics.ensure_topics(kafka(s, ADMIN), topics.partner_topics(s, ["lighthouse-shelter"]))
     yield s
 
 
@@ -69,8 +70,11 @@ async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
         "harbor-outreach", survivor, {"survivor_name": "C", "age": 30, "service_needs": ["housing"]}
     )
     async with (
-        tail(s.bootstrap_servers, s.partner_topic("lighthouse-shelter")) as partner,
-        tail(s.bootstrap_servers, s.topic_decisions) as decisions,
+        tail(
+            kafka(s, kafka_client.partner("lighthouse-shelter")),
+            s.partner_topic("lighthouse-shelter"),
+        ) as partner,
+        tail(kafka(s, AUDIT), s.topic_decisions) as decisions,
         running_relay(s) as relay_task,
     ):
         # OPA is not running: the relay must hold the event, not deliver, not drop.

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from nacl.public import PrivateKey
 
+from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import topics
@@ -30,6 +31,8 @@ from services.broker.pipeline import seal
 from services.broker.schemas import PartnerIn
 from services.broker.service import upsert_partner
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_acl import partner_group_prefix, provision
+from services.kafka_client import ADMIN, kafka
 from services.sdk import (
     Delivery,
     DeliveryRejected,
@@ -98,9 +101,8 @@ async def events(
     keys: dict[str, str], settings: Settings, producer: AIOKafkaProducer, relay: None
 ) -> list[str]:
     """Three events relayed to every partner of this module; their ids, in order."""
-    await topics.ensure_topics(
-        settings.bootstrap_servers, topics.partner_topics(settings, PARTNERS)
-    )
+    await provision(settings, partners=PARTNERS)  # each reads its topic as itself
+    await topics.ensure_topics(kafka(settings, ADMIN), topics.partner_topics(settings, PARTNERS))
     await producer.send_and_wait(
         settings.topic_consents,
         consent_change(SURVIVOR, permit(["victim_services"], ["care_coordination"], ["*"])),
@@ -115,7 +117,9 @@ async def events(
         )
         for n in range(3)
     ]
-    async with tail(settings.bootstrap_servers, settings.partner_topic(PARTNERS[-1])) as c:
+    async with tail(
+        kafka(settings, kafka_client.partner(PARTNERS[-1])), settings.partner_topic(PARTNERS[-1])
+    ) as c:
         for e in sent:
             await producer.send_and_wait(
                 settings.topic_inbound, json.dumps(e).encode(), key=SURVIVOR.encode()
@@ -154,7 +158,9 @@ async def test_feed_holds_the_sealed_records(
         assert opened.delivery_id == item["delivery_id"]
     # Exactly the bytes on the partner's topic.
     async with tail(
-        settings.bootstrap_servers, settings.partner_topic("feed-http"), from_beginning=True
+        kafka(settings, kafka_client.partner("feed-http")),
+        settings.partner_topic("feed-http"),
+        from_beginning=True,
     ) as c:
         raw = await collect(c, until=3, timeout_s=10, opener=lambda v: {"raw": v.decode()})
     assert [x["raw"] for x in raw] == [i["record"] for i in page["items"]]
@@ -298,11 +304,12 @@ async def test_sdk_over_http_opens_and_acks_after_the_handler(
 
 
 async def test_sdk_over_kafka(settings: Settings, events: list[str]) -> None:
-    group = f"feed-kafka-{uuid.uuid4().hex[:6]}"
+    group = f"{partner_group_prefix(settings, 'feed-kafka')}{uuid.uuid4().hex[:6]}"
     topic = settings.partner_topic("feed-kafka")
+    conn = kafka(settings, kafka_client.partner("feed-kafka"))
 
     def source() -> KafkaFeed:
-        return KafkaFeed(settings.bootstrap_servers, topic=topic, group_id=group)
+        return KafkaFeed(conn, topic=topic, group_id=group)
 
     async with sdk("feed-kafka", source(), PrivateKey.generate()) as c:
         with pytest.raises(DeliveryRejected):
@@ -384,3 +391,36 @@ async def test_accord_tail_prints_one_line_per_delivery(
     # Tail only looks by default: the deliveries are still unacknowledged.
     left = (await Api(api, keys["feed-cli"]).get()).json()["items"]
     assert len(left) == 3
+
+
+async def test_accord_tail_over_kafka_as_the_partners_own_principal(
+    settings: Settings, events: list[str], tmp_path: Path
+) -> None:
+    """`accord tail --bootstrap` connects as `partner.feed-cli` (SASL/SCRAM over TLS, with the
+    password from the credentials file) and reads its topic with a group of its own."""
+    key_file = tmp_path / "feed-cli.key"
+    key_file.write_text(base64.b64encode(bytes(PARTNER_KEYS["feed-cli"])).decode())
+    cmd = [
+        str(Path(sys.executable).with_name("accord")),
+        "tail",
+        "--partner",
+        "feed-cli",
+        "--key-file",
+        str(key_file),
+        "--bootstrap",
+        settings.bootstrap_servers,
+        "--topic",
+        settings.partner_topic("feed-cli"),
+        "--group",
+        f"{partner_group_prefix(settings, 'feed-cli')}tail-{uuid.uuid4().hex[:6]}",
+        "--relay-key",
+        RELAY,
+        "--max",
+        "3",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert [json.loads(line)["event_id"] for line in out.decode().splitlines()] == events

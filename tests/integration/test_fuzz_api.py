@@ -36,13 +36,12 @@ from schemathesis.core.result import Err
 from services import migrations
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import topics
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import REGISTRY, free_port
+from tests.integration.conftest import REGISTRY, free_port, kafka_ready
 
 pytestmark = [
     pytest.mark.integration,
@@ -107,7 +106,7 @@ async def target(settings: Settings) -> AsyncIterator[Target]:
             "partner_topic_prefix": f"{tag}.partner.",
         }
     )
-    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
+    await kafka_ready(s)
     async with running_api(s) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
         victim = f"sv-victim-{uuid.uuid4().hex[:8]}"
         other = f"sv-other-{uuid.uuid4().hex[:8]}"

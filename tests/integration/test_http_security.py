@@ -25,11 +25,10 @@ from cryptography.x509.oid import NameOID
 
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import topics
 from services.db import make_engine, make_sessionmaker, transaction
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, kafka_ready
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +101,7 @@ async def test_chunked_body_over_the_limit_is_413(
 
 async def test_rate_limits_on_a_tight_instance(api: str, database: str, settings: Settings) -> None:
     tight = own_instance(settings, auth_failures_per_minute=3, enroll_per_minute=2)
-    await topics.ensure_topics(tight.bootstrap_servers, topics.core_topics(tight))
+    await kafka_ready(tight)
     advocate = _key(database, Role.ADVOCATE, "adv-ratelimit", "harbor-outreach")
     compliance = _key(database, Role.COMPLIANCE, "cmp-ratelimit")
     async with httpx.AsyncClient(base_url=api, timeout=30) as main:
@@ -237,7 +236,7 @@ async def tls_api(
     """`accord api` in a process of its own, with ACCORD_API_TLS_CERT/KEY set."""
     cert, key = self_signed(tmp_path)
     s = own_instance(settings)
-    await topics.ensure_topics(s.bootstrap_servers, topics.core_topics(s))
+    await kafka_ready(s)
     env = {
         **os.environ,
         **{

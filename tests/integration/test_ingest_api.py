@@ -12,6 +12,7 @@ from services.auth.service import issue_credential, revoke_credential
 from services.broker import provenance
 from services.broker.partner import collect, tail
 from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka_client import RELAY, kafka
 from services.settings import Settings
 from tests.integration.conftest import AGENCY_KEYS, cloudevent, sign
 
@@ -97,7 +98,7 @@ async def test_oversized_body_is_413(api: str, keys: dict[str, str], settings: S
 async def test_accepted_event_is_on_the_inbound_topic(
     api: str, keys: dict[str, str], settings: Settings
 ) -> None:
-    async with tail(settings.bootstrap_servers, settings.topic_inbound) as inbound:
+    async with tail(kafka(settings, RELAY), settings.topic_inbound) as inbound:
         response = await post(api, EVENT, keys["harbor"])
         assert response.status_code == 202
         assert response.json() == {"id": EVENT["id"], "status": "accepted"}

@@ -1,0 +1,80 @@
+"""The ACL table of services/kafka_acl.py, read as a whole: who may write and read each topic.
+(tests/integration/test_kafka_security.py shows the broker enforcing it.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+from pathlib import Path
+
+from services import kafka_client
+from services.kafka_acl import Binding, Op, Pattern, Resource, _upsertion, bindings
+from services.kafka_client import API, AUDIT, RELAY
+from services.settings import Settings
+
+S = Settings(state_dir=Path("/nonexistent"))
+GRANTS = bindings(S, agencies=["ag-a", "ag-b"], partners=["pa", "pb"])
+
+
+def who(op: Op, topic: str) -> set[str]:
+    """The principals granted ``op`` on ``topic`` (by a literal or a matching prefix)."""
+    return {
+        b.principal
+        for b in GRANTS
+        if b.resource is Resource.TOPIC
+        and b.op is op
+        and (b.name == topic if b.pattern is Pattern.LITERAL else topic.startswith(b.name))
+    }
+
+
+def test_who_writes_and_reads_each_topic() -> None:
+    agencies = {kafka_client.agency("ag-a"), kafka_client.agency("ag-b")}
+    assert who(Op.WRITE, S.topic_inbound) == agencies | {API}
+    assert who(Op.READ, S.topic_inbound) == {RELAY}
+    assert who(Op.WRITE, S.topic_decisions) == {RELAY}
+    assert who(Op.READ, S.topic_decisions) == {AUDIT}
+    assert who(Op.WRITE, S.topic_consents) == {API}
+    assert who(Op.READ, S.topic_consents) == {RELAY}
+    assert who(Op.WRITE, S.topic_deadletter) == {RELAY}
+    assert who(Op.READ, S.topic_deadletter) == {API}
+    # Deliveries from the relay; unsealed consent.revoked notices from the API.
+    assert who(Op.WRITE, S.partner_topic("pa")) == {RELAY, API}
+    # The partner itself, and the API that serves its HTTP feed.
+    assert who(Op.READ, S.partner_topic("pa")) == {kafka_client.partner("pa"), API}
+
+
+def test_agencies_and_partners_get_nothing_beyond_their_own() -> None:
+    for b in GRANTS:
+        if b.principal.startswith("partner."):
+            pid = b.principal.removeprefix("partner.")
+            assert b.name.startswith(S.partner_topic(pid)), b
+            assert b.op in (Op.READ, Op.DESCRIBE), b
+        if b.principal.startswith("agency."):
+            assert (b.resource, b.name) == (Resource.TOPIC, S.topic_inbound), b
+            assert b.op in (Op.WRITE, Op.DESCRIBE), b
+
+
+def test_only_the_relay_holds_transactional_ids() -> None:
+    assert {b.principal for b in GRANTS if b.resource is Resource.TRANSACTIONAL_ID} == {RELAY}
+    assert Binding(
+        RELAY, Resource.TRANSACTIONAL_ID, S.relay_transactional_id, Op.WRITE, Pattern.PREFIXED
+    ) in set(GRANTS)
+
+
+def test_scram_credential_is_pbkdf2_of_the_password() -> None:
+    name, mechanism, iterations, salt, salted = _upsertion("u", "secret")[:5]
+    assert (name, mechanism) == ("u", 2)
+    assert salted == hashlib.pbkdf2_hmac("sha512", b"secret", salt, iterations)
+    assert b"secret" not in salted + salt
+
+
+def test_generated_passwords_are_private_and_kept(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path)
+    first = kafka_client.ensure_passwords(s, ["p1"])
+    again = kafka_client.ensure_passwords(s, ["p1", "p2"])
+    assert again["p1"] == first["p1"] and again["p1"] != again["p2"]
+    path = kafka_client.credentials_path(s)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == again
+    assert again["p1"] not in repr(kafka_client.kafka(s, "p1"))
