@@ -99,6 +99,16 @@ def render_config(s: Settings) -> str:
     return str(config)
 
 
+def cluster_id_for_cli() -> str:
+    """A random cluster id as Kafka makes them (Uuid.randomUuid): URL-safe base64 of 16 bytes,
+    never starting with '-', which the storage tool's argument parser would take for an option
+    (one id in 64 did, and `accord dev up` failed)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def ensure_formatted(s: Settings, config: str) -> None:
     data = s.state_dir / "kafka" / "data"
     # Storage formatted before SASL (no super user in its metadata) could never be reached.
@@ -110,7 +120,7 @@ def ensure_formatted(s: Settings, config: str) -> None:
                 "`accord dev down`, delete it (or `make clean`), then `accord dev up`"
             )
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = cluster_id_for_cli()
     admin_password = kafka_client.load_credentials(s)[kafka_client.ADMIN]
     # The super user must exist before the broker starts: nobody else could create it.
     scram = f"SCRAM-SHA-512=[name={kafka_client.ADMIN},password={admin_password}]"
