@@ -12,6 +12,7 @@ fixed principals). Nothing here logs a password.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import secrets
@@ -19,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from aiokafka import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import for_code
+from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest_v1
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -285,6 +287,27 @@ async def provision(
     ]
     creds = kafka_client.ensure_passwords(s, principals)
     admin = kafka_client.kafka(s, ADMIN)
-    await set_scram_credentials(admin, {p: creds[p] for p in principals})
+    # ACLs first, credentials last: the broker applies KRaft metadata in log order, so once a
+    # principal can authenticate, its ACLs are in force too. Both reach the broker a moment
+    # after the controller accepts them; a client connecting at once was refused (CI saw it).
     await create_acls(admin, bindings(s, agencies=agencies, partners=partners))
+    await set_scram_credentials(admin, {p: creds[p] for p in principals})
+    await _until_authenticated(s, principals, timeout_s=15.0)
     return principals
+
+
+async def _until_authenticated(s: Settings, principals: Iterable[str], *, timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    for principal in principals:
+        while True:
+            client = AIOKafkaClient(**kafka_client.kafka(s, principal).kwargs())
+            try:
+                await client.bootstrap()
+                break
+            except KafkaError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+            finally:
+                await client.close()
