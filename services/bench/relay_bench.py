@@ -43,6 +43,7 @@ from services.bench import opa_latency
 from services.bench.harness import RelayProcess, peak_rss_bytes, scoped, subject_of
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 from services.broker import topics
+from services.broker.pipeline.decide import request_size
 from services.devstack import kafka, postgres
 from services.kafka_acl import provision
 from services.settings import Settings
@@ -293,7 +294,7 @@ def opa_requests(pairs: Sequence[int], chunk: int, concurrency: int) -> Counter[
     ``concurrency`` requests of at most ``chunk`` (as ``decide_all`` does)."""
     sizes: Counter[int] = Counter()
     for n in pairs:
-        size = max(1, min(chunk, -(-n // concurrency)))
+        size = request_size(n, chunk=chunk, concurrency=concurrency)
         full, rest = divmod(n, size)
         sizes[size] += full
         if rest:

@@ -30,7 +30,7 @@ from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 from services.broker import topics
 from services.broker.pipeline import deliver
 from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_input, decide_all
-from services.broker.pipeline.model import InboundEvent, OutRecord, Recipient
+from services.broker.pipeline.model import InboundEvent, Judged, OutRecord, Recipient
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key, validate
 from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavailable
@@ -108,13 +108,13 @@ class Relay:
         lap("views")
         now = self._clock()
         window = timedelta(seconds=self._s.replay_window_s)
-        accepted: set[str] = set()  # event keys accepted earlier in this poll
+        # Replay-guard keys accepted earlier in this poll, per partition, with the event time.
+        accepted: dict[TopicPartition, dict[str, datetime]] = {tp: {} for tp in batch}
 
         def seen(key: str) -> bool:
-            return key in accepted or key in self._seen
+            return key in self._seen or any(key in keys for keys in accepted.values())
 
         out: dict[TopicPartition, list[OutRecord]] = {tp: [] for tp in batch}
-        accepted_by_tp: dict[TopicPartition, dict[str, datetime]] = {tp: {} for tp in batch}
         rejected: Counter[TopicPartition] = Counter()
         pairs: list[tuple[InboundEvent, Recipient]] = []
         pair_tps: list[TopicPartition] = []
@@ -152,8 +152,7 @@ class Relay:
                     )
                     continue
                 key = event_key(checked.agency_id, checked.id)
-                accepted.add(key)
-                accepted_by_tp[tp][key] = checked.time
+                accepted[tp][key] = checked.time
                 out[tp].append(OutRecord(self._s.topic_seen, *seen_record(key, checked.time)))
                 sid = checked.survivor_id
                 facts = {
@@ -177,9 +176,10 @@ class Relay:
             concurrency=self._s.opa_concurrency,
         )
         lap("decide")
-        results: dict[TopicPartition, BatchResult] = {}
-        for tp, msgs in batch.items():
-            mine = [j for j, at in zip(judged, pair_tps, strict=True) if at == tp]
+        judged_by_tp: dict[TopicPartition, list[Judged]] = {tp: [] for tp in batch}
+        for judgement, tp in zip(judged, pair_tps, strict=True):
+            judged_by_tp[tp].append(judgement)
+        for tp, mine in judged_by_tp.items():
             out[tp].extend(
                 deliver.records(
                     mine,
@@ -189,17 +189,19 @@ class Relay:
                     sealer=self._sealer,
                 )
             )
-            results[tp] = BatchResult(
+        lap("seal")
+        return {
+            tp: BatchResult(
                 records=out[tp],
                 offsets={tp: msgs[-1].offset + 1},
                 events=len(msgs) - rejected[tp],
-                deliveries=sum(1 for j in mine if j.decision.allow),
+                deliveries=sum(1 for j in judged_by_tp[tp] if j.decision.allow),
                 rejected=rejected[tp],
-                accepted=accepted_by_tp[tp],
+                accepted=accepted[tp],
                 stages_ms=lap.ms,
             )
-        lap("seal")
-        return results
+            for tp, msgs in batch.items()
+        }
 
     async def _ensure_partner_topics(self, snapshot: RegistrySnapshot) -> None:
         wanted = {self._s.partner_topic(p) for p in snapshot.partner_ids()} - self._known_topics
@@ -248,7 +250,8 @@ class Relay:
                         try:
                             await take_over(consumer, producers, tp)
                         except KafkaError as exc:
-                            held = _hold(consumer, {tp: msgs}, exc)
+                            _hold(consumer, {tp: msgs}, exc)
+                            held = True
                             await producers.close(tp)
                         continue
                     msgs = _not_yet_committed(producers, tp, msgs)
@@ -258,7 +261,8 @@ class Relay:
                     try:
                         results = await self.process(ready, snapshot)
                     except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
-                        held = _hold(consumer, ready, exc)
+                        _hold(consumer, ready, exc)
+                        held = True
                     else:
                         # Each partition has its own transactional producer: commit them
                         # side by side rather than one round trip after another.
@@ -304,7 +308,8 @@ class Relay:
             return True
         except KafkaError as exc:
             await producers.close(tp)  # start clean: a new producer, fenced in
-            return not _hold(consumer, {tp: msgs}, exc)
+            _hold(consumer, {tp: msgs}, exc)
+            return False
         producers.committed(tp, result.offsets[tp])  # before any await
         # The replay guard's copy of the seen topic may lag this commit's markers for a moment:
         # remember its keys here so a replay in the very next poll is still refused.
@@ -323,7 +328,6 @@ class Relay:
                 },
             },
         )
-        await _not_behind(consumer, tp, result.offsets[tp])
         return True
 
     async def _commit(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
@@ -446,13 +450,6 @@ async def take_over(
         await consumer.seek_to_beginning(tp)
 
 
-async def _not_behind(consumer: AIOKafkaConsumer, tp: TopicPartition, committed: int) -> None:
-    """A rebalance during the batch may have reset the position to the offset committed
-    before it; go on after what this batch just committed instead of reading it again."""
-    if tp in consumer.assignment() and await consumer.position(tp) < committed:
-        consumer.seek(tp, committed)
-
-
 def _not_yet_committed(
     producers: PartitionProducers, tp: TopicPartition, msgs: list[ConsumerRecord]
 ) -> list[ConsumerRecord]:
@@ -472,14 +469,13 @@ def _not_yet_committed(
 
 def _hold(
     consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]], exc: Exception
-) -> bool:
+) -> None:
     """Hold a batch: nothing of it was delivered. Rewind; the loop retries after a backoff."""
     log.warning(
         "batch held",
         extra={"cause": type(exc).__name__, "partitions": sorted(tp.partition for tp in batch)},
     )
     _rewind(consumer, batch)
-    return True
 
 
 def _rewind(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -248,9 +248,20 @@ def settings() -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
-def database(settings: Settings) -> Iterator[str]:
-    url = settings.sqlalchemy_url
+# A referral and the partners it goes to, for the audit and dashboard tests.
+PARTNERS = ["lighthouse-shelter", "metro-police", "northside-clinic"]
+REFERRAL = {
+    "survivor_name": "Zephyrine Quillfeather",
+    "age": 24,
+    "phone": "+1-555-0100",
+    "service_needs": ["housing"],
+    "referral_reason": "needs safe housing",
+    "hiv_status": "negative",
+}
+
+
+def fresh_database(url: str) -> sessionmaker[Session]:
+    """Empty the database at ``url``, migrate it, load the test registry; its sessions."""
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
@@ -258,6 +269,13 @@ def database(settings: Settings) -> Iterator[str]:
     sessions = make_sessionmaker(make_engine(url))
     with transaction(sessions) as session:
         load_registry(session=session, registry=REGISTRY)
+    return sessions
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[str]:
+    url = settings.sqlalchemy_url
+    fresh_database(url)
     yield url
 
 

@@ -34,6 +34,8 @@ from services.kafka_client import AUDIT, kafka
 from services.settings import Settings
 from tests.integration.conftest import (
     AUDIT_KEY,
+    PARTNERS,
+    REFERRAL,
     RULE_PARTNERS,
     cloudevent,
     consent_change,
@@ -43,15 +45,6 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-PARTNERS = ["lighthouse-shelter", "metro-police", "northside-clinic"]
-REFERRAL = {
-    "survivor_name": "Zephyrine Quillfeather",
-    "age": 24,
-    "phone": "+1-555-0100",
-    "service_needs": ["housing"],
-    "referral_reason": "needs safe housing",
-    "hiv_status": "negative",
-}
 SCREENING = {
     "survivor_name": "F. Example",
     "age": 15,

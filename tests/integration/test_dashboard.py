@@ -37,19 +37,16 @@ from services.dashboard import session as browser_session
 from services.db import transaction
 from services.kafka_client import AUDIT, kafka
 from services.settings import REPO_ROOT, Settings
-from tests.integration.conftest import RULE_PARTNERS, cloudevent, publish_and_collect
+from tests.integration.conftest import (
+    PARTNERS,
+    REFERRAL,
+    RULE_PARTNERS,
+    cloudevent,
+    publish_and_collect,
+)
 
 pytestmark = pytest.mark.integration
 
-PARTNERS = ["lighthouse-shelter", "metro-police", "northside-clinic"]
-REFERRAL = {
-    "survivor_name": "Zephyrine Quillfeather",
-    "age": 24,
-    "phone": "+1-555-0100",
-    "service_needs": ["housing"],
-    "referral_reason": "needs safe housing",
-    "hiv_status": "negative",
-}
 SCREENING = {
     "survivor_name": "Ottoline Brackenbury",
     "age": 15,

@@ -379,18 +379,23 @@ async def test_accord_tail_prints_one_line_per_delivery(
         "--max",
         "3",
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, err.decode()
-    lines = [json.loads(line) for line in out.decode().splitlines()]
+    lines = await accord_lines(cmd)
     assert [x["event_id"] for x in lines] == events
     assert lines[0]["type"] == TYPE
     assert lines[0]["fields"]["case_status"] == "step 0"
     # Tail only looks by default: the deliveries are still unacknowledged.
     left = (await Api(api, keys["feed-cli"]).get()).json()["items"]
     assert len(left) == 3
+
+
+async def accord_lines(cmd: list[str]) -> list[dict[str, Any]]:
+    """Run an ``accord`` command to its end; the JSON lines it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    return [json.loads(line) for line in out.decode().splitlines()]
 
 
 async def test_accord_tail_over_kafka_as_the_partners_own_principal(
@@ -418,9 +423,4 @@ async def test_accord_tail_over_kafka_as_the_partners_own_principal(
         "--max",
         "3",
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, err.decode()
-    assert [json.loads(line)["event_id"] for line in out.decode().splitlines()] == events
+    assert [line["event_id"] for line in await accord_lines(cmd)] == events

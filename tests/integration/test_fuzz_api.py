@@ -26,22 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Err
 
-from services import migrations
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.service import load_registry
-from services.db import make_engine, make_sessionmaker, transaction
+from services.db import transaction
 from services.devstack import postgres
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import REGISTRY, free_port, kafka_ready
+from tests.integration.conftest import free_port, fresh_database, kafka_ready
 
 pytestmark = [
     pytest.mark.integration,
@@ -73,13 +70,8 @@ async def target(settings: Settings) -> AsyncIterator[Target]:
     db = f"{os.environ.get('ACCORD_TEST_DATABASE', 'accord_test')}_fuzz"
     postgres.ensure_database(settings, db)
     url = postgres.url(settings, db)
-    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
-        c.execute("DROP SCHEMA public CASCADE")
-        c.execute("CREATE SCHEMA public")
-    migrations.upgrade(url)
-    sessions = make_sessionmaker(make_engine(url))
+    sessions = fresh_database(url)
     with transaction(sessions) as session:
-        load_registry(session=session, registry=REGISTRY)
 
         def key(role: Role, subject: str, agency: str | None = None) -> str:
             return issue_credential(session=session, role=role, subject=subject, agency_id=agency)

@@ -169,6 +169,13 @@ class OpaPolicy:
         return result
 
 
+def request_size(pairs: int, *, chunk: int, concurrency: int) -> int:
+    """Pairs per OPA request: at most ``chunk``, and a small poll spread over the concurrent
+    requests too, so OPA evaluates it on as many cores as requests in flight instead of one
+    (a batch request is evaluated sequentially)."""
+    return max(1, min(chunk, -(-pairs // concurrency)))
+
+
 async def decide_all(
     policy: Policy,
     pairs: Sequence[tuple[InboundEvent, Recipient]],
@@ -189,9 +196,7 @@ async def decide_all(
         async with gate:
             return await policy.decide(part)
 
-    # A small poll is spread over the concurrent requests too, so OPA evaluates it on as many
-    # cores as requests in flight instead of one (a batch request is evaluated sequentially).
-    size = max(1, min(chunk, -(-len(inputs) // concurrency)))
+    size = request_size(len(inputs), chunk=chunk, concurrency=concurrency)
     parts = [inputs[i : i + size] for i in range(0, len(inputs), size)]
     raw = [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
     return [

@@ -155,22 +155,27 @@ class _Instance:
     _STRING = 4
 
     def _arg(self, addr: int) -> Any:
-        """A built-in's argument: strings read straight from the value struct (checked
-        against opa_json_dump at start), anything else through opa_json_dump."""
+        """A built-in's argument: strings read straight from the value struct (its layout
+        checked against opa_json_dump at start), anything else through opa_json_dump."""
         if self._strings_readable:
-            head = self._memory.read(self._store, addr, addr + 12)
-            if head[0] == self._STRING:
-                length = int.from_bytes(head[4:8], "little")
-                ptr = int.from_bytes(head[8:12], "little")
-                return self._memory.read(self._store, ptr, ptr + length).decode()
+            text = self._string_struct(addr)
+            if text is not None:
+                return text
         return self._dump(addr)
+
+    def _string_struct(self, addr: int) -> str | None:
+        head = self._memory.read(self._store, addr, addr + 12)
+        if head[0] != self._STRING:
+            return None
+        length = int.from_bytes(head[4:8], "little")
+        ptr = int.from_bytes(head[8:12], "little")
+        return self._memory.read(self._store, ptr, ptr + length).decode()
 
     def _check_string_layout(self) -> bool:
         sample = "2026-11-24T12:00:00.123456789+01:00 \u00e9"
         addr = self._load(sample)
-        self._strings_readable = True
         try:
-            return bool(self._arg(addr) == sample == self._dump(addr))
+            return bool(self._string_struct(addr) == sample == self._dump(addr))
         except (UnicodeDecodeError, IndexError, ValueError):
             return False
 
