@@ -11,6 +11,7 @@ import uvicorn
 
 from services.api import create_app
 from services.broker import topics
+from services.broker.inbound_keys import SqlInboundKeys
 from services.broker.pipeline.decide import OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
 from services.broker.pipeline.seal import Sealer
@@ -22,7 +23,7 @@ from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
 from services.kafka_client import RELAY, kafka
-from services.keys import relay_key
+from services.keys import kek_ring, relay_key
 from services.settings import Settings
 
 
@@ -51,9 +52,11 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
     stop = asyncio.Event()
     try:
         async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as server:
+            sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
             relay = Relay(
                 s,
-                registry=SqlRegistry(make_sessionmaker(engine)),
+                registry=SqlRegistry(sessions),
+                keys=SqlInboundKeys(sessions),
                 consents=view,
                 policy=await policy_engine(s, server),
                 schemas=SchemaRegistry(s.schemas_dir / "events"),

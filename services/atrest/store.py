@@ -8,19 +8,31 @@ erasure committed by any process takes effect at the next request everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.atrest import envelope
+from services.atrest import envelope, inbound
 from services.atrest.envelope import KekRing, Unreadable
 from services.atrest.models import SurvivorKey
 from services.audit import record as audit
 
-__all__ = ["Unreadable", "erase", "open_text", "rewrap", "seal_text", "status"]
+__all__ = [
+    "Unreadable",
+    "erase",
+    "inbound_private_keys",
+    "inbound_public_key",
+    "open_text",
+    "rewrap",
+    "seal_inbound",
+    "seal_text",
+    "status",
+]
 
 _DEKS = "atrest_deks"  # session.info: {(survivor, generation): dek or None when erased}
 
@@ -179,3 +191,39 @@ def status(session: Session) -> dict[str, int]:
         select(SurvivorKey.kek_id, func.count()).group_by(SurvivorKey.kek_id)
     ).all()
     return {kek_id or "(erased)": n for kek_id, n in counts}
+
+
+def inbound_public_key(session: Session, survivor_id: str) -> tuple[int, bytes]:
+    """The generation and X25519 public key agencies seal events about the survivor to
+    (``services.atrest.inbound``); creates the survivor's DEK on first use."""
+    generation, dek = _current(session, survivor_id)
+    return generation, inbound.public_key(dek)
+
+
+def seal_inbound(session: Session, event: bytes, *, agency_id: str, survivor_id: str) -> bytes:
+    """``event`` as the inbound record: sealed to the survivor's current key."""
+    generation, key = inbound_public_key(session, survivor_id)
+    return inbound.seal_event(
+        event, public_key=key, header=inbound.Header(agency_id, survivor_id, generation)
+    )
+
+
+def inbound_private_keys(
+    session: Session, wanted: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], X25519PrivateKey | None]:
+    """The private keys that open the wanted (survivor, generation) pairs, in one query;
+    None for an erased key; a pair with no key row is left out."""
+    wanted = set(wanted)
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        select(SurvivorKey).where(SurvivorKey.survivor_id.in_({s for s, _ in wanted}))
+    )
+    keys: dict[tuple[str, int], X25519PrivateKey | None] = {}
+    for row in rows:
+        if (row.survivor_id, row.generation) in wanted:
+            dek = _unwrap(session, row)
+            keys[row.survivor_id, row.generation] = (
+                None if dek is None else inbound.private_key(dek)
+            )
+    return keys

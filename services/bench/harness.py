@@ -32,6 +32,7 @@ from nacl.public import PrivateKey
 
 from services import kafka_client
 from services.broker import topics
+from services.broker.inbound_keys import SqlInboundKeys
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
@@ -40,6 +41,7 @@ from services.broker.relay import Relay
 from services.broker.replay import StaticSeen
 from services.consent.view import StaticConsentView
 from services.db import make_engine, make_sessionmaker
+from services.keys import kek_ring
 from services.settings import Settings
 
 JSON = dict[str, Any]
@@ -264,7 +266,8 @@ async def recompute(
 
     The registry is read from ``s.database_url`` and the policy asked at ``s.opa_base_url``."""
     engine = make_engine(s.sqlalchemy_url)
-    registry = SqlRegistry(make_sessionmaker(engine))
+    sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
+    registry = SqlRegistry(sessions)
     view = StaticConsentView({k: list(v) for k, v in consents.items()})
     released: dict[tuple[str, str], list[str]] = {}
     delivered: set[tuple[str, str]] = set()
@@ -273,6 +276,7 @@ async def recompute(
             relay = Relay(
                 s,
                 registry=registry,
+                keys=SqlInboundKeys(sessions),
                 consents=view,
                 policy=policy,
                 schemas=SchemaRegistry(s.schemas_dir / "events"),

@@ -12,17 +12,17 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SOURCE_PREFIX = "/agencies/"
-_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
 class CloudEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     specversion: Literal["1.0"]
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID_PATTERN)
     source: str = Field(pattern=r"^/agencies/[a-z0-9][a-z0-9-]{0,63}$")
     type: str = Field(pattern=r"^accord\.[a-z_]+\.[a-z_]+$")
-    subject: str = Field(pattern=_ID, description="The survivor's pseudonymous id.")
+    subject: str = Field(pattern=ID_PATTERN, description="The survivor's pseudonymous id.")
     time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]

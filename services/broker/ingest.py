@@ -1,22 +1,26 @@
-"""HTTP ingest: an agency POSTs a CloudEvent; it is checked and written to the inbound topic.
+"""HTTP ingest: an agency POSTs a CloudEvent; it is checked, sealed to its survivor and
+written to the inbound topic.
 
-The same checks run again in the relay (agencies may also publish with a Kafka producer);
-here they give the agency an immediate, plain-language answer.
+The same checks run again in the relay (agencies may also publish with a Kafka producer,
+sealing with the key ``GET /v1/events/keys/{survivor_id}`` gives them); here they give the
+agency an immediate, plain-language answer.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Annotated
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel
 
+from services.atrest import inbound, store
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker.cloudevents import CloudEvent
+from services.broker.cloudevents import ID_PATTERN, CloudEvent
 from services.broker.models import Agency
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.provenance import verify_event
@@ -29,6 +33,40 @@ AgencyPrincipal = Annotated[Principal, Depends(require(Role.AGENCY))]
 class Accepted(BaseModel):
     id: str
     status: str = "accepted"
+
+
+class EventKey(BaseModel):
+    survivor_id: str
+    format: str = inbound.FORMAT
+    generation: int
+    public_key: str  # X25519, base64
+
+
+SurvivorId = Annotated[str, Path(pattern=ID_PATTERN, description="Pseudonymous survivor id")]
+
+
+@router.get(
+    "/keys/{survivor_id}",
+    response_model=EventKey,
+    summary="The key to seal events about one survivor before publishing them to Kafka",
+    description="Events on the inbound topic are sealed to their survivor "
+    "(HPKE: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM; format `ib1`, see "
+    "docs/at-rest.md). Seal with the key of the highest generation; after a survivor's data "
+    "was erased, the generation changes and events sealed to the old key are dropped.",
+    responses={
+        401: {"description": "Missing or invalid API key"},
+        403: {"description": "Not an agency's key"},
+    },
+)
+def event_key(survivor_id: SurvivorId, request: Request, _: AgencyPrincipal) -> EventKey:
+    with request.app.state.sessions() as session:
+        generation, key = store.inbound_public_key(session, survivor_id)
+        session.commit()
+    return EventKey(
+        survivor_id=survivor_id,
+        generation=generation,
+        public_key=base64.b64encode(key).decode(),
+    )
 
 
 @router.post(
@@ -76,10 +114,15 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail={"message": "The event's data does not match its schema.", "errors": problems},
         )
+    with request.app.state.sessions() as session:
+        record = store.seal_inbound(
+            session, raw, agency_id=principal.subject, survivor_id=event.subject
+        )
+        session.commit()
     producer: AIOKafkaProducer = request.app.state.producer
     try:
         await producer.send_and_wait(
-            request.app.state.settings.topic_inbound, raw, key=event.subject.encode()
+            request.app.state.settings.topic_inbound, record, key=event.subject.encode()
         )
     except KafkaError as exc:
         raise HTTPException(

@@ -67,8 +67,10 @@ class RejectedPage(BaseModel):
     summary="List this agency's rejected events and why",
     description="Events the relay dead-lettered that claimed to come from the calling agency, "
     "oldest first: the reason code (`malformed`, `unknown_agency`, `unsigned`, `bad_signature`, "
-    "`stale`, `replayed`, `unknown_type`, `schema`, `oversized`) and a description that never "
-    "repeats the event's content. Page with `after` = the previous page's `next_after`.",
+    "`seal_mismatch`, `stale`, `replayed`, `unknown_type`, `schema`, `oversized`) and a "
+    "description that never repeats the event's content. Records that do not open "
+    "(`unsealed`, `unreadable`, `erased`) name no agency, as nothing in them is verified, and "
+    "are not listed. Page with `after` = the previous page's `next_after`.",
     responses={
         401: {"description": "Missing or invalid API key"},
         403: {"description": "Not an agency's key"},

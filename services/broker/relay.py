@@ -28,9 +28,16 @@ from aiokafka import (
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from services.broker import topics
-from services.broker.pipeline import deliver
+from services.broker.inbound_keys import InboundKeys
+from services.broker.pipeline import deliver, unseal
 from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_input, decide_all
-from services.broker.pipeline.model import InboundEvent, Judged, OutRecord, Recipient
+from services.broker.pipeline.model import (
+    InboundEvent,
+    Judged,
+    OutRecord,
+    Recipient,
+    Rejection,
+)
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key, validate
 from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavailable
@@ -84,9 +91,11 @@ class Relay:
         schemas: SchemaRegistry,
         seen: Seen,
         sealer: Sealer,
+        keys: InboundKeys,
         clock: Clock = utcnow,
     ) -> None:
         self._s = settings
+        self._keys = keys
         self._seen = seen
         self._sealer = sealer
         self._registry = registry
@@ -106,6 +115,10 @@ class Relay:
         await self._consents.catch_up()
         await self._seen.catch_up()
         lap("views")
+        keys = self._keys.private_keys(
+            unseal.wanted(msg.value or b"" for msgs in batch.values() for msg in msgs)
+        )
+        lap("keys")
         now = self._clock()
         window = timedelta(seconds=self._s.replay_window_s)
         # Replay-guard keys accepted earlier in this poll, per partition, with the event time.
@@ -121,14 +134,25 @@ class Relay:
         inputs = []
         for tp, msgs in batch.items():
             for msg in msgs:
-                checked = validate(
+                opened = unseal.unseal(
                     msg.value or b"",
-                    schemas=self._schemas,
-                    agency_keys=snapshot.agency_keys,
+                    keys,
+                    required=self._s.inbound_sealing == "required",
                     max_bytes=self._s.max_event_bytes,
-                    seen=seen,
-                    now=now,
-                    max_age=window,
+                )
+                checked = (
+                    opened
+                    if isinstance(opened, Rejection)
+                    else validate(
+                        opened.event,
+                        schemas=self._schemas,
+                        agency_keys=snapshot.agency_keys,
+                        max_bytes=self._s.max_event_bytes,
+                        seen=seen,
+                        now=now,
+                        max_age=window,
+                        sealed_for=opened.sealed_for,
+                    )
                 )
                 if not isinstance(checked, InboundEvent):
                     rejected[tp] += 1
@@ -260,7 +284,12 @@ class Relay:
                 if ready:
                     try:
                         results = await self.process(ready, snapshot)
-                    except (PolicyUnavailable, ViewUnavailable, KafkaError) as exc:
+                    except (
+                        PolicyUnavailable,
+                        ViewUnavailable,
+                        RegistryUnavailable,
+                        KafkaError,
+                    ) as exc:
                         _hold(consumer, ready, exc)
                         held = True
                     else:

@@ -16,6 +16,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from services.broker import provenance
+from services.broker.inbound_keys import StaticInboundKeys
 from services.broker.pipeline import seal
 from services.broker.pipeline.model import Recipient
 from services.broker.pipeline.seal import Sealer
@@ -87,16 +88,20 @@ def relay(
     chunk: int = 100,
     seen: StaticSeen | None = None,
     consents: dict[str, list[Any]] | None = None,
+    keys: StaticInboundKeys | None = None,
 ) -> Relay:
+    # Plaintext records unless keys are given (sealing: tests/unit/test_inbound_seal.py).
     return Relay(
         Settings(
             topic_decisions="d",
             topic_deadletter="dlq",
             topic_seen="seen",
             partner_topic_prefix="p.",
+            inbound_sealing="optional" if keys is None else "required",
             opa_batch_size=chunk,
         ),
         registry=cast(Any, None),
+        keys=keys or StaticInboundKeys(),
         consents=StaticConsentView(consents or {}),
         policy=policy,
         schemas=schemas,

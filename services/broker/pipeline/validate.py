@@ -2,8 +2,9 @@
 
 Checks, in order: size, JSON, the CloudEvents 1.0 envelope, that the publishing agency is
 registered, its Ed25519 signature over the canonical event (so nobody publishes as another
-agency or alters an event), the replay window and that the event id is new, and the event
-type's JSON Schema. Never copies payload values into a rejection.
+agency or alters an event), that it names the agency and survivor it was sealed as, the
+replay window and that the event id is new, and the event type's JSON Schema.
+Never copies payload values into a rejection.
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ def validate(
     seen: Callable[[str], bool] = lambda _key: False,
     now: datetime | None = None,
     max_age: timedelta = timedelta(days=7),
+    sealed_for: tuple[str, str] | None = None,
 ) -> InboundEvent | Rejection:
     """Check one inbound record. ``agency_keys`` maps each registered agency to its Ed25519
-    verify key; ``seen`` says whether an event key (``agency/event id``) was relayed before."""
+    verify key; ``seen`` says whether an event key (``agency/event id``) was relayed before;
+    ``sealed_for`` is the (agency, survivor) the record was sealed as (stage 0, unseal)."""
     if len(raw) > max_bytes:
         return Rejection("oversized", f"event is {len(raw)} bytes; the limit is {max_bytes}")
     try:
@@ -110,6 +113,13 @@ def validate(
     if not verify_event(doc, agency_keys[agency]):
         return Rejection(
             "bad_signature", "the signature is not the source agency's", envelope.id, agency
+        )
+    if sealed_for is not None and sealed_for != (agency, envelope.subject):
+        return Rejection(
+            "seal_mismatch",
+            "the seal names another agency or survivor than the event",
+            envelope.id,
+            agency,
         )
     if now is not None and not (now - max_age <= envelope.time <= now + CLOCK_SKEW):
         return Rejection("stale", "event time is outside the replay window", envelope.id, agency)
