@@ -25,6 +25,7 @@ from services import devstack, kafka_client, migrations
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import provenance, topics
+from services.broker.inbound_keys import seal_all
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
@@ -188,7 +189,9 @@ async def _run(s: Settings) -> None:
                     r.raise_for_status()
                 typer.echo(f"harbor-outreach published {adult['type']} over HTTP ({r.status_code})")
                 await producer.send_and_wait(
-                    s.topic_inbound, json.dumps(minor).encode(), key=MINOR.encode()
+                    s.topic_inbound,
+                    seal_all(s, [json.dumps(minor).encode()])[0],
+                    key=MINOR.encode(),
                 )
                 typer.echo(f"valley-school published {minor['type']} straight to Kafka")
                 ids = {adult["id"], minor["id"]}

@@ -40,11 +40,11 @@ from services.bench.harness import (
     check,
     recompute,
     scoped,
-    subject_of,
     supervised,
     table,
 )
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
+from services.broker.inbound_keys import seal_all, subject_of
 from services.devstack import kafka, opa, postgres
 from services.devstack.process import stop
 from services.settings import Settings
@@ -117,17 +117,19 @@ async def publish(
     producer = AIOKafkaProducer(
         **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), acks="all", enable_idempotence=True
     )
+    # Sealed up front: the survivors' keys are read from PostgreSQL, which a fault may stop.
+    records = seal_all(s, events)
     await producer.start()
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
-        for n, value in enumerate(events):
+        for n, (value, record) in enumerate(zip(events, records, strict=True)):
             delay = start + n / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             while True:
                 try:
-                    await producer.send_and_wait(s.topic_inbound, value, key=subject_of(value))
+                    await producer.send_and_wait(s.topic_inbound, record, key=subject_of(value))
                     break
                 except KafkaError:
                     await asyncio.sleep(retry_s)

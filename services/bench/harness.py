@@ -32,7 +32,7 @@ from nacl.public import PrivateKey
 
 from services import kafka_client
 from services.broker import topics
-from services.broker.inbound_keys import SqlInboundKeys
+from services.broker.inbound_keys import SqlInboundKeys, seal_all, subject_of
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
@@ -195,11 +195,6 @@ async def supervised(relay: RelayProcess, *, every_s: float = 1.0) -> AsyncItera
         task.cancel()
 
 
-def subject_of(value: bytes) -> bytes:
-    subject: str = json.loads(value)["subject"]
-    return subject.encode()
-
-
 async def publish_steadily(
     s: Settings,
     producer: AIOKafkaProducer,
@@ -208,9 +203,11 @@ async def publish_steadily(
     per_tick: int = 50,
     tick_s: float = 0.2,
 ) -> None:
-    """About ``per_tick / tick_s`` events a second (250 by default), keyed by survivor."""
+    """About ``per_tick / tick_s`` events a second (250 by default), keyed by survivor, each
+    sealed to its survivor as an agency does."""
+    records = seal_all(s, events)  # up front: a fault may stop PostgreSQL mid-stream
     for start in range(0, len(events), per_tick):
-        for value in events[start : start + per_tick]:
+        for value in records[start : start + per_tick]:
             await producer.send(s.topic_inbound, value, key=subject_of(value))
         await asyncio.sleep(tick_s)
     await producer.flush()
@@ -274,7 +271,9 @@ async def recompute(
     try:
         async with OpaPolicy(s.opa_base_url, timeout_s=30) as policy:
             relay = Relay(
-                s,
+                # The events are given as published before sealing; decisions do not
+                # depend on the seal (tests/unit/test_inbound_seal.py).
+                s.model_copy(update={"inbound_sealing": "optional"}),
                 registry=registry,
                 keys=SqlInboundKeys(sessions),
                 consents=view,

@@ -40,9 +40,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services import kafka_client
 from services.bench import opa_latency
-from services.bench.harness import RelayProcess, peak_rss_bytes, scoped, subject_of
+from services.bench.harness import RelayProcess, peak_rss_bytes, scoped
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 from services.broker import topics
+from services.broker.inbound_keys import EventSealer, seal_all, subject_of
 from services.broker.pipeline.decide import request_size
 from services.devstack import kafka, postgres
 from services.kafka_acl import provision
@@ -124,7 +125,7 @@ async def preload(s: Settings, events: Sequence[bytes]) -> None:
     )
     await producer.start()
     try:
-        for value in events:
+        for value in seal_all(s, events):
             await producer.send(s.topic_inbound, value, key=subject_of(value))
         await producer.flush()
     finally:
@@ -325,6 +326,7 @@ async def measure_latency(
     sent: dict[str, float] = {}
     samples: list[float] = []
     loop = asyncio.get_running_loop()
+    sealer = EventSealer.for_settings(s)
     try:
         tps = [TopicPartition(s.partner_topic(p), 0) for p in partner_ids]
         consumer.assign(tps)
@@ -351,8 +353,9 @@ async def measure_latency(
             while n < due:
                 value = scenario.event(n)
                 event_id = json.loads(value)["id"]
+                record = sealer(value)  # as an agency does, before the clock starts
                 sent[event_id] = loop.time()
-                await producer.send(s.topic_inbound, value, key=subject_of(value))
+                await producer.send(s.topic_inbound, record, key=subject_of(value))
                 n += 1
             await asyncio.sleep(0.005)
         await producer.flush()
@@ -364,6 +367,7 @@ async def measure_latency(
         stop.set()
         await receiver
     finally:
+        sealer.close()
         await producer.stop()
         await consumer.stop()
     return samples

@@ -1,20 +1,27 @@
-"""Where the relay gets the keys that open a poll's sealed inbound records (I/O).
+"""Keys of inbound sealing (I/O): the private keys the relay opens a poll's records with, and
+the public keys in-process publishers seal with.
 
-One query per poll for the (survivor, generation) pairs its records name; the keys live only
-as long as that poll, so an erasure committed anywhere holds from the next poll on.
+The relay makes one query per poll for the (survivor, generation) pairs its records name; the
+keys live only as long as that poll, so an erasure committed anywhere holds from the next
+poll on.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.atrest import store
+from services.atrest import inbound, store
+from services.broker.cloudevents import SOURCE_PREFIX
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
+from services.db import make_engine, make_sessionmaker
+from services.keys import kek_ring
+from services.settings import Settings
 
 
 class InboundKeys(Protocol):
@@ -44,3 +51,59 @@ class StaticInboundKeys:
 
     def private_keys(self, wanted: Iterable[tuple[str, int]]) -> Keys:
         return {k: self._keys[k] for k in wanted if k in self._keys}
+
+
+class EventSealer:
+    """Seals signed events for the inbound topic as an agency does, in process: with survivor
+    public keys read from the database once per survivor (an agency outside gets them from
+    ``GET /v1/events/keys/{survivor_id}``). For the demo, the benchmarks and the tests."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._public: dict[str, tuple[int, bytes]] = {}
+
+    @classmethod
+    def for_settings(cls, s: Settings) -> EventSealer:
+        return cls(make_sessionmaker(make_engine(s.sqlalchemy_url), kek_ring=kek_ring(s)))
+
+    def public_key(self, survivor_id: str) -> tuple[int, bytes]:
+        if survivor_id not in self._public:
+            with self._sessions() as session:
+                self._public[survivor_id] = store.inbound_public_key(session, survivor_id)
+                session.commit()
+        return self._public[survivor_id]
+
+    def __call__(
+        self, event: bytes, *, agency_id: str | None = None, survivor_id: str | None = None
+    ) -> bytes:
+        """``event`` sealed to its survivor; the ids are read from the event unless given
+        (for records that are not valid events)."""
+        if agency_id is None or survivor_id is None:
+            doc = json.loads(event)
+            agency_id = agency_id or str(doc["source"]).removeprefix(SOURCE_PREFIX)
+            survivor_id = survivor_id or str(doc["subject"])
+        generation, key = self.public_key(survivor_id)
+        return inbound.seal_event(
+            event, public_key=key, header=inbound.Header(agency_id, survivor_id, generation)
+        )
+
+    def close(self) -> None:
+        bind = self._sessions.kw.get("bind")
+        if bind is not None:
+            bind.dispose()
+
+
+def seal_all(s: Settings, events: Iterable[bytes]) -> list[bytes]:
+    """Each event sealed to its survivor (keys from ``s``'s database), as agencies publish."""
+    sealer = EventSealer.for_settings(s)
+    try:
+        return [sealer(value) for value in events]
+    finally:
+        sealer.close()
+
+
+def subject_of(record: bytes) -> bytes:
+    """The Kafka key of an inbound record, sealed or not: its survivor's id."""
+    header = inbound.read_header(record)
+    subject = header.survivor_id if header is not None else str(json.loads(record)["subject"])
+    return subject.encode()

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services import devstack, kafka_client, migrations
 from services.broker import provenance, topics
+from services.broker.inbound_keys import EventSealer
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
@@ -398,7 +400,7 @@ async def publish_and_collect(
             for p in partners
         }
         await producer.send_and_wait(
-            settings.topic_inbound, json.dumps(event).encode(), key=event["subject"].encode()
+            settings.topic_inbound, inbound_record(settings, event), key=event["subject"].encode()
         )
         expect = decisions if decisions is not None else len(partners)
         records = await collect(decisions_c, until=expect, timeout_s=30, settle_s=1)
@@ -414,3 +416,17 @@ async def publish_and_collect(
         }
     mine = [r for r in records if r["event_id"] == event["id"]]
     return Outcome(event, {r["partner_id"]: r for r in mine}, deliveries)
+
+
+@cache
+def _sealer(url: str, state_dir: Path, keks: str) -> EventSealer:
+    return EventSealer.for_settings(
+        Settings().model_copy(update={"database_url": url, "state_dir": state_dir, "keks": keks})
+    )
+
+
+def inbound_record(settings: Settings, event: dict[str, Any]) -> bytes:
+    """``event`` as an agency publishes it to the inbound topic: sealed to its survivor."""
+    return _sealer(settings.database_url, settings.state_dir, settings.keks)(
+        json.dumps(event).encode()
+    )

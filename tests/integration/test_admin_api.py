@@ -22,7 +22,14 @@ from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_acl import provision
 from services.kafka_client import ADMIN, AUDIT, kafka
 from services.settings import Settings
-from tests.integration.conftest import PARTNER_KEYS, cloudevent, consent_change, opener, permit
+from tests.integration.conftest import (
+    PARTNER_KEYS,
+    cloudevent,
+    consent_change,
+    inbound_record,
+    opener,
+    permit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +93,7 @@ async def deliver_one(
         tail(kafka(settings, kafka_client.partner(NEW)), settings.partner_topic(NEW)) as topic,
     ):
         await producer.send_and_wait(
-            settings.topic_inbound, json.dumps(event).encode(), key=SURVIVOR.encode()
+            settings.topic_inbound, inbound_record(settings, event), key=SURVIVOR.encode()
         )
         mine: list[dict[str, Any]] = []
         for _ in range(30):

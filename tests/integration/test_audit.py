@@ -39,6 +39,7 @@ from tests.integration.conftest import (
     RULE_PARTNERS,
     cloudevent,
     consent_change,
+    inbound_record,
     permit,
     publish_and_collect,
 )
@@ -119,7 +120,7 @@ async def publish_many(
     async with tail(kafka(settings, AUDIT), settings.topic_decisions) as decided:
         for e in events:
             await producer.send(
-                settings.topic_inbound, json.dumps(e).encode(), key=e["subject"].encode()
+                settings.topic_inbound, inbound_record(settings, e), key=e["subject"].encode()
             )
         await producer.flush()
         records = await collect(decided, until=len(events) * per_event, timeout_s=60, settle_s=1)

@@ -56,9 +56,10 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/docs"):                                                "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
     ("GET", "/docs/oauth2-redirect"):                                "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
     ("GET", "/redoc"):                                               "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
-    # Ingest and rejections: agencies only.
+    # Ingest, rejections and the keys events are sealed with: agencies only.
     ("POST", "/v1/events"):                                          "401 ok  403 403 403 403 403 403 403",  # noqa: E501
     ("GET", "/v1/events/rejected"):                                  "401 ok  403 403 403 403 403 403 403",  # noqa: E501
+    ("GET", "/v1/events/keys/{survivor_id}"):                        "401 ok  403 403 403 403 403 403 403",  # noqa: E501
     # Registry administration: admins only.
     ("PUT", "/v1/admin/agencies/{agency_id}"):                       "401 403 403 403 403 403 403 403 ok",  # noqa: E501
     ("GET", "/v1/admin/agencies"):                                   "401 403 403 403 403 403 403 403 ok",  # noqa: E501

@@ -21,7 +21,7 @@ from services.consent import models
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_client import kafka
 from services.settings import Settings
-from tests.integration.conftest import cloudevent, opener
+from tests.integration.conftest import cloudevent, inbound_record, opener
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +247,7 @@ async def publish(
 ) -> str:
     event = cloudevent("harbor-outreach", survivor, {**FIELDS, **over.pop("data", {})}, **over)
     await producer.send_and_wait(
-        settings.topic_inbound, json.dumps(event).encode(), key=survivor.encode()
+        settings.topic_inbound, inbound_record(settings, event), key=survivor.encode()
     )
     return str(event["id"])
 

@@ -42,6 +42,7 @@ from tests.integration.conftest import (
     REFERRAL,
     RULE_PARTNERS,
     cloudevent,
+    inbound_record,
     publish_and_collect,
 )
 
@@ -130,7 +131,7 @@ async def data(
     async with tail(kafka(settings, AUDIT), settings.topic_decisions) as decided:
         for e in events:
             await producer.send(
-                settings.topic_inbound, json.dumps(e).encode(), key=e["subject"].encode()
+                settings.topic_inbound, inbound_record(settings, e), key=e["subject"].encode()
             )
         await producer.flush()
         got = await collect(decided, until=len(events) * len(PARTNERS), timeout_s=60, settle_s=1)

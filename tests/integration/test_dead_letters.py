@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,9 +16,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from services.atrest import store
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import provenance
+from services.broker.inbound_keys import EventSealer
 from services.broker.partner import collect, tail
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_client import API, AUDIT, kafka
@@ -36,6 +39,10 @@ REASONS = {
     "replayed",
     "unknown_type",
     "schema",
+    "unsealed",
+    "unreadable",
+    "erased",
+    "seal_mismatch",
 }
 SECRET = "Zephyrine-Quillfeather"  # a value that must never appear in a rejection
 
@@ -119,9 +126,33 @@ async def known_bad(
         "event": json.dumps(event).encode(),
         "replayed": json.dumps(event).encode(),  # the same event id a second time
     }
-    names = list(bad)
+    # Every record is sealed as harbor-outreach about sv-dead-letters (whatever it claims
+    # inside), as an agency's producer would; then the cases of the seal itself.
+    sealer = EventSealer.for_settings(settings)
+    sealed = {
+        name: sealer(value, agency_id="harbor-outreach", survivor_id="sv-dead-letters")
+        for name, value in bad.items()
+    }
+    sealed["plaintext"] = json.dumps(good("sv-dead-letters")).encode()
+    sealed["sealed_as_another_survivor"] = sealer(
+        json.dumps(good("sv-dead-letters")).encode(),
+        agency_id="harbor-outreach",
+        survivor_id="sv-dead-letters-2",
+    )
+    altered = json.loads(sealed["event"])
+    altered["hpke"] = (
+        altered["hpke"][:40] + ("A" if altered["hpke"][40] != "A" else "B") + (altered["hpke"][41:])
+    )
+    sealed["altered_seal"] = json.dumps(altered).encode()
+    # A survivor whose data key is erased after the agency sealed to it (crypto-shredding):
+    # the event still in the topic cannot be read, so it is dropped, not relayed.
+    sealed["erased"] = sealer(json.dumps(good("sv-dead-letters-erased")).encode())
+    with transaction(make_sessionmaker(make_engine(settings.sqlalchemy_url))) as session:
+        assert store.erase(session, "sv-dead-letters-erased", by="test", now=datetime.now(UTC)) == 1
+    sealer.close()
+    names = list(sealed)
     letters, decisions, positions = await dead_letters_and_decisions(
-        settings, producer, list(bad.values()), good_events=1
+        settings, producer, list(sealed.values()), good_events=1
     )
     return dict(zip(names, positions, strict=True)), letters, decisions
 
@@ -140,6 +171,10 @@ EXPECTED = {
     "oversized": "oversized",
     "deep": "malformed",
     "replayed": "replayed",
+    "plaintext": "unsealed",
+    "sealed_as_another_survivor": "seal_mismatch",
+    "altered_seal": "unreadable",
+    "erased": "erased",
 }
 
 
@@ -256,9 +291,19 @@ def bad_records(draw: st.DrawFn) -> bytes:
     return b'{"data": ' + b"[" * depth + b"]" * depth + b"}"
 
 
-async def fuzz_round(settings: Settings, producer: AIOKafkaProducer, values: list[bytes]) -> None:
+async def fuzz_round(
+    settings: Settings, producer: AIOKafkaProducer, drawn: list[tuple[bytes, bool]]
+) -> None:
     event = good("sv-fuzz")
-    values = [*values, json.dumps(event).encode()]
+    sealer = EventSealer.for_settings(settings)
+    try:  # sealed as an agency's producer sends them, or (drawn) as they are
+        values = [
+            sealer(v, agency_id="harbor-outreach", survivor_id="sv-fuzz") if sealed else v
+            for v, sealed in drawn
+        ]
+        values.append(sealer(json.dumps(event).encode()))
+    finally:
+        sealer.close()
     letters, decisions, positions = await dead_letters_and_decisions(
         settings, producer, values, good_events=1
     )
@@ -281,8 +326,8 @@ async def test_fuzzed_inbound_bytes_all_dead_lettered_and_good_events_still_flow
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(values=st.lists(bad_records(), min_size=5, max_size=25))
-    def check(values: list[bytes]) -> None:
+    @given(values=st.lists(st.tuples(bad_records(), st.booleans()), min_size=5, max_size=25))
+    def check(values: list[tuple[bytes, bool]]) -> None:
         round_ = fuzz_round(settings, producer, values)
         asyncio.run_coroutine_threadsafe(round_, loop).result(timeout=180)
 

@@ -4,7 +4,6 @@ event is delivered exactly once. Uses a private OPA server so the shared one kee
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.integration.conftest import (
     cloudevent,
     consent_change,
     free_port,
+    inbound_record,
     kafka_ready,
     opa_server,
     opener,
@@ -79,7 +79,7 @@ async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
     ):
         # OPA is not running: the relay must hold the event, not deliver, not drop.
         await producer.send_and_wait(
-            s.topic_inbound, json.dumps(event).encode(), key=survivor.encode()
+            s.topic_inbound, inbound_record(s, event), key=survivor.encode()
         )
         await asyncio.sleep(4)
         assert not relay_task.done()

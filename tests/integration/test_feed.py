@@ -46,6 +46,7 @@ from tests.integration.conftest import (
     RELAY_KEY,
     cloudevent,
     consent_change,
+    inbound_record,
     opener,
     partner,
     permit,
@@ -122,7 +123,7 @@ async def events(
     ) as c:
         for e in sent:
             await producer.send_and_wait(
-                settings.topic_inbound, json.dumps(e).encode(), key=SURVIVOR.encode()
+                settings.topic_inbound, inbound_record(settings, e), key=SURVIVOR.encode()
             )
         got = await collect(c, until=3, timeout_s=60, opener=opener(PARTNERS[-1]))
     assert [g["id"] for g in got] == [e["id"] for e in sent]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from services.atrest import inbound, store
 from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
 from services.broker import provenance
@@ -95,16 +99,54 @@ async def test_oversized_body_is_413(api: str, keys: dict[str, str], settings: S
     assert (await post(api, big, keys["harbor"])).status_code == 413
 
 
-async def test_accepted_event_is_on_the_inbound_topic(
-    api: str, keys: dict[str, str], settings: Settings
+def opened(sessions: sessionmaker[Session], record: bytes) -> dict[str, Any]:
+    """An inbound record opened as the relay opens it (the survivor's key from the database)."""
+    header = inbound.read_header(record)
+    assert header is not None, "the inbound record is not sealed"
+    with sessions() as session:
+        key = store.inbound_private_keys(session, {header.key})[header.key]
+    assert key is not None
+    doc: dict[str, Any] = json.loads(inbound.open_event(record, header, key))
+    return doc
+
+
+async def test_accepted_event_is_on_the_inbound_topic_sealed_to_its_survivor(
+    api: str, keys: dict[str, str], settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
-    async with tail(kafka(settings, RELAY), settings.topic_inbound) as inbound:
+    async with tail(kafka(settings, RELAY), settings.topic_inbound) as topic:
         response = await post(api, EVENT, keys["harbor"])
         assert response.status_code == 202
         assert response.json() == {"id": EVENT["id"], "status": "accepted"}
-        got = await collect(inbound, until=1, timeout_s=10)
-    assert [e["id"] for e in got] == [EVENT["id"]]
-    assert got[0]["data"] == EVENT["data"]
+        got = await collect(topic, until=1, timeout_s=10, opener=lambda raw: {"raw": raw})
+    (record,) = [g["raw"] for g in got]
+    assert EVENT["id"].encode() not in record and b"survivor_name" not in record
+    assert opened(sessions, record) == EVENT  # the signed event, byte for byte as posted
+
+
+async def test_agencies_get_the_key_to_seal_events_about_a_survivor(
+    api: str, keys: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
+    async with httpx.AsyncClient(base_url=api) as client:
+
+        async def get(survivor: str, key: str | None) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return await client.get(f"/v1/events/keys/{survivor}", headers=headers)
+
+        answer = await get("sv-int-api-key", keys["harbor"])
+        assert answer.status_code == 200
+        assert (await get("sv-int-api-key", keys["harbor"])).json() == answer.json()  # stable
+        assert (await get("sv-int-api-key", keys["partner"])).status_code == 403
+        assert (await get("sv-int-api-key", None)).status_code == 401
+        assert (await get("not%20an%20id", keys["harbor"])).status_code == 422
+    body = answer.json()
+    assert body["survivor_id"] == "sv-int-api-key" and body["format"] == inbound.FORMAT
+    event = json.dumps(cloudevent("harbor-outreach", "sv-int-api-key", {"age": 40})).encode()
+    record = inbound.seal_event(
+        event,
+        public_key=base64.b64decode(body["public_key"]),
+        header=inbound.Header("harbor-outreach", "sv-int-api-key", body["generation"]),
+    )
+    assert json.dumps(opened(sessions, record)).encode() == event  # the relay opens it
 
 
 async def test_event_not_signed_by_the_agency_is_refused(api: str, keys: dict[str, str]) -> None:
