@@ -33,8 +33,11 @@ lint: install
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
 
-# Known-vulnerable dependencies (pip-audit); skipped with a message if no vulnerability
-# service is reachable from this machine (deploy/audit-deps.sh), unless ACCORD_AUDIT_REQUIRED=1.
+# Known-vulnerable dependencies (deploy/audit-deps.sh): pip-audit with OSV or PyPI's per-release
+# JSON; where neither answers, the fallback services/dep_audit.py checks the distributions that are
+# at their latest release against PyPI's project JSON and lists the others as NOT checked; fails on
+# any known vulnerability. Skipped with a message if no data answers at all; ACCORD_AUDIT_REQUIRED=1
+# makes a skip, or a fallback that left something unchecked, a failure. See docs/security.md.
 audit-deps: install
 	BIN=$(BIN) bash deploy/audit-deps.sh
 
