@@ -8,7 +8,7 @@ OPA      = $(shell $(BIN)/python -c 'from services.devstack.opa import binary; f
 
 $(BIN)/accord: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip setuptools  # venv ships an old, known-vulnerable setuptools
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
