@@ -129,8 +129,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m("R9", LEG, "an expired order applies", "\tnow < clock.at(order.expires_at)\n"),
     _m("R9", LEG, "an order for another recipient applies",
        "\torder.recipient == partner_id\n"),
-    _m("R9", LEG, "an order without reference or court applies",
-       "\tis_string(order.reference)\n\tis_string(order.court)\n"),
+    _m("R9", LEG, "an order without an id applies", "\tis_string(order.id)\n"),
     # R10 sensitive categories
     _m("R10", C, '"*" covers sensitive categories',
        "starred(lists, categories) := categories - sensitivity.sensitive_categories if",

@@ -164,8 +164,6 @@ def build_items(n: int, settings: Settings, *, seed: int = 7) -> list[JSON]:
             [
                 {
                     "id": "o-1",
-                    "reference": "CV-1",
-                    "court": "District Court",
                     "recipient": partner[0],
                     "fields": fields[:3],
                     "expires_at": "2027-01-01T00:00:00Z",

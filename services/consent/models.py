@@ -34,7 +34,8 @@ class Guardian(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     guardian_id: Mapped[str] = mapped_column(String(128), index=True)
     survivor_id: Mapped[str] = mapped_column(ForeignKey("survivors.id"))
-    relation: Mapped[str] = mapped_column(String(64))
+    # Sealed with the survivor's data key (services/atrest): it says who the minor's family is.
+    relation: Mapped[str] = mapped_column(Text)
     suspect: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

@@ -70,11 +70,25 @@ def guardianship(session: Session, guardian_id: str, survivor_id: str) -> models
     ).first()
 
 
+# A guardian's relation to the minor is sealed with the survivor's data key (services/atrest),
+# in the guardian's row and in the consent versions that guardian recorded.
+RELATION = "guardians.relation"
+RECORDED_RELATION = "consent_versions.recorded_by"
+
+
+def relation_of(session: Session, link: models.Guardian) -> str | None:
+    """The guardian's relation in clear; None when erased with the survivor's data key."""
+    return atrest.open_text(
+        session, link.relation, survivor_id=link.survivor_id, purpose=RELATION, row=str(link.id)
+    )
+
+
 def recorded_by(*, session: Session, principal: Principal, survivor_id: str) -> RecordedBy:
     if principal.role is Role.GUARDIAN:
         link = guardianship(session, principal.subject, survivor_id)
         assert link is not None  # access() admitted this guardian
-        return RecordedBy(role="guardian", actor=principal.subject, relation=link.relation)
+        relation = relation_of(session, link)
+        return RecordedBy(role="guardian", actor=principal.subject, relation=relation)
     role = "self" if principal.role is Role.SURVIVOR else "advocate"
     return RecordedBy(role=role, actor=principal.subject)
 
@@ -97,10 +111,15 @@ def record_guardian(
 ) -> models.Guardian:
     link = guardianship(session, guardian_id, survivor.id)
     if link is None:
-        link = models.Guardian(guardian_id=guardian_id, survivor_id=survivor.id)
+        # The sealed relation is bound to the row id, which the insert assigns.
+        link = models.Guardian(guardian_id=guardian_id, survivor_id=survivor.id, relation="")
         session.add(link)
+        session.flush()
     was_suspect = link.suspect
-    link.relation, link.suspect = relation, suspect
+    link.relation = atrest.seal_text(
+        session, relation, survivor_id=survivor.id, purpose=RELATION, row=str(link.id)
+    )
+    link.suspect = suspect
     if suspect != was_suspect:
         # Consents this guardian recorded become void or valid again: republish the snapshot.
         bump(session, survivor)
@@ -181,6 +200,37 @@ def _open_evidence(session: Session, row: models.ConsentVersion) -> Evidence | N
     return None if text is None else Evidence.model_validate_json(text)
 
 
+def _seal_recorded_by(
+    session: Session, row: models.ConsentVersion, by: RecordedBy
+) -> dict[str, Any]:
+    doc = by.model_dump(mode="json")
+    if by.relation is not None:
+        doc["relation"] = atrest.seal_text(
+            session,
+            by.relation,
+            survivor_id=row.survivor_id,
+            purpose=RECORDED_RELATION,
+            row=f"{row.consent_id}:{row.version}",
+        )
+    return doc
+
+
+def _open_recorded_by(session: Session, row: models.ConsentVersion, *, clear: bool) -> Any:
+    """``recorded_by`` with the relation opened (None when erased), or without it (the
+    relay's snapshot: the policy does not read it)."""
+    doc = dict(row.recorded_by)
+    token = doc.pop("relation", None)
+    if clear and token is not None:
+        doc["relation"] = atrest.open_text(
+            session,
+            token,
+            survivor_id=row.survivor_id,
+            purpose=RECORDED_RELATION,
+            row=f"{row.consent_id}:{row.version}",
+        )
+    return doc
+
+
 def _consent(
     session: Session,
     row: models.ConsentVersion,
@@ -188,7 +238,8 @@ def _consent(
     now: datetime | None = None,
     evidence: bool = True,
 ) -> Consent:
-    """The stored version; ``evidence=False`` skips decrypting it (the relay's snapshot)."""
+    """The stored version; ``evidence=False`` skips decrypting anything sealed (the relay's
+    snapshot: evidence and a guardian's relation are left out)."""
     opened = _open_evidence(session, row) if evidence else None
     consent = Consent.model_validate(
         {
@@ -197,7 +248,7 @@ def _consent(
             "version": row.version,
             "status": row.status,
             "provisions": row.provisions,
-            "recorded_by": row.recorded_by,
+            "recorded_by": _open_recorded_by(session, row, clear=evidence),
             "evidence": opened,
             "evidence_erased": evidence and opened is None,
             "recorded_at": row.recorded_at,
@@ -234,9 +285,9 @@ def _append(
         survivor_id=survivor.id,
         status=status,
         provisions=[p.model_dump(mode="json") for p in provisions],
-        recorded_by=by.model_dump(mode="json"),
         recorded_at=now,
     )
+    row.recorded_by = _seal_recorded_by(session, row, by)
     # None only when revoking a version whose evidence was erased: nothing left to keep.
     row.evidence = None if evidence is None else _seal_evidence(session, row, evidence)
     session.add(row)
@@ -396,6 +447,7 @@ def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:
     out = []
     for c in current_consents(session=session, survivor_id=survivor.id, now=None, evidence=False):
         doc = c.model_dump(mode="json", exclude={"evidence", "evidence_erased", "survivor_id"})
+        del doc["recorded_by"]["relation"]  # sealed at rest; the policy does not read it
         doc["recorded_by"]["suspect"] = (
             c.recorded_by.role == "guardian" and c.recorded_by.actor in suspects
         )

@@ -363,7 +363,10 @@ async def preview(
                         "id": "draft",
                         "version": 0,
                         "status": "active",
-                        "recorded_by": {**by.model_dump(mode="json"), "suspect": False},
+                        "recorded_by": {
+                            **by.model_dump(mode="json", exclude={"relation"}),
+                            "suspect": False,
+                        },
                         "provisions": [p.model_dump(mode="json") for p in body.draft.provisions],
                     }
                 )

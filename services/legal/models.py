@@ -31,8 +31,9 @@ class CourtOrder(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     survivor_id: Mapped[str] = mapped_column(String(128), index=True)
     agency_id: Mapped[str] = mapped_column(String(64))
-    reference: Mapped[str] = mapped_column(String(128))
-    court: Mapped[str] = mapped_column(String(200))
+    # The order's identity, sealed like the justification (services/atrest): never published.
+    reference: Mapped[str] = mapped_column(Text)
+    court: Mapped[str] = mapped_column(Text)
     recipient: Mapped[str] = mapped_column(String(64))
     fields: Mapped[list[str]] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

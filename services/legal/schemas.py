@@ -39,8 +39,8 @@ class CourtOrderIn(Strict):
 class CourtOrderOut(BaseModel):
     id: str
     survivor_id: str
-    reference: str
-    court: str
+    reference: str | None = Field(description="Null when erased with the survivor's data key.")
+    court: str | None = Field(description="Null when erased with the survivor's data key.")
     recipient: str
     fields: list[str]
     expires_at: datetime

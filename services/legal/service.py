@@ -1,8 +1,8 @@
 """Record, end and list legal bases; every record is queued for compliance review (R8, R9).
 
-Justifications are stored sealed with the survivor's data key (services/atrest), never
-logged or published: the relay's snapshot carries only what the policy needs (ids, agency,
-times, recipient, field names).
+Justifications and a court order's reference and court are stored sealed with the survivor's
+data key (services/atrest), never logged or published: the relay's snapshot carries only what
+the policy needs (ids, agency, times, recipient, field names), so the relay needs no KEK.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from services.consent.service import ConsentError, bump
 from services.legal import models
 from services.legal.schemas import CourtOrderIn, DeclarationIn
 
-# Justifications are sealed with the survivor's data key (services/atrest), bound to these.
+# Sealed with the survivor's data key (services/atrest), bound to these purposes and the row id.
 JUSTIFICATION_D = "declarations.justification"
 JUSTIFICATION_O = "court_orders.justification"
+REFERENCE = "court_orders.reference"
+COURT = "court_orders.court"
 
 
 def justification(session: Session, row: models.Declaration | models.CourtOrder) -> str | None:
@@ -33,6 +35,18 @@ def justification(session: Session, row: models.Declaration | models.CourtOrder)
     return atrest.open_text(
         session, row.justification, survivor_id=row.survivor_id, purpose=purpose, row=row.id
     )
+
+
+def order_identity(session: Session, row: models.CourtOrder) -> tuple[str | None, str | None]:
+    """The order's reference and court in clear; None each when erased with the survivor's
+    data key."""
+
+    def clear(token: str, purpose: str) -> str | None:
+        return atrest.open_text(
+            session, token, survivor_id=row.survivor_id, purpose=purpose, row=row.id
+        )
+
+    return clear(row.reference, REFERENCE), clear(row.court, COURT)
 
 
 def _survivor(session: Session, survivor_id: str, agency_id: str, now: datetime) -> Any:
@@ -134,17 +148,18 @@ def record_court_order(
         id=f"order-{uuid.uuid4().hex[:16]}",
         survivor_id=survivor_id,
         agency_id=agency_id,
-        reference=data.reference,
-        court=data.court,
         recipient=data.recipient,
         fields=sorted(set(data.fields)),
         expires_at=data.expires_at,
         recorded_by=by,
         recorded_at=now,
     )
-    row.justification = atrest.seal_text(
-        session, data.justification, survivor_id=survivor_id, purpose=JUSTIFICATION_O, row=row.id
-    )
+
+    def seal(text: str, purpose: str) -> str:
+        return atrest.seal_text(session, text, survivor_id=survivor_id, purpose=purpose, row=row.id)
+
+    row.reference, row.court = seal(data.reference, REFERENCE), seal(data.court, COURT)
+    row.justification = seal(data.justification, JUSTIFICATION_O)
     session.add(row)
     _queue(session, "court_order", row.id, agency_id, survivor_id, now)
     bump(session, survivor)
@@ -157,7 +172,11 @@ def _ts(t: datetime | None) -> str | None:
 
 
 def policy_view(*, session: Session, survivor_id: str) -> dict[str, list[dict[str, Any]]]:
-    """Declarations and court orders as the policy reads them; the policy judges time (R8)."""
+    """Declarations and court orders as the policy reads them; the policy judges time (R8).
+
+    Published to the relay's topic: nothing sealed goes in (no reference, court or
+    justification), the policy needs none of it and the relay holds no KEK.
+    """
     declarations = session.scalars(
         select(models.Declaration)
         .where(models.Declaration.survivor_id == survivor_id)
@@ -182,8 +201,6 @@ def policy_view(*, session: Session, survivor_id: str) -> dict[str, list[dict[st
         "court_orders": [
             {
                 "id": o.id,
-                "reference": o.reference,
-                "court": o.court,
                 "recipient": o.recipient,
                 "fields": list(o.fields),
                 "expires_at": _ts(o.expires_at),

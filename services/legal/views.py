@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from sqlalchemy.orm import Session
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
@@ -38,12 +39,13 @@ def _declaration(d: Declaration) -> DeclarationOut:
     )
 
 
-def _order(o: CourtOrder) -> CourtOrderOut:
+def _order(session: Session, o: CourtOrder) -> CourtOrderOut:
+    reference, court = service.order_identity(session, o)
     return CourtOrderOut(
         id=o.id,
         survivor_id=o.survivor_id,
-        reference=o.reference,
-        court=o.court,
+        reference=reference,
+        court=court,
         recipient=o.recipient,
         fields=o.fields,
         expires_at=o.expires_at,
@@ -120,7 +122,7 @@ async def record_court_order(
                 data=body,
                 now=datetime.now(UTC),
             )
-            out = _order(row)
+            out = _order(session, row)
     except ConsentError as exc:
         raise HTTPException(exc.status, detail=exc.message) from exc
     await publish_snapshot(request, survivor_id)

@@ -29,6 +29,7 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.models import Agency
 from services.consent import models, service
+from services.consent.publisher import encode
 from services.consent.schemas import ConsentIn, RecordedBy
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
@@ -85,11 +86,11 @@ def client(api: str, key: str) -> httpx.AsyncClient:
 
 
 def raw_rows(sessions: sessionmaker[Session], survivor: str) -> list[str]:
-    """Every column of the survivor's consent versions, declarations and court orders, as the
-    database holds them (what a disk or a backup shows)."""
+    """Every column of the survivor's consent versions, declarations, court orders and
+    guardians, as the database holds them (what a disk or a backup shows)."""
     out = []
     with sessions() as session:
-        for table in ("consent_versions", "declarations", "court_orders"):
+        for table in ("consent_versions", "declarations", "court_orders", "guardians"):
             for row in session.execute(
                 text(f"SELECT * FROM {table} WHERE survivor_id = :s"),  # noqa: S608 (fixed names)
                 {"s": survivor},
@@ -131,6 +132,142 @@ async def survivor_with_content(
         )
         assert order.status_code == 201, order.text
     return survivor, grant.json()["id"]
+
+
+async def survivor_with_identity(
+    api: str, keys: dict[str, str], sessions: sessionmaker[Session], secret: dict[str, str]
+) -> tuple[str, str, str]:
+    """A minor with a guardian (``secret["relation"]``) who granted a consent, and a court
+    order (``secret["reference"]``, ``secret["court"]``): (survivor, consent id, order id)."""
+    survivor, guardian = f"sv-rest-{uuid.uuid4().hex[:8]}", f"g-rest-{uuid.uuid4().hex[:8]}"
+    with transaction(sessions) as session:
+        guardian_key = issue_credential(session=session, role=Role.GUARDIAN, subject=guardian)
+    async with (
+        client(api, keys["advocate"]) as adv,
+        client(api, keys["supervisor"]) as sup,
+        client(api, guardian_key) as grd,
+    ):
+        assert (await adv.post("/v1/survivors", json={"survivor_id": survivor})).status_code == 201
+        link = {"guardian_id": guardian, "relation": secret["relation"]}
+        assert (await adv.put(f"/v1/survivors/{survivor}/guardians", json=link)).status_code == 204
+        grant = await grd.post(
+            f"/v1/survivors/{survivor}/consents",
+            json={
+                "provisions": [PROVISION],
+                "evidence": {"kind": "form_reference", "reference": "guardian form"},
+            },
+        )
+        assert grant.status_code == 201, grant.text
+        assert grant.json()["recorded_by"]["relation"] == secret["relation"]
+        order = await sup.post(
+            f"/v1/survivors/{survivor}/court-orders",
+            json={
+                "reference": secret["reference"],
+                "court": secret["court"],
+                "recipient": "metro-police",
+                "fields": ["survivor_name"],
+                "expires_at": (datetime.now(UTC) + timedelta(days=3)).isoformat(),
+                "justification": "Order of the court, served today.",
+            },
+        )
+        assert order.status_code == 201, order.text
+        # The API answers with the order's identity, opened from what it sealed.
+        assert (order.json()["reference"], order.json()["court"]) == (
+            secret["reference"],
+            secret["court"],
+        )
+    return survivor, grant.json()["id"], order.json()["id"]
+
+
+def identity_secrets() -> dict[str, str]:
+    return {"reference": canary(), "court": canary(), "relation": canary()}
+
+
+async def test_order_identity_and_guardian_relation_are_sealed_and_never_published(
+    api: str, keys: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
+    secret = identity_secrets()
+    survivor, cid, order_id = await survivor_with_identity(api, keys, sessions, secret)
+    async with client(api, keys["advocate"]) as adv:
+        listed = (await adv.get(f"/v1/survivors/{survivor}/consents")).json()
+        fhir = (await adv.get(f"/v1/survivors/{survivor}/consents/{cid}/fhir")).json()
+    # The API reads the relation back as before ...
+    assert listed[0]["recorded_by"]["relation"] == secret["relation"]
+    assert fhir["contained"][0]["relationship"] == [{"text": secret["relation"]}]
+    # ... while the database holds only ciphertext of the order's identity and the relation.
+    rows = raw_rows(sessions, survivor)
+    assert len(rows) == 3  # the consent version, the order, the guardian
+    assert not [r for r in rows if any(v in r for v in secret.values())]
+    with sessions() as session:
+        order = session.get(legal_models.CourtOrder, order_id)
+        link = session.scalars(
+            select(models.Guardian).where(models.Guardian.survivor_id == survivor)
+        ).one()
+        stored = session.get(models.ConsentVersion, (cid, 1))
+        assert order is not None and stored is not None
+        for token in (order.reference, order.court, link.relation, stored.recorded_by["relation"]):
+            assert token.startswith("ac1.1.")
+        assert legal.order_identity(session, order) == (secret["reference"], secret["court"])
+        assert service.relation_of(session, link) == secret["relation"]
+        # The relay's snapshot (what goes to accord.consent.changes, and so to OPA) holds
+        # none of them: the relay needs no KEK.
+        survivor_row = session.get(models.Survivor, survivor)
+        assert survivor_row is not None
+        snap = service.snapshot(session=session, survivor=survivor_row)
+    published = encode(snap).decode()
+    assert not [v for v in secret.values() if v in published]
+    assert [sorted(o) for o in snap.court_orders] == [["expires_at", "fields", "id", "recipient"]]
+    assert snap.consents[0]["recorded_by"] == {
+        "role": "guardian",
+        "actor": listed[0]["recorded_by"]["actor"],
+        "suspect": False,
+    }
+
+
+async def test_erasing_a_survivors_key_erases_the_order_identity_and_relation(
+    api: str, keys: dict[str, str], sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    secret = identity_secrets()
+    survivor, cid, order_id = await survivor_with_identity(api, keys, sessions, secret)
+    said: list[str] = []
+    assert erase_command(settings, said.append, survivor, by="ops-2") == 1
+    async with client(api, keys["advocate"]) as adv, client(api, keys["supervisor"]) as sup:
+        listed = await adv.get(f"/v1/survivors/{survivor}/consents")
+        fhir = await adv.get(f"/v1/survivors/{survivor}/consents/{cid}/fhir")
+        assert listed.status_code == fhir.status_code == 200
+        assert listed.json()[0]["recorded_by"]["relation"] is None
+        assert "relationship" not in fhir.json()["contained"][0]
+        assert not [v for v in secret.values() if v in listed.text + fhir.text]
+        # Recording after the erasure works, with a new key, and reads back.
+        order = await sup.post(
+            f"/v1/survivors/{survivor}/court-orders",
+            json={
+                "reference": "Case after",
+                "court": "Court after",
+                "recipient": "metro-police",
+                "fields": ["survivor_name"],
+                "expires_at": (datetime.now(UTC) + timedelta(days=3)).isoformat(),
+                "justification": "Order of the court, served after the erasure.",
+            },
+        )
+        assert order.status_code == 201, order.text
+        assert (order.json()["reference"], order.json()["court"]) == ("Case after", "Court after")
+    with sessions() as session:
+        erased = session.get(legal_models.CourtOrder, order_id)
+        link = session.scalars(
+            select(models.Guardian).where(models.Guardian.survivor_id == survivor)
+        ).one()
+        assert erased is not None and erased.reference.startswith("ac1.1.")
+        assert legal.order_identity(session, erased) == (None, None)
+        assert service.relation_of(session, link) is None
+        survivor_row = session.get(models.Survivor, survivor)
+        assert survivor_row is not None
+        # The snapshot does not depend on any key: the erased order still counts (R9).
+        snap = service.snapshot(session=session, survivor=survivor_row)
+        assert order_id in [o["id"] for o in snap.court_orders]
+    report = run_verify(settings)
+    assert report.ok, (report.problems, report.checkpoint_problems)
+    assert not [r for r in raw_rows(sessions, survivor) if any(v in r for v in secret.values())]
 
 
 async def test_evidence_and_justifications_are_sealed_in_the_database(
@@ -472,4 +609,164 @@ def test_the_migration_seals_existing_plaintext_rows(empty_database: str) -> Non
         assert (json.loads(got) if isinstance(got, str) else got)["reference"] == evidence[
             "sv-old-1"
         ]
+    engine.dispose()
+
+
+def test_migration_0008_seals_order_identity_and_relations_and_back(empty_database: str) -> None:
+    """Plain rows written under 0007 are sealed; the values of a survivor erased before 0008
+    are shredded (written before the erasure) or sealed with a new key (written after);
+    the downgrade restores the plaintext."""
+    migrations.upgrade(empty_database, "0007")
+    kept, gone = "sv-id-kept", "sv-id-gone"
+    secret = {sv: identity_secrets() for sv in (kept, gone)}
+    later = {"reference": canary(), "court": canary()}  # gone's order after their erasure
+    engine = make_engine(empty_database)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO agencies (id, name, jurisdiction) VALUES ('harbor-outreach', 'H', 's')"
+            )
+        )
+        order_sql = text(
+            "INSERT INTO court_orders (id, survivor_id, agency_id, reference, court, recipient,"
+            " fields, expires_at, recorded_by, recorded_at, justification) VALUES"
+            " (:id, :sv, 'harbor-outreach', :ref, :court, 'metro-police', :f, :exp, 'sup', :at,"
+            " :j)"
+        )
+        for sv in (kept, gone):
+            conn.execute(
+                text(
+                    "INSERT INTO survivors (id, agency_id, created_at, change_seq, published_seq)"
+                    " VALUES (:sv, 'harbor-outreach', :now, 1, 1)"
+                ),
+                {"sv": sv, "now": NOW},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO guardians (id, guardian_id, survivor_id, relation, suspect)"
+                    " VALUES (:id, :g, :sv, :rel, false)"
+                ),
+                {
+                    "id": 1 if sv == kept else 2,
+                    "g": f"g-{sv}",
+                    "sv": sv,
+                    "rel": secret[sv]["relation"],
+                },
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO consent_versions (consent_id, version, survivor_id, status,"
+                    " provisions, recorded_by, evidence, recorded_at) VALUES"
+                    " (:cid, 1, :sv, 'active', :p, :by, NULL, :now)"
+                ),
+                {
+                    "cid": f"c-{sv}",
+                    "sv": sv,
+                    "p": json.dumps([PROVISION]),
+                    "by": json.dumps(
+                        {"role": "guardian", "actor": f"g-{sv}", "relation": secret[sv]["relation"]}
+                    ),
+                    "now": NOW,
+                },
+            )
+            conn.execute(
+                order_sql,
+                {
+                    "id": f"o-{sv}",
+                    "sv": sv,
+                    "ref": secret[sv]["reference"],
+                    "court": secret[sv]["court"],
+                    "f": json.dumps(["survivor_name"]),
+                    "exp": NOW + timedelta(days=30),
+                    "at": NOW,
+                    "j": "ac1.1.x.y",  # never opened here
+                },
+            )
+        # gone's key was erased an hour after all that; an order was recorded after it.
+        conn.execute(
+            text(
+                "INSERT INTO survivor_keys (survivor_id, generation, kek_id, wrapped_dek,"
+                " created_at, erased_at) VALUES (:sv, 1, NULL, NULL, :now, :erased)"
+            ),
+            {"sv": gone, "now": NOW, "erased": NOW + timedelta(hours=1)},
+        )
+        conn.execute(
+            order_sql,
+            {
+                "id": "o-after",
+                "sv": gone,
+                "ref": later["reference"],
+                "court": later["court"],
+                "f": json.dumps(["survivor_name"]),
+                "exp": NOW + timedelta(days=30),
+                "at": NOW + timedelta(hours=2),
+                "j": "ac1.2.x.y",
+            },
+        )
+    everything = [*secret[kept].values(), *secret[gone].values(), *later.values()]
+
+    migrations.upgrade(empty_database)
+    sessions = make_sessionmaker(engine)
+    for sv in (kept, gone):
+        rows = raw_rows(sessions, sv)
+        assert len(rows) == (3 if sv == kept else 4)
+        assert not [r for r in rows if any(v in r for v in everything)]
+    with sessions() as session:
+        assert {(k.survivor_id, k.generation) for k in session.scalars(select(SurvivorKey))} == {
+            (kept, 1),
+            (gone, 1),
+            (gone, 2),
+        }
+        for sv, readable in ((kept, True), (gone, False)):
+            order = session.get(legal_models.CourtOrder, f"o-{sv}")
+            link = session.scalars(
+                select(models.Guardian).where(models.Guardian.survivor_id == sv)
+            ).one()
+            assert order is not None
+            assert legal.order_identity(session, order) == (
+                (secret[sv]["reference"], secret[sv]["court"]) if readable else (None, None)
+            )
+            assert service.relation_of(session, link) == (
+                secret[sv]["relation"] if readable else None
+            )
+            (consent,) = service.current_consents(session=session, survivor_id=sv, now=None)
+            assert consent.recorded_by.relation == (secret[sv]["relation"] if readable else None)
+            # The snapshot changes (no identity, no relation): republished at the API's start.
+            survivor = session.get(models.Survivor, sv)
+            assert survivor is not None and survivor.change_seq > survivor.published_seq
+        after = session.get(legal_models.CourtOrder, "o-after")
+        assert after is not None and after.reference.startswith("ac1.2.")
+        assert legal.order_identity(session, after) == (later["reference"], later["court"])
+
+    # And back: the plaintext returns; what was shredded reads as erased.
+    migrations.downgrade(empty_database, "0007")
+    with engine.connect() as conn:
+        orders = {
+            row_id: (reference, court)
+            for row_id, reference, court in conn.execute(
+                text("SELECT id, reference, court FROM court_orders")
+            )
+        }
+        relations = {
+            sv: relation
+            for sv, relation in conn.execute(text("SELECT survivor_id, relation FROM guardians"))
+        }
+        recorded = {
+            sv: (json.loads(by) if isinstance(by, str) else by).get("relation")
+            for sv, by in conn.execute(
+                text("SELECT survivor_id, recorded_by FROM consent_versions")
+            )
+        }
+    assert orders == {
+        f"o-{kept}": (secret[kept]["reference"], secret[kept]["court"]),
+        f"o-{gone}": ("(erased)", "(erased)"),
+        "o-after": (later["reference"], later["court"]),
+    }
+    assert relations == {kept: secret[kept]["relation"], gone: "(erased)"}
+    assert recorded == {kept: secret[kept]["relation"], gone: None}
+    migrations.upgrade(empty_database)  # and forward again
+    with sessions() as session:
+        order = session.get(legal_models.CourtOrder, f"o-{kept}")
+        assert order is not None and order.reference.startswith("ac1.1.")
+        assert legal.order_identity(session, order)[0] == secret[kept]["reference"]
     engine.dispose()

@@ -259,6 +259,8 @@ class Generator:
             "court_orders": [
                 {
                     "id": f"o-{k}",
+                    # Snapshots no longer carry reference and court (sealed at rest), and
+                    # the policy ignores them; kept so the inputs, and their digests, stay.
                     "reference": "CV-1" if self.chance(0.9) else None,
                     "court": "District Court" if self.chance(0.9) else 7,
                     "recipient": partner["id"] if self.chance(0.7) else "p-x",

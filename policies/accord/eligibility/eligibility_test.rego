@@ -7,7 +7,7 @@ import data.accord.testing
 shelter_patched(path, value) := decision.decide(testing.patched(testing.base, path, value))
 
 court_order := {
-	"id": "co-1", "reference": "2026-CV-1", "court": "District Court", "recipient": "shelter-1",
+	"id": "co-1", "recipient": "shelter-1",
 	"fields": ["survivor_name"], "expires_at": "2027-01-01T00:00:00Z",
 }
 

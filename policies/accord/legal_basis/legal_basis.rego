@@ -61,11 +61,12 @@ court_order_fields(item) := set() if {
 	not item.court_orders
 } else := court_order_fields_for(item.court_orders, item.partner.id, clock.now_ns(item))
 
+# An order is identified by its id: its reference and court are sealed at rest and never
+# reach the policy (docs/at-rest.md); recording one requires both.
 court_order_fields_for(orders, partner_id, now) := {field |
 	some order in orders
 	order.recipient == partner_id
-	is_string(order.reference)
-	is_string(order.court)
+	is_string(order.id)
 	now < clock.at(order.expires_at)
 	some field in order.fields
 	is_string(field)

@@ -31,7 +31,7 @@ test_R6_no_matrix_cell_means_no_need_to_know if {
 }
 
 test_R6_legal_basis_releases_exact_fields_not_need_to_know if {
-	order := {"id": "co-1", "reference": "2026-CV-1", "court": "District Court", "recipient": "shelter-1", "fields": ["hiv_status"], "expires_at": "2027-01-01T00:00:00Z"}
+	order := {"id": "co-1", "recipient": "shelter-1", "fields": ["hiv_status"], "expires_at": "2027-01-01T00:00:00Z"}
 	d := decision.decide(testing.patched(testing.item(testing.shelter, "service_referral", []), "/court_orders", [order]))
 	d.fields == ["hiv_status"]
 	d.field_basis.hiv_status == "court_order"

@@ -41,7 +41,7 @@ test_R7_internal_event_type_denies_everything if {
 
 test_R7_court_order_cannot_release_shelter_location if {
 	order := {
-		"id": "co-1", "reference": "2026-CV-1", "court": "District Court", "recipient": "shelter-1",
+		"id": "co-1", "recipient": "shelter-1",
 		"fields": ["shelter_address", "caseworker_notes_internal", "survivor_name"],
 		"expires_at": "2027-01-01T00:00:00Z",
 	}
@@ -102,7 +102,7 @@ test_R10_criminal_history_never_to_housing_or_employment if {
 }
 
 test_R10_criminal_history_bar_holds_against_court_orders if {
-	order := {"id": "co-2", "reference": "2026-CV-2", "court": "District Court", "recipient": "housing-1", "fields": ["criminal_record"], "expires_at": "2027-01-01T00:00:00Z"}
+	order := {"id": "co-2", "recipient": "housing-1", "fields": ["criminal_record"], "expires_at": "2027-01-01T00:00:00Z"}
 	d := decision.decide(testing.patched(testing.item(housing, "service_referral", []), "/court_orders", [order]))
 	testing.nothing_released(d)
 }
