@@ -20,7 +20,7 @@ import enum
 import hashlib
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaClient
@@ -548,22 +548,52 @@ async def provision(
     return principals
 
 
-async def revoke(s: Settings, principal: str) -> list[AclFilter]:
+async def revoke(s: Settings, principal: str, *, timeout_s: float = 15.0) -> list[AclFilter]:
     """Cut ``principal`` off: its ACLs first (Kafka checks them on every request, so a client
     still connected is refused at its next one), then its SCRAM credential (no new
     connection), then its quotas and its password in the credentials file (a later
-    ``provision`` issues a new one). Returns the ACLs deleted. The fixed principals and the
-    super user are not revoked this way."""
+    ``provision`` issues a new one). Returns the ACLs deleted, once the broker enforces both
+    deletions (they reach it a moment after the controller accepts them). The fixed
+    principals and the super user are not revoked this way."""
     if principal in (*FIXED, ADMIN):
         raise ProvisioningError(f"{principal} is a fixed principal: not revoked by this command")
     admin = kafka_client.kafka(s, ADMIN)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     deleted = await delete_acls(admin, [principal_filter(principal)])
+    # The broker answers DescribeAcls from the ACLs it enforces: once empty there, in force.
+    while await describe_acls(admin, principal_filter(principal)):
+        if loop.time() > deadline:
+            raise ProvisioningError(f"the broker still holds ACLs of {principal}")
+        await asyncio.sleep(0.05)
+    old_password = kafka_client.load_credentials(s).get(principal)
     await delete_scram_credentials(admin, [principal])
+    if old_password is not None:
+        await _until_refused(
+            replace(kafka_client.kafka(s, ADMIN), principal=principal, password=old_password),
+            deadline=deadline,
+        )
     names = (PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE)
     held = await describe_quotas(admin, principal)
     await alter_quotas(admin, {principal: {k: None for k in names if k in held}})
     kafka_client.forget_password(s, principal)
     return deleted
+
+
+async def _until_refused(conn: KafkaConn, *, deadline: float) -> None:
+    """Wait until ``conn`` no longer authenticates (its credential deleted or replaced)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        client = AIOKafkaClient(**conn.kwargs())
+        try:
+            await client.bootstrap()
+        except KafkaError:
+            return
+        finally:
+            await client.close()
+        if loop.time() > deadline:
+            raise ProvisioningError(f"{conn.principal} still authenticates")
+        await asyncio.sleep(0.1)
 
 
 async def rotate(s: Settings, principal: str) -> None:
