@@ -178,11 +178,6 @@ def principal_filter(principal: str) -> AclFilter:
     return (ANY, None, ANY, f"User:{principal}", None, ANY, ANY)
 
 
-def binding_filter(b: Binding) -> AclFilter:
-    """Exactly the ACL ``b`` (its own pattern type: a prefix grant matches only itself)."""
-    return (int(b.resource), b.name, int(b.pattern), f"User:{b.principal}", "*", int(b.op), ALLOW)
-
-
 class DeleteAclsRequest(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
     """Many filters in one request (aiokafka's own builder sends one, without null names)."""
 
@@ -369,6 +364,23 @@ async def describe_acls(conn: KafkaConn, f: AclFilter) -> list[AclFilter]:
         ]
     finally:
         await admin.close()
+
+
+ANY_ACL: AclFilter = (ANY, None, ANY, None, None, ANY, ANY)
+
+
+def acls_under(acls: Iterable[AclFilter], prefixes: Iterable[str]) -> list[AclFilter]:
+    """The ACLs on resources whose name starts with one of ``prefixes`` (none empty)."""
+    wanted = tuple(prefixes)
+    if not wanted or not all(wanted):
+        raise ValueError("an empty prefix would match every ACL")
+    return [a for a in acls if a[1] is not None and a[1].startswith(wanted)]
+
+
+async def delete_acls_under(conn: KafkaConn, prefixes: Iterable[str]) -> list[AclFilter]:
+    """Delete the ACLs on resources named under ``prefixes`` (a test session's own topics and
+    groups), each by an exact filter: an ACL on any other name is never matched."""
+    return await delete_acls(conn, acls_under(await describe_acls(conn, ANY_ACL), prefixes))
 
 
 async def delete_scram_credentials(conn: KafkaConn, principals: Iterable[str]) -> None:

@@ -24,6 +24,13 @@ from services.kafka_acl import (
     CONSUMER_BYTE_RATE,
     PRODUCER_BYTE_RATE,
     REQUEST_PERCENTAGE,
+    Binding,
+    Op,
+    Pattern,
+    Resource,
+    create_acls,
+    delete_acls,
+    delete_acls_under,
     describe_acls,
     describe_quotas,
     principal_filter,
@@ -225,3 +232,29 @@ async def test_provisioning_sets_quotas_for_agencies_and_partners(
     }
     # A principal never provisioned has none (so the lookup is not a constant).
     assert await describe_quotas(admin, f"partner.never-{RUN}") == {}
+
+
+async def test_the_session_cleanup_deletes_acls_under_its_prefix_and_nothing_else(
+    settings: Settings,
+) -> None:
+    """What conftest's ``settings`` fixture runs at the end of every session."""
+    admin, who = kafka(settings, ADMIN), f"partner.cleanup-{RUN}"
+    tag = f"cleanup-{RUN}"
+    mine = [
+        Binding(who, Resource.TOPIC, f"{tag}.inbound", Op.READ),
+        Binding(who, Resource.TOPIC, f"{tag}.partner.", Op.READ, Pattern.PREFIXED),
+        Binding(who, Resource.GROUP, f"{tag}-relay", Op.READ),
+    ]
+    # Names that merely start with the same letters, or hold the tag elsewhere: kept.
+    others = [
+        Binding(who, Resource.TOPIC, f"{tag}x.inbound", Op.READ),
+        Binding(who, Resource.TOPIC, f"x{tag}.inbound", Op.READ),
+    ]
+    await create_acls(admin, mine + others)
+    try:
+        deleted = await delete_acls_under(admin, [f"{tag}.", f"{tag}-"])
+        assert sorted(d[1] for d in deleted if d[1]) == sorted(b.name for b in mine)
+        left = await describe_acls(admin, principal_filter(who))
+        assert sorted(a[1] for a in left if a[1]) == sorted(b.name for b in others)
+    finally:
+        await delete_acls(admin, [principal_filter(who)])
