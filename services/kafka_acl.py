@@ -564,8 +564,9 @@ async def revoke(s: Settings, principal: str, *, timeout_s: float = 15.0) -> lis
     """Cut ``principal`` off: its ACLs first (Kafka checks them on every request, so a client
     still connected is refused at its next one), then its SCRAM credential (no new
     connection), then its quotas and its password in the credentials file (a later
-    ``provision`` issues a new one). Returns the ACLs deleted, once the broker enforces both
-    deletions (they reach it a moment after the controller accepts them). The fixed
+    ``provision`` issues a new one). Returns the ACLs deleted, once the broker enforces the
+    deletions (they reach it a moment after the controller accepts them; the credential's is
+    checked when the credentials file holds the password). The fixed
     principals and the super user are not revoked this way."""
     if principal in (*FIXED, ADMIN):
         raise ProvisioningError(f"{principal} is a fixed principal: not revoked by this command")
@@ -585,9 +586,8 @@ async def revoke(s: Settings, principal: str, *, timeout_s: float = 15.0) -> lis
             replace(kafka_client.kafka(s, ADMIN), principal=principal, password=old_password),
             deadline=deadline,
         )
-    names = (PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE)
     held = await describe_quotas(admin, principal)
-    await alter_quotas(admin, {principal: {k: None for k in names if k in held}})
+    await alter_quotas(admin, {principal: dict.fromkeys(held)})
     kafka_client.forget_password(s, principal)
     return deleted
 
