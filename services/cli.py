@@ -87,6 +87,56 @@ def kafka_provision() -> None:
         _fail(exc)
 
 
+def _principal_of(partner: str | None, agency: str | None) -> str:
+    from services import kafka_client
+
+    if (partner is None) == (agency is None):
+        raise typer.BadParameter("give exactly one of --partner or --agency")
+    return (
+        kafka_client.partner(partner) if partner is not None else kafka_client.agency(agency or "")
+    )
+
+
+_PARTNER = typer.Option(None, "--partner", help="A partner id (principal partner.<id>).")
+_AGENCY = typer.Option(None, "--agency", help="An agency id (principal agency.<id>).")
+
+
+@kafka_app.command("revoke")
+def kafka_revoke(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -> None:
+    """As the super user: cut a partner's or an agency's Kafka principal off at once. Its ACLs
+    are deleted first (a client still connected is refused at its next request), then its
+    SCRAM credential (no new connection), its quotas and its password in the credentials file.
+    The registry is not changed: suspend the partner too, or the next `accord kafka provision`
+    gives it a new credential."""
+    import asyncio
+
+    from services.kafka_acl import revoke
+
+    principal = _principal_of(partner, agency)
+    try:
+        deleted = asyncio.run(revoke(Settings(), principal))
+    except Exception as exc:
+        _fail(exc)
+    typer.echo(f"{principal}: {len(deleted)} ACLs and its credential deleted")
+
+
+@kafka_app.command("rotate")
+def kafka_rotate(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -> None:
+    """As the super user: a new SCRAM password for a partner's or an agency's principal,
+    generated into the credentials file (never printed); the old one no longer authenticates
+    new connections (to cut open connections too, revoke)."""
+    import asyncio
+
+    from services.kafka_acl import rotate
+
+    principal = _principal_of(partner, agency)
+    try:
+        asyncio.run(rotate(Settings(), principal))
+    except Exception as exc:
+        _fail(exc)
+    typer.echo(principal)
+
+
 audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
 app.add_typer(audit, name="audit")
 

@@ -1,8 +1,11 @@
 """Kafka principals (SCRAM credentials) and their ACLs, through the broker's Admin API.
 
-aiokafka 0.14's admin client has no ``create_acls`` nor SCRAM credential calls, but its
-protocol layer sends any request; the two used here are declared below from Kafka's message
-specs (``CreateAclsRequest.json`` v1, ``AlterUserScramCredentialsRequest.json`` v0).
+aiokafka 0.14's admin client has no ACL, SCRAM credential nor client quota calls, but its
+protocol layer sends any request. aiokafka declares the structs of CreateAcls v1, DescribeAcls
+v1, DeleteAcls v1 and DescribeClientQuotas v0 (its builders send one filter at a time, or no
+null names, so ours are below); AlterUserScramCredentials v0 and AlterClientQuotas v0 are
+declared here from Kafka's message specs (``AlterUserScramCredentialsRequest.json``,
+``AlterClientQuotasRequest.json``).
 
 What each principal may do is one table, ``bindings``: least privilege, derived from the
 settings' topic and group names, so a deployment (or a test session) with its own names gets
@@ -17,22 +20,31 @@ import enum
 import hashlib
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
-from aiokafka.protocol.admin import CreateAclsRequest_v1
+from aiokafka.protocol.admin import (
+    CreateAclsRequest_v1,
+    DeleteAclsRequest_v1,
+    DescribeAclsRequest_v1,
+    DescribeClientQuotasRequest_v0,
+)
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
+    Array,
+    Boolean,
     CompactArray,
     CompactBytes,
     CompactString,
+    Float64,
     Int8,
     Int16,
     Int32,
     Schema,
+    String,
     TaggedFields,
 )
 
@@ -42,6 +54,10 @@ from services.settings import Settings
 
 SCRAM_SHA_512 = 2  # the mechanism's id in AlterUserScramCredentials
 SCRAM_ITERATIONS = 8192
+RESOURCE_NOT_FOUND = 91  # Kafka's error code (aiokafka has no class for it)
+
+
+ANY = 1  # the "any" value of resource type, pattern type, operation and permission filters
 
 
 class Resource(enum.IntEnum):
@@ -128,13 +144,16 @@ Upsertion: TypeAlias = tuple[str, int, int, bytes, bytes, dict[int, bytes]]
 class AlterUserScramCredentialsRequest(Request[AlterUserScramCredentialsRequest_v0]):  # type: ignore[misc]
     API_KEY = 51
 
-    def __init__(self, upsertions: list[Upsertion]) -> None:
+    def __init__(self, upsertions: list[Upsertion], deletions: Iterable[str] = ()) -> None:
         self._upsertions = upsertions
+        self._deletions: list[tuple[str, int, dict[int, bytes]]] = [
+            (name, SCRAM_SHA_512, {}) for name in deletions
+        ]
 
     def build(
         self, request_struct_class: type[AlterUserScramCredentialsRequest_v0]
     ) -> AlterUserScramCredentialsRequest_v0:
-        return request_struct_class([], self._upsertions, {})
+        return request_struct_class(self._deletions, self._upsertions, {})
 
 
 class CreateAclsRequest(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
@@ -147,6 +166,106 @@ class CreateAclsRequest(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
 
     def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
         return request_struct_class(self._creations)
+
+
+# A DeleteAcls or DescribeAcls filter: resource type, name (None: any), pattern type,
+# principal (None: any), host (None: any), operation, permission type.
+AclFilter: TypeAlias = tuple[int, str | None, int, str | None, str | None, int, int]
+
+
+def principal_filter(principal: str) -> AclFilter:
+    """Every ACL of ``principal``, on any resource."""
+    return (ANY, None, ANY, f"User:{principal}", None, ANY, ANY)
+
+
+class DeleteAclsRequest(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
+    """Many filters in one request (aiokafka's own builder sends one, without null names)."""
+
+    API_KEY = 31
+
+    def __init__(self, filters: list[AclFilter]) -> None:
+        self._filters = filters
+
+    def build(self, request_struct_class: type[DeleteAclsRequest_v1]) -> DeleteAclsRequest_v1:
+        return request_struct_class(self._filters)
+
+
+class DescribeAclsRequest(Request[DescribeAclsRequest_v1]):  # type: ignore[misc]
+    API_KEY = 29
+
+    def __init__(self, f: AclFilter) -> None:
+        self._filter = f
+
+    def build(self, request_struct_class: type[DescribeAclsRequest_v1]) -> DescribeAclsRequest_v1:
+        return request_struct_class(*self._filter)
+
+
+# Client quotas, per user (principal): Kafka's quota names, values in bytes/s or percent.
+QuotaEntity: TypeAlias = list[tuple[str, str | None]]  # [("user", principal)]
+QuotaOp: TypeAlias = tuple[str, float, bool]  # (key, value, remove)
+
+
+class AlterClientQuotasResponse_v0(Response):  # type: ignore[misc]
+    API_KEY = 49
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "entries",
+            Array(
+                ("error_code", Int16),
+                ("error_message", String("utf-8")),
+                (
+                    "entity",
+                    Array(("entity_type", String("utf-8")), ("entity_name", String("utf-8"))),
+                ),
+            ),
+        ),
+    )
+
+
+class AlterClientQuotasRequest_v0(RequestStruct):  # type: ignore[misc]
+    API_KEY = 49
+    API_VERSION = 0
+    RESPONSE_TYPE = AlterClientQuotasResponse_v0
+    SCHEMA = Schema(
+        (
+            "entries",
+            Array(
+                (
+                    "entity",
+                    Array(("entity_type", String("utf-8")), ("entity_name", String("utf-8"))),
+                ),
+                ("ops", Array(("key", String("utf-8")), ("value", Float64), ("remove", Boolean))),
+            ),
+        ),
+        ("validate_only", Boolean),
+    )
+
+
+class AlterClientQuotasRequest(Request[AlterClientQuotasRequest_v0]):  # type: ignore[misc]
+    API_KEY = 49
+
+    def __init__(self, entries: list[tuple[QuotaEntity, list[QuotaOp]]]) -> None:
+        self._entries = entries
+
+    def build(
+        self, request_struct_class: type[AlterClientQuotasRequest_v0]
+    ) -> AlterClientQuotasRequest_v0:
+        return request_struct_class(self._entries, False)
+
+
+class DescribeClientQuotasRequest(Request[DescribeClientQuotasRequest_v0]):  # type: ignore[misc]
+    API_KEY = 48
+    EXACT = 0
+
+    def __init__(self, user: str) -> None:
+        self._user = user
+
+    def build(
+        self, request_struct_class: type[DescribeClientQuotasRequest_v0]
+    ) -> DescribeClientQuotasRequest_v0:
+        return request_struct_class([("user", self.EXACT, self._user)], True)
 
 
 class ProvisioningError(RuntimeError):
@@ -203,6 +322,150 @@ async def create_acls(conn: KafkaConn, bindings: Iterable[Binding]) -> None:
                 )
     finally:
         await admin.close()
+
+
+async def delete_acls(conn: KafkaConn, filters: list[AclFilter]) -> list[AclFilter]:
+    """Delete every ACL matching any of ``filters``, in one request; returns those deleted
+    (as exact filters). Kafka checks ACLs on every request: a client already connected as a
+    principal whose ACLs are gone is refused at its next request."""
+    if not filters:
+        return []
+    admin = AIOKafkaAdminClient(**conn.kwargs())
+    await admin.start()
+    try:
+        response = await _send(admin, DeleteAclsRequest(filters))
+        deleted: list[AclFilter] = []
+        for code, _message, matching in response.filter_responses:
+            if code:
+                raise ProvisioningError(f"deleting ACLs: {for_code(code).__name__}")
+            for m_code, _m_message, rtype, name, pattern, principal, host, op, perm in matching:
+                if m_code:
+                    raise ProvisioningError(
+                        f"deleting an ACL on {name} for {principal}: {for_code(m_code).__name__}"
+                    )
+                deleted.append((rtype, name, pattern, principal, host, op, perm))
+        return deleted
+    finally:
+        await admin.close()
+
+
+async def describe_acls(conn: KafkaConn, f: AclFilter) -> list[AclFilter]:
+    """The ACLs matching ``f``, each as an exact filter (for ``delete_acls``)."""
+    admin = AIOKafkaAdminClient(**conn.kwargs())
+    await admin.start()
+    try:
+        response = await _send(admin, DescribeAclsRequest(f))
+        if response.error_code:
+            raise ProvisioningError(f"describing ACLs: {for_code(response.error_code).__name__}")
+        return [
+            (rtype, name, pattern, principal, host, op, perm)
+            for rtype, name, pattern, acls in response.resources
+            for principal, host, op, perm in acls
+        ]
+    finally:
+        await admin.close()
+
+
+ANY_ACL: AclFilter = (ANY, None, ANY, None, None, ANY, ANY)
+
+
+def acls_under(acls: Iterable[AclFilter], prefixes: Iterable[str]) -> list[AclFilter]:
+    """The ACLs on resources whose name starts with one of ``prefixes`` (none empty)."""
+    wanted = tuple(prefixes)
+    if not wanted or not all(wanted):
+        raise ValueError("an empty prefix would match every ACL")
+    return [a for a in acls if a[1] is not None and a[1].startswith(wanted)]
+
+
+async def delete_acls_under(conn: KafkaConn, prefixes: Iterable[str]) -> list[AclFilter]:
+    """Delete the ACLs on resources named under ``prefixes`` (a test session's own topics and
+    groups), each by an exact filter: an ACL on any other name is never matched."""
+    return await delete_acls(conn, acls_under(await describe_acls(conn, ANY_ACL), prefixes))
+
+
+async def delete_scram_credentials(conn: KafkaConn, principals: Iterable[str]) -> None:
+    """Delete each principal's SCRAM-SHA-512 credential: no new connection authenticates as
+    it (connections already open stay so until they close: revoke deletes the ACLs first).
+    A principal without a credential is not an error (a revocation may be repeated)."""
+    names = sorted(set(principals))
+    if not names:
+        return
+    admin = AIOKafkaAdminClient(**conn.kwargs())
+    await admin.start()
+    try:
+        response = await _send(admin, AlterUserScramCredentialsRequest([], deletions=names))
+        for user, code, _message, _tags in response.results:
+            if code and code != RESOURCE_NOT_FOUND:
+                raise ProvisioningError(
+                    f"deleting SCRAM credential of {user}: {for_code(code).__name__}"
+                )
+    finally:
+        await admin.close()
+
+
+async def alter_quotas(conn: KafkaConn, quotas: dict[str, dict[str, float | None]]) -> None:
+    """Set each principal's client quotas, ``{principal: {quota name: value}}``; a value of
+    None removes that quota."""
+    entries: list[tuple[QuotaEntity, list[QuotaOp]]] = [
+        (
+            [("user", principal)],
+            [(k, 0.0 if v is None else float(v), v is None) for k, v in sorted(values.items())],
+        )
+        for principal, values in sorted(quotas.items())
+        if values
+    ]
+    if not entries:
+        return
+    admin = AIOKafkaAdminClient(**conn.kwargs())
+    await admin.start()
+    try:
+        response = await _send(admin, AlterClientQuotasRequest(entries))
+        for code, _message, entity in response.entries:
+            if code:
+                raise ProvisioningError(f"quotas of {entity}: {for_code(code).__name__}")
+    finally:
+        await admin.close()
+
+
+async def describe_quotas(conn: KafkaConn, principal: str) -> dict[str, float]:
+    """The client quotas set for ``principal`` itself (not defaults)."""
+    admin = AIOKafkaAdminClient(**conn.kwargs())
+    await admin.start()
+    try:
+        response = await _send(admin, DescribeClientQuotasRequest(principal))
+        if response.error_code:
+            raise ProvisioningError(f"describing quotas: {for_code(response.error_code).__name__}")
+        return {name: value for _entity, values in response.entries for name, value in values}
+    finally:
+        await admin.close()
+
+
+PRODUCER_BYTE_RATE = "producer_byte_rate"
+CONSUMER_BYTE_RATE = "consumer_byte_rate"
+REQUEST_PERCENTAGE = "request_percentage"
+
+
+def quotas(
+    s: Settings, *, agencies: Iterable[str], partners: Iterable[str]
+) -> dict[str, dict[str, float | None]]:
+    """The quotas of agency and partner principals (a setting of 0: none, removed): an agency
+    cannot flood inbound, a partner cannot starve the broker by re-reading its topic."""
+
+    def value(v: float) -> float | None:
+        return float(v) if v > 0 else None
+
+    out: dict[str, dict[str, float | None]] = {}
+    for a in agencies:
+        out[kafka_client.agency(a)] = {
+            PRODUCER_BYTE_RATE: value(s.kafka_agency_producer_byte_rate),
+            REQUEST_PERCENTAGE: value(s.kafka_agency_request_percentage),
+        }
+    for p in partners:
+        out[kafka_client.partner(p)] = {
+            CONSUMER_BYTE_RATE: value(s.kafka_partner_consumer_byte_rate),
+            REQUEST_PERCENTAGE: value(s.kafka_partner_request_percentage),
+        }
+    return out
 
 
 def _topic(
@@ -291,9 +554,70 @@ async def provision(
     # principal can authenticate, its ACLs are in force too. Both reach the broker a moment
     # after the controller accepts them; a client connecting at once was refused (CI saw it).
     await create_acls(admin, bindings(s, agencies=agencies, partners=partners))
+    await alter_quotas(admin, quotas(s, agencies=agencies, partners=partners))
     await set_scram_credentials(admin, {p: creds[p] for p in principals})
     await _until_authenticated(s, principals, timeout_s=15.0)
     return principals
+
+
+async def revoke(s: Settings, principal: str, *, timeout_s: float = 15.0) -> list[AclFilter]:
+    """Cut ``principal`` off: its ACLs first (Kafka checks them on every request, so a client
+    still connected is refused at its next one), then its SCRAM credential (no new
+    connection), then its quotas and its password in the credentials file (a later
+    ``provision`` issues a new one). Returns the ACLs deleted, once the broker enforces the
+    deletions (they reach it a moment after the controller accepts them; the credential's is
+    checked when the credentials file holds the password). The fixed
+    principals and the super user are not revoked this way."""
+    if principal in (*FIXED, ADMIN):
+        raise ProvisioningError(f"{principal} is a fixed principal: not revoked by this command")
+    admin = kafka_client.kafka(s, ADMIN)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    deleted = await delete_acls(admin, [principal_filter(principal)])
+    # The broker answers DescribeAcls from the ACLs it enforces: once empty there, in force.
+    while await describe_acls(admin, principal_filter(principal)):
+        if loop.time() > deadline:
+            raise ProvisioningError(f"the broker still holds ACLs of {principal}")
+        await asyncio.sleep(0.05)
+    old_password = kafka_client.load_credentials(s).get(principal)
+    await delete_scram_credentials(admin, [principal])
+    if old_password is not None:
+        await _until_refused(
+            replace(kafka_client.kafka(s, ADMIN), principal=principal, password=old_password),
+            deadline=deadline,
+        )
+    held = await describe_quotas(admin, principal)
+    await alter_quotas(admin, {principal: dict.fromkeys(held)})
+    kafka_client.forget_password(s, principal)
+    return deleted
+
+
+async def _until_refused(conn: KafkaConn, *, deadline: float) -> None:
+    """Wait until ``conn`` no longer authenticates (its credential deleted or replaced)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        client = AIOKafkaClient(**conn.kwargs())
+        try:
+            await client.bootstrap()
+        except KafkaError:
+            return
+        finally:
+            await client.close()
+        if loop.time() > deadline:
+            raise ProvisioningError(f"{conn.principal} still authenticates")
+        await asyncio.sleep(0.1)
+
+
+async def rotate(s: Settings, principal: str) -> None:
+    """A new password for ``principal``, written to the credentials file; the old one stops
+    authenticating new connections once the broker applies the change (connections already
+    open stay authenticated: revoke to cut those). Returns once the new one authenticates."""
+    if principal not in kafka_client.load_credentials(s):
+        raise ProvisioningError(f"{principal} has no credential to rotate: provision it first")
+    password = kafka_client.new_password()
+    await set_scram_credentials(kafka_client.kafka(s, ADMIN), {principal: password})
+    kafka_client.store_password(s, principal, password)
+    await _until_authenticated(s, [principal], timeout_s=15.0)
 
 
 async def _until_authenticated(s: Settings, principals: Iterable[str], *, timeout_s: float) -> None:

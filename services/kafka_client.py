@@ -110,6 +110,21 @@ def load_credentials(s: Settings) -> dict[str, str]:
     return {str(k): v for k, v in doc.items()}
 
 
+def new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _write_credentials(s: Settings, creds: dict[str, str]) -> None:
+    # 0600 from creation, then renamed over the old file: never readable by others, never torn.
+    path = credentials_path(s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def ensure_passwords(s: Settings, principals: list[str]) -> dict[str, str]:
     """Development only: generate a password for each principal not yet in the credentials
     file and rewrite it (0600, atomically). Returns every credential in the file."""
@@ -117,15 +132,21 @@ def ensure_passwords(s: Settings, principals: list[str]) -> dict[str, str]:
     missing = [p for p in principals if p not in creds]
     if missing:
         for p in missing:
-            creds[p] = secrets.token_urlsafe(32)
-        path = credentials_path(s)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(creds, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+            creds[p] = new_password()
+        _write_credentials(s, creds)
     return creds
+
+
+def store_password(s: Settings, principal: str, password: str) -> None:
+    """Replace (or add) ``principal``'s password in the credentials file (rotation)."""
+    _write_credentials(s, {**load_credentials(s), principal: password})
+
+
+def forget_password(s: Settings, principal: str) -> None:
+    """Remove ``principal``'s password from the credentials file (revocation)."""
+    creds = load_credentials(s)
+    if creds.pop(principal, None) is not None:
+        _write_credentials(s, creds)
 
 
 def kafka(s: Settings, principal: str) -> KafkaConn:

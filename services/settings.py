@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     # under <state_dir>/kafka/.
     kafka_ca_file: str = ""
     kafka_credentials_file: str = Field(default="", repr=False)
+    # Client quotas per principal, applied by `accord kafka provision` (0: no quota). Bytes/s
+    # for an agency's writes and a partner's reads; request_percentage is the share of one
+    # broker thread's time (Kafka's unit: 100 = one whole thread).
+    kafka_agency_producer_byte_rate: int = Field(default=1024 * 1024, ge=0)
+    kafka_agency_request_percentage: float = Field(default=50.0, ge=0)
+    kafka_partner_consumer_byte_rate: int = Field(default=4 * 1024 * 1024, ge=0)
+    kafka_partner_request_percentage: float = Field(default=50.0, ge=0)
     opa_version: str = "v1.22.2"
     opa_port: int = 18181
     opa_url: str = ""

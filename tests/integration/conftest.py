@@ -40,7 +40,7 @@ from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
-from services.kafka_acl import provision
+from services.kafka_acl import delete_acls_under, provision
 from services.kafka_client import ADMIN, AUDIT, kafka
 from services.runtime import running_api, running_relay
 from services.settings import Settings
@@ -219,8 +219,14 @@ def opa_server(s: Settings, port: int, tmp: Path) -> Iterator[None]:
         proc.wait()
 
 
+def run_tag(s: Settings) -> str:
+    """The session's tag: every topic, group and transactional id of the session, and of the
+    settings tests derive from it, is named ``<tag>.…`` or ``<tag>-…``."""
+    return s.topic_inbound.split(".")[0]
+
+
 @pytest.fixture(scope="session")
-def settings() -> Settings:
+def settings() -> Iterator[Settings]:
     base = Settings()
     devstack.up(base)  # idempotent; `make test` has already started the stack
     base = Settings()  # re-read the addresses `up` wrote
@@ -228,7 +234,7 @@ def settings() -> Settings:
     # Sessions running side by side each need a database of their own: ACCORD_TEST_DATABASE.
     test_db = os.environ.get("ACCORD_TEST_DATABASE", "accord_test")
     postgres.ensure_database(base, test_db)
-    return base.model_copy(
+    yield base.model_copy(
         update={
             "topic_inbound": f"{run}.inbound",
             "topic_decisions": f"{run}.decisions",
@@ -248,6 +254,14 @@ def settings() -> Settings:
             "enroll_per_minute": 1_000_000,
         }
     )
+    # Last of all (this fixture is set up first): the ACLs the session granted on its own
+    # topics and groups, so the dev broker does not collect them run after run. Only names
+    # under this run's tag; the principals' credentials are shared by every run and stay.
+    loop = asyncio.new_event_loop()  # not asyncio.run: that would unset pytest-asyncio's loop
+    try:
+        loop.run_until_complete(delete_acls_under(kafka(base, ADMIN), [f"{run}.", f"{run}-"]))
+    finally:
+        loop.close()
 
 
 # A referral and the partners it goes to, for the audit and dashboard tests.

@@ -38,7 +38,7 @@ from services.db import transaction
 from services.devstack import postgres
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import free_port, fresh_database, kafka_ready
+from tests.integration.conftest import free_port, fresh_database, kafka_ready, run_tag
 
 pytestmark = [
     pytest.mark.integration,
@@ -66,7 +66,7 @@ def _bearer(key: str | None) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def target(settings: Settings) -> AsyncIterator[Target]:
-    tag = f"fuzz{uuid.uuid4().hex[:6]}"
+    tag = f"{run_tag(settings)}-fuzz{uuid.uuid4().hex[:6]}"  # cleaned up with the session
     db = f"{os.environ.get('ACCORD_TEST_DATABASE', 'accord_test')}_fuzz"
     postgres.ensure_database(settings, db)
     url = postgres.url(settings, db)

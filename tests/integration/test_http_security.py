@@ -28,7 +28,7 @@ from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import free_port, kafka_ready
+from tests.integration.conftest import free_port, kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def bearer(key: str) -> dict[str, str]:
 def own_instance(settings: Settings, **over: object) -> Settings:
     """Settings for a second API on the session's database, with topics and consumer groups
     of its own so its background sinks never take records from the session's API."""
-    tag = f"sec-{uuid.uuid4().hex[:6]}"
+    tag = f"{run_tag(settings)}-sec{uuid.uuid4().hex[:6]}"  # cleaned up with the session
     return settings.model_copy(
         update={
             "api_port": free_port(),

@@ -8,8 +8,33 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
+from aiokafka.protocol.admin import DeleteAclsRequest_v1
+
 from services import kafka_client
-from services.kafka_acl import Binding, Op, Pattern, Resource, _upsertion, bindings
+from services.kafka_acl import (
+    ANY,
+    CONSUMER_BYTE_RATE,
+    PRODUCER_BYTE_RATE,
+    REQUEST_PERCENTAGE,
+    AclFilter,
+    AlterClientQuotasRequest,
+    AlterClientQuotasRequest_v0,
+    AlterUserScramCredentialsRequest,
+    AlterUserScramCredentialsRequest_v0,
+    Binding,
+    DeleteAclsRequest,
+    Op,
+    Pattern,
+    QuotaEntity,
+    QuotaOp,
+    Resource,
+    _upsertion,
+    acls_under,
+    bindings,
+    principal_filter,
+    quotas,
+)
 from services.kafka_client import API, AUDIT, RELAY
 from services.settings import Settings
 
@@ -78,3 +103,61 @@ def test_generated_passwords_are_private_and_kept(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == again
     assert again["p1"] not in repr(kafka_client.kafka(s, "p1"))
+
+
+# --- revocation, quotas, cleanup: the requests as built (the broker's answers are in
+# tests/integration/test_kafka_revoke.py) ---------------------------------------------------------
+
+
+def test_a_revocation_filter_matches_every_acl_of_that_principal_and_only_it() -> None:
+    f = principal_filter("partner.pa")
+    assert f == (ANY, None, ANY, "User:partner.pa", None, ANY, ANY)
+    # Encoded as Kafka reads it: null name and host (any), the principal exact.
+    wire = DeleteAclsRequest([f]).build(DeleteAclsRequest_v1)
+    assert DeleteAclsRequest_v1.decode(wire.encode()).filters == [f]
+
+
+def test_credential_deletion_is_sent_as_deletions_only() -> None:
+    wire = AlterUserScramCredentialsRequest([], deletions=["partner.pa"]).build(
+        AlterUserScramCredentialsRequest_v0
+    )
+    decoded = AlterUserScramCredentialsRequest_v0.decode(wire.encode())
+    assert decoded.deletions == [("partner.pa", 2, {})]
+    assert decoded.upsertions == []
+
+
+def test_quotas_per_principal_and_zero_removes() -> None:
+    q = quotas(S, agencies=["ag-a"], partners=["pa"])
+    assert q == {
+        kafka_client.agency("ag-a"): {
+            PRODUCER_BYTE_RATE: 1024 * 1024,
+            REQUEST_PERCENTAGE: S.kafka_agency_request_percentage,
+        },
+        kafka_client.partner("pa"): {
+            CONSUMER_BYTE_RATE: 4 * 1024 * 1024,
+            REQUEST_PERCENTAGE: S.kafka_partner_request_percentage,
+        },
+    }
+    off = S.model_copy(update={"kafka_partner_consumer_byte_rate": 0})
+    assert (
+        quotas(off, agencies=[], partners=["pa"])[kafka_client.partner("pa")][CONSUMER_BYTE_RATE]
+        is None
+    )
+    entry: tuple[QuotaEntity, list[QuotaOp]] = (
+        [("user", "partner.pa")],
+        [(CONSUMER_BYTE_RATE, 0.0, True)],
+    )
+    wire = AlterClientQuotasRequest([entry]).build(AlterClientQuotasRequest_v0)
+    assert AlterClientQuotasRequest_v0.decode(wire.encode()).entries == [entry]
+
+
+def test_cleanup_selects_only_names_under_the_prefixes() -> None:
+    acls: list[AclFilter] = [
+        (2, name, 3, "User:x", "*", 3, 3)
+        for name in ("it-1.inbound", "it-1-relay", "it-10.inbound", "accord.inbound", "x.it-1.")
+    ]
+    assert [a[1] for a in acls_under(acls, ["it-1.", "it-1-"])] == ["it-1.inbound", "it-1-relay"]
+    with pytest.raises(ValueError):
+        acls_under(acls, ["it-1.", ""])
+    with pytest.raises(ValueError):
+        acls_under(acls, [])
