@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.broker.topics import partitions
 from services.kafka_client import KafkaConn
@@ -38,6 +38,11 @@ class CompactedTable:
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         raise NotImplementedError
 
+    def apply_all(self, records: list[ConsumerRecord]) -> None:
+        """Apply one fetched batch of a partition; may raise ``ViewUnavailable``."""
+        for rec in records:
+            self.apply(rec.key, rec.value)
+
     async def start(self) -> None:
         await self._consumer.start()
         parts = await partitions(self._conn, self._topic)
@@ -57,9 +62,16 @@ class CompactedTable:
                 ends = await self._consumer.end_offsets(self._partitions)
                 while await self._behind(ends):
                     batch = await self._consumer.getmany(timeout_ms=100)
-                    for records in batch.values():
-                        for rec in records:
-                            self.apply(rec.key, rec.value)
+                    pending = dict(batch)
+                    try:
+                        for tp, records in batch.items():
+                            self.apply_all(records)
+                            del pending[tp]
+                    except ViewUnavailable:
+                        # Read what was not applied again next time: never skip a change.
+                        for tp, records in pending.items():
+                            self._consumer.seek(tp, records[0].offset)
+                        raise
         except TimeoutError as exc:
             raise ViewUnavailable(f"{self._topic} could not be read up to its end in time") from exc
 

@@ -25,7 +25,7 @@ from services import devstack, kafka_client, migrations
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import provenance, topics
-from services.broker.inbound_keys import seal_all
+from services.broker.inbound_keys import EventSealer, seal_all
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
@@ -117,11 +117,14 @@ async def _run(s: Settings) -> None:
     # The consent snapshots as the API's consent publisher writes them (no consent API here).
     consent_producer = AIOKafkaProducer(**kafka(s, API).kwargs(), acks="all")
     await consent_producer.start()
+    sealer = EventSealer.for_settings(s)
     try:
         for survivor, consents in CONSENTS.items():
-            value = json.dumps({"survivor_id": survivor, "consents": consents}).encode()
+            payload = json.dumps({"survivor_id": survivor, "consents": consents}).encode()
+            value = sealer.snapshot(payload, survivor_id=survivor)
             await consent_producer.send_and_wait(s.topic_consents, value, key=survivor.encode())
     finally:
+        sealer.close()
         await consent_producer.stop()
     # valley-school publishes straight to Kafka, as itself.
     producer = AIOKafkaProducer(

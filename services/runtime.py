@@ -45,18 +45,21 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
     """Start a relay as a task on the current loop; stop it (cleanly) on exit."""
     await topics.ensure_topics(kafka(s, RELAY), topics.core_topics(s))
     engine = make_engine(s.sqlalchemy_url)
-    view = KafkaConsentView(kafka(s, RELAY), s.topic_consents)
+    sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
+    keys = SqlInboundKeys(sessions)
+    view = KafkaConsentView(
+        kafka(s, RELAY), s.topic_consents, keys=keys, required=s.kafka_sealing == "required"
+    )
     await view.start()
     seen = SeenEvents(kafka(s, RELAY), s.topic_seen, window=timedelta(seconds=s.replay_window_s))
     await seen.start()
     stop = asyncio.Event()
     try:
         async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as server:
-            sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
             relay = Relay(
                 s,
                 registry=SqlRegistry(sessions),
-                keys=SqlInboundKeys(sessions),
+                keys=keys,
                 consents=view,
                 policy=await policy_engine(s, server),
                 schemas=SchemaRegistry(s.schemas_dir / "events"),

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from services.atrest import store
+from services.consent.publisher import mark_for_republish
 from services.db import make_engine, make_sessionmaker, transaction
 from services.keys import kek_ring
 from services.settings import Settings
@@ -67,6 +68,9 @@ def erase_command(s: Settings, echo: Callable[[str], None], survivor_id: str, *,
     try:
         with transaction(make_sessionmaker(engine, kek_ring=kek_ring(s))) as session:
             n = store.erase(session, survivor_id, by=by, now=datetime.now(UTC))
+            # The consent snapshot on Kafka was sealed with the destroyed key: the API
+            # republishes it under the next one within seconds (services/consent/publisher.py).
+            mark_for_republish(session, survivor_id)
     finally:
         engine.dispose()
     echo(f"destroyed {n} data key(s) of survivor {survivor_id}")

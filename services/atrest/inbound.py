@@ -70,15 +70,13 @@ def public_key(dek: bytes) -> bytes:
 
 
 def _info(header: Header) -> bytes:
-    return bytes(
-        canonicaljson.encode_canonical_json(
-            {
-                "format": FORMAT,
-                "agency": header.agency_id,
-                "survivor": header.survivor_id,
-                "generation": header.generation,
-            }
-        )
+    return canonical(
+        {
+            "format": FORMAT,
+            "agency": header.agency_id,
+            "survivor": header.survivor_id,
+            "generation": header.generation,
+        }
     )
 
 
@@ -86,20 +84,41 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def seal_event(event: bytes, *, public_key: bytes, header: Header) -> bytes:
-    """The inbound record for ``event`` (the signed CloudEvent's bytes, unchanged)."""
+def hpke_seal(plaintext: bytes, public_key: bytes, info: bytes) -> str:
+    """base64url of HPKE's encapsulated key and ciphertext of ``plaintext``, bound to ``info``."""
     try:
         recipient = X25519PublicKey.from_public_bytes(public_key)
     except ValueError:
         raise ValueError("not an X25519 public key (32 bytes)") from None
-    sealed = _SUITE.encrypt(event, recipient, info=_info(header))
+    return _b64(_SUITE.encrypt(plaintext, recipient, info=info))
+
+
+def hpke_open(token: object, key: X25519PrivateKey, info: bytes) -> bytes:
+    """The plaintext of ``hpke_seal``; raises ``Unreadable`` if it does not open."""
+    if not isinstance(token, str):
+        raise Unreadable("a sealed record without its ciphertext")
+    try:
+        sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return _SUITE.decrypt(sealed, key, info=info)
+    except (InvalidTag, ValueError, binascii.Error):
+        raise Unreadable(
+            "a sealed record does not open: altered, or not of this survivor"
+        ) from None
+
+
+def canonical(value: object) -> bytes:
+    return bytes(canonicaljson.encode_canonical_json(value))
+
+
+def seal_event(event: bytes, *, public_key: bytes, header: Header) -> bytes:
+    """The inbound record for ``event`` (the signed CloudEvent's bytes, unchanged)."""
     return json.dumps(
         {
             MARKER: FORMAT,
             "agency": header.agency_id,
             "survivor": header.survivor_id,
             "generation": header.generation,
-            "hpke": _b64(sealed),
+            "hpke": hpke_seal(event, public_key, _info(header)),
         },
         separators=(",", ":"),
     ).encode()
@@ -134,8 +153,7 @@ def read_header(record: bytes) -> Header | None:
 def open_event(record: bytes, header: Header, key: X25519PrivateKey) -> bytes:
     """The signed CloudEvent's bytes. Raises ``Unreadable`` if the record does not open."""
     try:
-        hpke = json.loads(record)["hpke"]
-        sealed = base64.urlsafe_b64decode(hpke + "=" * (-len(hpke) % 4))
-        return _SUITE.decrypt(sealed, key, info=_info(header))
-    except (InvalidTag, ValueError, KeyError, TypeError, binascii.Error):
-        raise Unreadable("a sealed event does not open: altered, or not of this survivor") from None
+        token = json.loads(record)["hpke"]
+    except (ValueError, KeyError, TypeError):
+        raise Unreadable("a sealed event without its ciphertext") from None
+    return hpke_open(token, key, _info(header))

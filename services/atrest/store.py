@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.atrest import envelope, inbound
+from services.atrest import envelope, inbound, snapshots
 from services.atrest.envelope import KekRing, Unreadable
 from services.atrest.models import SurvivorKey
 from services.audit import record as audit
@@ -30,6 +30,7 @@ __all__ = [
     "open_text",
     "rewrap",
     "seal_inbound",
+    "seal_snapshot",
     "seal_text",
     "status",
 ]
@@ -205,6 +206,14 @@ def seal_inbound(session: Session, event: bytes, *, agency_id: str, survivor_id:
     generation, key = inbound_public_key(session, survivor_id)
     return inbound.seal_event(
         event, public_key=key, header=inbound.Header(agency_id, survivor_id, generation)
+    )
+
+
+def seal_snapshot(session: Session, payload: bytes, *, survivor_id: str) -> bytes:
+    """A consent snapshot as ``accord.consent.changes`` holds it: sealed to the survivor."""
+    generation, key = inbound_public_key(session, survivor_id)
+    return snapshots.seal_snapshot(
+        payload, public_key=key, survivor_id=survivor_id, generation=generation
     )
 
 

@@ -273,7 +273,7 @@ async def recompute(
             relay = Relay(
                 # The events are given as published before sealing; decisions do not
                 # depend on the seal (tests/unit/test_inbound_seal.py).
-                s.model_copy(update={"inbound_sealing": "optional"}),
+                s.model_copy(update={"kafka_sealing": "optional"}),
                 registry=registry,
                 keys=SqlInboundKeys(sessions),
                 consents=view,

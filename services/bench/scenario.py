@@ -23,6 +23,7 @@ from nacl.signing import SigningKey
 
 from services import migrations
 from services.broker import provenance, topics
+from services.broker.inbound_keys import EventSealer
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
@@ -225,14 +226,15 @@ async def prepare_topics(s: Settings, scenario: Scenario) -> None:
     await topics.ensure_topics(kafka(s, ADMIN), topics.partner_topics(s, scenario.partner_ids))
     producer = AIOKafkaProducer(**kafka(s, ADMIN).kwargs(), acks="all")
     await producer.start()
+    sealer = EventSealer.for_settings(s)
     try:
         for survivor, consents in scenario.consents.items():
             record = {"survivor_id": survivor, "seq": 1, "consents": consents}
-            await producer.send(
-                s.topic_consents, json.dumps(record).encode(), key=survivor.encode()
-            )
+            value = sealer.snapshot(json.dumps(record).encode(), survivor_id=survivor)
+            await producer.send(s.topic_consents, value, key=survivor.encode())
         await producer.flush()
     finally:
+        sealer.close()
         await producer.stop()
 
 

@@ -15,7 +15,7 @@ from typing import Protocol
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.atrest import inbound, store
+from services.atrest import inbound, snapshots, store
 from services.broker.cloudevents import SOURCE_PREFIX
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
@@ -56,7 +56,8 @@ class StaticInboundKeys:
 class EventSealer:
     """Seals signed events for the inbound topic as an agency does, in process: with survivor
     public keys read from the database once per survivor (an agency outside gets them from
-    ``GET /v1/events/keys/{survivor_id}``). For the demo, the benchmarks and the tests."""
+    ``GET /v1/events/keys/{survivor_id}``); and consent snapshots as the API does. For the
+    demo, the benchmarks and the tests."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -85,6 +86,13 @@ class EventSealer:
         generation, key = self.public_key(survivor_id)
         return inbound.seal_event(
             event, public_key=key, header=inbound.Header(agency_id, survivor_id, generation)
+        )
+
+    def snapshot(self, payload: bytes, *, survivor_id: str) -> bytes:
+        """A consent snapshot sealed as the API's consent publisher seals it."""
+        generation, key = self.public_key(survivor_id)
+        return snapshots.seal_snapshot(
+            payload, public_key=key, survivor_id=survivor_id, generation=generation
         )
 
     def close(self) -> None:

@@ -137,7 +137,7 @@ class Relay:
                 opened = unseal.unseal(
                     msg.value or b"",
                     keys,
-                    required=self._s.inbound_sealing == "required",
+                    required=self._s.kafka_sealing == "required",
                     max_bytes=self._s.max_event_bytes,
                 )
                 checked = (

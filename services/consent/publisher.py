@@ -1,4 +1,5 @@
-"""Publishes each survivor's consent snapshot to the compacted topic the relay reads.
+"""Publishes each survivor's consent snapshot, sealed to the survivor, to the compacted topic
+the relay reads.
 
 A change is acknowledged to the survivor only after Kafka has the snapshot (``acks=all``), so
 the relay, which catches up on this topic before every batch, applies it to every event it
@@ -14,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.atrest import store
 from services.consent import models
 from services.consent.service import Snapshot, snapshot
 
@@ -34,8 +36,8 @@ class ConsentPublisher:
         self._producer = producer
         self._topic = topic
 
-    async def publish(self, snap: Snapshot) -> None:
-        await self._producer.send_and_wait(self._topic, encode(snap), key=snap.survivor_id.encode())
+    async def publish(self, survivor_id: str, record: bytes) -> None:
+        await self._producer.send_and_wait(self._topic, record, key=survivor_id.encode())
 
 
 def mark_published(*, session: Session, survivor_id: str, seq: int) -> None:
@@ -43,6 +45,16 @@ def mark_published(*, session: Session, survivor_id: str, seq: int) -> None:
         update(models.Survivor)
         .where(models.Survivor.id == survivor_id, models.Survivor.published_seq < seq)
         .values(published_seq=seq)
+    )
+
+
+def mark_for_republish(session: Session, survivor_id: str) -> None:
+    """Have ``republish_pending`` publish the survivor's snapshot again (after their data key
+    was erased, the snapshot on the topic no longer opens)."""
+    session.execute(
+        update(models.Survivor)
+        .where(models.Survivor.id == survivor_id)
+        .values(change_seq=models.Survivor.change_seq + 1)
     )
 
 
@@ -54,7 +66,10 @@ async def publish_committed(
         survivor = session.get(models.Survivor, survivor_id)
         assert survivor is not None
         snap = snapshot(session=session, survivor=survivor)
-    await publisher.publish(snap)
+        # Sealed to the survivor (services/atrest/snapshots.py): the broker holds only ids.
+        record = store.seal_snapshot(session, encode(snap), survivor_id=survivor_id)
+        session.commit()  # the survivor's data key, if this created it
+    await publisher.publish(survivor_id, record)
     with sessions() as session, session.begin():
         mark_published(session=session, survivor_id=survivor_id, seq=snap.seq)
 

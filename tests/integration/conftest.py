@@ -363,7 +363,10 @@ def cloudevent(agency: str, survivor: str, data: dict[str, Any], **over: Any) ->
     return sign(doc)
 
 
-def consent_change(survivor: str, *provisions: dict[str, Any], version: int = 1) -> bytes:
+def consent_change(
+    settings: Settings, survivor: str, *provisions: dict[str, Any], version: int = 1
+) -> bytes:
+    """A consent snapshot as the API publishes it (sealed to the survivor)."""
     consents = [
         {
             "id": f"c-{survivor}",
@@ -373,7 +376,8 @@ def consent_change(survivor: str, *provisions: dict[str, Any], version: int = 1)
             "provisions": list(provisions),
         }
     ]
-    return json.dumps({"survivor_id": survivor, "consents": consents}).encode()
+    payload = json.dumps({"survivor_id": survivor, "consents": consents}).encode()
+    return sealer(settings).snapshot(payload, survivor_id=survivor)
 
 
 def permit(types: list[str], purposes: list[str], categories: list[str]) -> dict[str, Any]:
@@ -439,8 +443,11 @@ def _sealer(url: str, state_dir: Path, keks: str) -> EventSealer:
     )
 
 
+def sealer(settings: Settings) -> EventSealer:
+    """Seals as agencies and the API do, with the keys of ``settings``' database."""
+    return _sealer(settings.database_url, settings.state_dir, settings.keks)
+
+
 def inbound_record(settings: Settings, event: dict[str, Any]) -> bytes:
     """``event`` as an agency publishes it to the inbound topic: sealed to its survivor."""
-    return _sealer(settings.database_url, settings.state_dir, settings.keks)(
-        json.dumps(event).encode()
-    )
+    return sealer(settings)(json.dumps(event).encode())

@@ -129,7 +129,9 @@ async def test_registered_partner_gets_the_next_event_sealed_to_its_key(
 ) -> None:
     await producer.send_and_wait(
         settings.topic_consents,
-        consent_change(SURVIVOR, permit(["victim_services"], ["service_referral"], ["*"])),
+        consent_change(
+            settings, SURVIVOR, permit(["victim_services"], ["service_referral"], ["*"])
+        ),
         key=SURVIVOR.encode(),
     )
     r = await admin.put(f"/v1/admin/partners/{NEW}", json=body())

@@ -143,6 +143,7 @@ async def referrals(
     await producer.send_and_wait(
         settings.topic_consents,
         consent_change(
+            settings,
             consenting,
             permit(["shelter", "health"], ["service_referral", "care_coordination"], ["*"]),
         ),

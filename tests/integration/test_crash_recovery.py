@@ -44,6 +44,7 @@ from tests.integration.conftest import (
     opener,
     partner,
     permit,
+    sealer,
     with_keys,
 )
 
@@ -140,7 +141,8 @@ async def run(settings: Settings, database: str, producer: AIOKafkaProducer) -> 
     await topics.ensure_topics(kafka(s, ADMIN), topics.partner_topics(s, PARTNER_IDS))
     for survivor, consents in CONSENTS.items():
         record = {"survivor_id": survivor, "seq": 1, "consents": consents}
-        await producer.send(s.topic_consents, json.dumps(record).encode(), key=survivor.encode())
+        value = sealer(s).snapshot(json.dumps(record).encode(), survivor_id=survivor)
+        await producer.send(s.topic_consents, value, key=survivor.encode())
     await producer.flush()
     return Run(s, [make_event(n) for n in range(EVENTS)])
 

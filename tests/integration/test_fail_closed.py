@@ -63,7 +63,7 @@ async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
     survivor = "sv-int-outage"
     await producer.send_and_wait(
         s.topic_consents,
-        consent_change(survivor, permit(["shelter"], ["service_referral"], ["*"])),
+        consent_change(s, survivor, permit(["shelter"], ["service_referral"], ["*"])),
         key=survivor.encode(),
     )
     event = cloudevent(

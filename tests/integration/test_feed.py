@@ -106,7 +106,9 @@ async def events(
     await topics.ensure_topics(kafka(settings, ADMIN), topics.partner_topics(settings, PARTNERS))
     await producer.send_and_wait(
         settings.topic_consents,
-        consent_change(SURVIVOR, permit(["victim_services"], ["care_coordination"], ["*"])),
+        consent_change(
+            settings, SURVIVOR, permit(["victim_services"], ["care_coordination"], ["*"])
+        ),
         key=SURVIVOR.encode(),
     )
     sent = [

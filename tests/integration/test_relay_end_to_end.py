@@ -47,6 +47,7 @@ async def referral(settings: Settings, producer: AIOKafkaProducer, relay: None) 
     await producer.send_and_wait(
         settings.topic_consents,
         consent_change(
+            settings,
             SURVIVOR,
             permit(
                 ["shelter", "health"], ["service_referral", "care_coordination"], ["*", "hiv_sti"]

@@ -21,7 +21,13 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.settings import Settings
-from tests.integration.conftest import RULE_PARTNERS, Outcome, cloudevent, publish_and_collect
+from tests.integration.conftest import (
+    RULE_PARTNERS,
+    Outcome,
+    cloudevent,
+    publish_and_collect,
+    sealer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +83,8 @@ async def set_consents(
         }
     ]
     record = {"survivor_id": survivor, "seq": 1, "consents": consents if provisions else []}
-    await producer.send_and_wait(
-        settings.topic_consents, json.dumps(record).encode(), key=survivor.encode()
-    )
+    value = sealer(settings).snapshot(json.dumps(record).encode(), survivor_id=survivor)
+    await producer.send_and_wait(settings.topic_consents, value, key=survivor.encode())
 
 
 async def run(

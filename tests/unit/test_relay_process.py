@@ -97,7 +97,7 @@ def relay(
             topic_deadletter="dlq",
             topic_seen="seen",
             partner_topic_prefix="p.",
-            inbound_sealing="optional" if keys is None else "required",
+            kafka_sealing="optional" if keys is None else "required",
             opa_batch_size=chunk,
         ),
         registry=cast(Any, None),
