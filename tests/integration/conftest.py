@@ -448,6 +448,13 @@ def sealer(settings: Settings) -> EventSealer:
     return _sealer(settings.database_url, settings.state_dir, settings.keks)
 
 
-def inbound_record(settings: Settings, event: dict[str, Any]) -> bytes:
-    """``event`` as an agency publishes it to the inbound topic: sealed to its survivor."""
+def inbound_record(settings: Settings, event: dict[str, Any], *, fresh: bool = False) -> bytes:
+    """``event`` as an agency publishes it to the inbound topic: sealed to its survivor
+    (``fresh``: with the survivor's key read now, not one cached before an erasure)."""
+    if fresh:
+        once = EventSealer.for_settings(settings)
+        try:
+            return once(json.dumps(event).encode())
+        finally:
+            once.close()
     return sealer(settings)(json.dumps(event).encode())

@@ -14,8 +14,10 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import update
 
 from services import kafka_client
+from services.atrest.cli import erase_command
 from services.auth.principals import Role
 from services.auth.service import issue_credential
+from services.broker.inbound_keys import EventSealer
 from services.broker.partner import collect, tail
 from services.consent import models
 from services.db import make_engine, make_sessionmaker, transaction
@@ -379,3 +381,38 @@ async def test_every_version_stays_readable(api: str, staff: dict[str, str]) -> 
     assert (await me("GET", f"{base}/{cid}/versions/1")).json()["provisions"][0]["categories"] == [
         "*"
     ]
+
+
+async def test_erasure_reaches_kafka_events_sealed_before_it_drop_the_snapshot_is_resealed(
+    api: str, staff: dict[str, str], settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    survivor, me = await enrolled(api, staff["harbor"])
+    assert (await me("POST", f"/v1/survivors/{survivor}/consents", consent())).status_code == 201
+    before = cloudevent("harbor-outreach", survivor, FIELDS)
+    old_key = EventSealer.for_settings(settings)  # an agency holding the survivor's first key
+    stale = old_key(json.dumps(before).encode())
+    old_key.close()
+    async with (
+        tail(kafka(settings, kafka_client.partner(SHELTER)), settings.partner_topic(SHELTER)) as p,
+        tail(kafka(settings, kafka_client.RELAY), settings.topic_consents) as snapshots,
+    ):
+        assert erase_command(settings, lambda _: None, survivor, by="test") == 1
+        # The API republishes the snapshot, which the destroyed key sealed, under a new key.
+        resealed: list[dict[str, Any]] = []
+        for _ in range(30):  # the API's republish loop runs every 2 s
+            got = await collect(snapshots, until=1, timeout_s=0.5)
+            resealed += [s for s in got if s.get("survivor") == survivor]
+            if resealed:
+                break
+        assert [s["generation"] for s in resealed] == [2]
+        await producer.send_and_wait(settings.topic_inbound, stale, key=survivor.encode())
+        after = cloudevent("harbor-outreach", survivor, FIELDS)
+        await producer.send_and_wait(
+            settings.topic_inbound,
+            inbound_record(settings, after, fresh=True),
+            key=survivor.encode(),
+        )
+        got = await received(settings, p, expect=1)
+    delivered = {d["id"] for d in got if d["subject"] == survivor}
+    # The consent outlives the erasure; the event sealed to the destroyed key cannot be read.
+    assert delivered == {after["id"]}
