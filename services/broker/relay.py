@@ -42,6 +42,7 @@ from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key, validate
 from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavailable
 from services.broker.replay import Seen, seen_record
+from services.broker.stable_offsets import stable_committed
 from services.compacted import ViewUnavailable
 from services.consent.view import ConsentView
 from services.kafka_client import RELAY, kafka
@@ -435,13 +436,13 @@ class PartitionProducers:
 
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
     """On assignment, fence the partition's previous owner first, then read the committed
-    offset: a transaction the previous owner was committing is finished (or aborted) by then,
-    so the offset read matches what was delivered.
+    offset with ``require_stable``: a transaction the previous owner was committing is
+    finished (or aborted) by then, and its offsets applied, so the offset read matches what
+    was delivered.
 
     A partition this instance keeps goes on after its own last commit instead: the consumer
-    resets a reassigned partition to the group's committed offset, and without KIP-447's
-    ``require_stable`` (aiokafka lacks it) that read may predate a transaction this instance
-    committed a moment ago, whose markers are still being written."""
+    resets a reassigned partition to the group's committed offset with aiokafka's plain fetch,
+    which may predate a transaction this instance committed a moment ago."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producers: PartitionProducers) -> None:
         self._consumer = consumer
@@ -469,7 +470,7 @@ async def take_over(
 ) -> None:
     """Fence whoever wrote for ``tp`` before, then go on from its last committed offset."""
     await producers.get(tp)
-    committed = await consumer.committed(tp)
+    committed = await stable_committed(consumer, tp)
     if tp not in consumer.assignment():
         return  # revoked meanwhile
     if committed is not None:
