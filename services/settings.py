@@ -105,9 +105,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     max_event_bytes: int = 256 * 1024
-    # Inbound events and consent snapshots sealed to their survivor (services/atrest/inbound.py,
-    # snapshots.py). "optional" also reads plaintext records: only while publishers move to
-    # sealing (docs/at-rest.md).
+    # Inbound events and consent snapshots sealed to their survivor (services/atrest/sealed.py).
+    # "optional" also reads plaintext records: only while publishers move to sealing
+    # (docs/at-rest.md).
     kafka_sealing: Literal["required", "optional"] = "required"
     # TLS for `accord api`: a PEM certificate (chain) and its private key; both or neither.
     api_tls_cert: str = ""

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.atrest import envelope, inbound, snapshots
+from services.atrest import envelope, sealed
 from services.atrest.envelope import KekRing, Unreadable
 from services.atrest.models import SurvivorKey
 from services.audit import record as audit
@@ -198,23 +198,20 @@ def inbound_public_key(session: Session, survivor_id: str) -> tuple[int, bytes]:
     """The generation and X25519 public key agencies seal events about the survivor to
     (``services.atrest.inbound``); creates the survivor's DEK on first use."""
     generation, dek = _current(session, survivor_id)
-    return generation, inbound.public_key(dek)
+    return generation, sealed.public_key(dek)
 
 
 def seal_inbound(session: Session, event: bytes, *, agency_id: str, survivor_id: str) -> bytes:
     """``event`` as the inbound record: sealed to the survivor's current key."""
     generation, key = inbound_public_key(session, survivor_id)
-    return inbound.seal_event(
-        event, public_key=key, header=inbound.Header(agency_id, survivor_id, generation)
-    )
+    header = sealed.event_header(agency_id, survivor_id, generation)
+    return sealed.seal(event, header, public_key=key)
 
 
 def seal_snapshot(session: Session, payload: bytes, *, survivor_id: str) -> bytes:
     """A consent snapshot as ``accord.consent.changes`` holds it: sealed to the survivor."""
     generation, key = inbound_public_key(session, survivor_id)
-    return snapshots.seal_snapshot(
-        payload, public_key=key, survivor_id=survivor_id, generation=generation
-    )
+    return sealed.seal(payload, sealed.snapshot_header(survivor_id, generation), public_key=key)
 
 
 def inbound_private_keys(
@@ -232,7 +229,5 @@ def inbound_private_keys(
     for row in rows:
         if (row.survivor_id, row.generation) in wanted:
             dek = _unwrap(session, row)
-            keys[row.survivor_id, row.generation] = (
-                None if dek is None else inbound.private_key(dek)
-            )
+            keys[row.survivor_id, row.generation] = None if dek is None else sealed.private_key(dek)
     return keys

@@ -15,7 +15,7 @@ from typing import Protocol
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.atrest import inbound, snapshots, store
+from services.atrest import sealed, store
 from services.broker.cloudevents import SOURCE_PREFIX
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
@@ -84,16 +84,14 @@ class EventSealer:
             agency_id = agency_id or str(doc["source"]).removeprefix(SOURCE_PREFIX)
             survivor_id = survivor_id or str(doc["subject"])
         generation, key = self.public_key(survivor_id)
-        return inbound.seal_event(
-            event, public_key=key, header=inbound.Header(agency_id, survivor_id, generation)
-        )
+        header = sealed.event_header(agency_id, survivor_id, generation)
+        return sealed.seal(event, header, public_key=key)
 
     def snapshot(self, payload: bytes, *, survivor_id: str) -> bytes:
         """A consent snapshot sealed as the API's consent publisher seals it."""
         generation, key = self.public_key(survivor_id)
-        return snapshots.seal_snapshot(
-            payload, public_key=key, survivor_id=survivor_id, generation=generation
-        )
+        header = sealed.snapshot_header(survivor_id, generation)
+        return sealed.seal(payload, header, public_key=key)
 
     def close(self) -> None:
         bind = self._sessions.kw.get("bind")
@@ -112,6 +110,8 @@ def seal_all(s: Settings, events: Iterable[bytes]) -> list[bytes]:
 
 def subject_of(record: bytes) -> bytes:
     """The Kafka key of an inbound record, sealed or not: its survivor's id."""
-    header = inbound.read_header(record)
-    subject = header.survivor_id if header is not None else str(json.loads(record)["subject"])
+    parsed = sealed.parse(record, sealed.EVENT)
+    subject = (
+        parsed.header.survivor_id if parsed is not None else str(json.loads(record)["subject"])
+    )
     return subject.encode()

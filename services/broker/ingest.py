@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel
 
-from services.atrest import inbound, store
+from services.atrest import sealed, store
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.broker.cloudevents import ID_PATTERN, CloudEvent
@@ -37,7 +37,7 @@ class Accepted(BaseModel):
 
 class EventKey(BaseModel):
     survivor_id: str
-    format: str = inbound.FORMAT
+    format: str = sealed.EVENT
     generation: int
     public_key: str  # X25519, base64
 

@@ -116,10 +116,15 @@ class Relay:
         await self._consents.catch_up()
         await self._seen.catch_up()
         lap("views")
-        keys = self._keys.private_keys(
-            unseal.wanted(msg.value or b"" for msgs in batch.values() for msg in msgs)
+        opened = iter(
+            unseal.unseal_all(
+                [msg.value or b"" for msgs in batch.values() for msg in msgs],
+                self._keys.private_keys,
+                required=self._s.kafka_sealing == "required",
+                max_bytes=self._s.max_event_bytes,
+            )
         )
-        lap("keys")
+        lap("unseal")
         now = self._clock()
         window = timedelta(seconds=self._s.replay_window_s)
         # Replay-guard keys accepted earlier in this poll, per partition, with the event time.
@@ -135,24 +140,19 @@ class Relay:
         inputs = []
         for tp, msgs in batch.items():
             for msg in msgs:
-                opened = unseal.unseal(
-                    msg.value or b"",
-                    keys,
-                    required=self._s.kafka_sealing == "required",
-                    max_bytes=self._s.max_event_bytes,
-                )
+                record = next(opened)  # the poll's records were unsealed in this order
                 checked = (
-                    opened
-                    if isinstance(opened, Rejection)
+                    record
+                    if isinstance(record, Rejection)
                     else validate(
-                        opened.event,
+                        record.event,
                         schemas=self._schemas,
                         agency_keys=snapshot.agency_keys,
                         max_bytes=self._s.max_event_bytes,
                         seen=seen,
                         now=now,
                         max_age=window,
-                        sealed_for=opened.sealed_for,
+                        sealed_for=record.sealed_for,
                     )
                 )
                 if not isinstance(checked, InboundEvent):

@@ -66,7 +66,7 @@ async def publish_committed(
         survivor = session.get(models.Survivor, survivor_id)
         assert survivor is not None
         snap = snapshot(session=session, survivor=survivor)
-        # Sealed to the survivor (services/atrest/snapshots.py): the broker holds only ids.
+        # Sealed to the survivor (services/atrest/sealed.py): the broker holds only ids.
         record = store.seal_snapshot(session, encode(snap), survivor_id=survivor_id)
         session.commit()  # the survivor's data key, if this created it
     await publisher.publish(survivor_id, record)

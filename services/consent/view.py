@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import ConsumerRecord
 
-from services.atrest import snapshots
+from services.atrest import sealed
 from services.atrest.envelope import Unreadable
 from services.broker.registry import RegistryUnavailable
 from services.compacted import CompactedTable, ViewUnavailable
@@ -88,28 +88,39 @@ def apply_change(
         state[survivor] = (seq, record)
 
 
+def read(value: bytes) -> sealed.Sealed | Unreadable | None:
+    """A snapshot record parsed once (None: not sealed), or why it cannot be."""
+    try:
+        return sealed.parse(value, sealed.SNAPSHOT)
+    except Unreadable as exc:
+        return exc
+
+
 def open_change(
-    key: bytes | None, value: bytes | None, keys: Keys, *, required: bool
+    key: bytes | None,
+    value: bytes | None,
+    parsed: sealed.Sealed | Unreadable | None,
+    keys: Keys,
+    *,
+    required: bool,
 ) -> bytes | Unreadable | None:
     """The plaintext snapshot of one record (None for a tombstone), or why it cannot be read.
 
-    A snapshot is sealed to its survivor (services/atrest/snapshots.py); ``keys`` holds the
-    private keys of the batch, None for an erased one."""
+    A snapshot is sealed to its survivor (services/atrest/sealed.py, cs1); ``parsed`` is
+    ``read(value)``; ``keys`` holds the private keys of the batch, None for an erased one."""
     if value is None:
         return None
-    try:
-        header = snapshots.read_header(value)
-    except Unreadable as exc:
-        return exc
-    if header is None:
+    if isinstance(parsed, Unreadable):
+        return parsed
+    if parsed is None:
         return Unreadable("an unsealed consent snapshot") if required else value
-    if key is None or header[0] != key.decode(errors="replace"):
+    if key is None or parsed.header.survivor_id != key.decode(errors="replace"):
         return Unreadable("a consent snapshot sealed for another survivor than its key")
-    private = keys.get(header)
+    private = keys.get(parsed.header.key)
     if private is None:
         return Unreadable("a consent snapshot whose survivor key is erased or unknown")
     try:
-        return snapshots.open_snapshot(value, private)
+        return sealed.open_record(parsed, private)
     except Unreadable as exc:
         return exc
 
@@ -133,31 +144,27 @@ class KafkaConsentView(CompactedTable, _Records):
         apply_change(self._state, key, value)
 
     def apply_all(self, records: list[ConsumerRecord]) -> None:
-        wanted = set()
-        for rec in records:
-            try:
-                header = snapshots.read_header(rec.value) if rec.value is not None else None
-            except Unreadable:
-                header = None
-            if header is not None:
-                wanted.add(header)
+        parsed = [read(rec.value) if rec.value is not None else None for rec in records]
+        wanted = {p.header.key for p in parsed if isinstance(p, sealed.Sealed)}
         try:  # one query for the batch's keys, dropped with it
             keys = self._keys.private_keys(wanted) if wanted else {}
         except RegistryUnavailable as exc:
             raise ViewUnavailable("the survivor keys could not be read") from exc
-        for rec in records:
-            opened = open_change(rec.key, rec.value, keys, required=self._required)
-            if isinstance(opened, Unreadable):
-                # Fail closed: no consent, declaration or court order is assumed for this
-                # survivor until a snapshot that opens arrives (an erasure republishes one).
-                log.warning(
-                    "consent snapshot unreadable",
-                    extra={
-                        "survivor_id": (rec.key or b"").decode(errors="replace"),
-                        "reason": str(opened),
-                    },
-                )
-                if rec.key is not None:
-                    self._state.pop(rec.key.decode(errors="replace"), None)
-                continue
-            self.apply(rec.key, opened)
+        for rec, p in zip(records, parsed, strict=True):
+            opened = open_change(rec.key, rec.value, p, keys, required=self._required)
+            if not isinstance(opened, Unreadable):
+                try:
+                    self.apply(rec.key, opened)
+                    continue
+                except ValueError:  # optional sealing: a plaintext record that is not JSON
+                    opened = Unreadable("a consent snapshot that is not JSON")
+            self._forget(rec.key, opened)
+
+    def _forget(self, key: bytes | None, why: Unreadable) -> None:
+        """Fail closed: no consent, declaration or court order is assumed for this survivor
+        until a snapshot that opens arrives (an erasure republishes one)."""
+        survivor = (key or b"").decode(errors="replace")
+        log.warning(
+            "consent snapshot unreadable", extra={"survivor_id": survivor, "reason": str(why)}
+        )
+        self._state.pop(survivor, None)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.atrest import inbound, store
+from services.atrest import sealed, store
 from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
 from services.broker import provenance
@@ -101,12 +101,13 @@ async def test_oversized_body_is_413(api: str, keys: dict[str, str], settings: S
 
 def opened(sessions: sessionmaker[Session], record: bytes) -> dict[str, Any]:
     """An inbound record opened as the relay opens it (the survivor's key from the database)."""
-    header = inbound.read_header(record)
-    assert header is not None, "the inbound record is not sealed"
+    parsed = sealed.parse(record, sealed.EVENT)
+    assert parsed is not None, "the inbound record is not sealed"
+    header = parsed.header
     with sessions() as session:
         key = store.inbound_private_keys(session, {header.key})[header.key]
     assert key is not None
-    doc: dict[str, Any] = json.loads(inbound.open_event(record, header, key))
+    doc: dict[str, Any] = json.loads(sealed.open_record(parsed, key))
     return doc
 
 
@@ -139,12 +140,12 @@ async def test_agencies_get_the_key_to_seal_events_about_a_survivor(
         assert (await get("sv-int-api-key", None)).status_code == 401
         assert (await get("not%20an%20id", keys["harbor"])).status_code == 422
     body = answer.json()
-    assert body["survivor_id"] == "sv-int-api-key" and body["format"] == inbound.FORMAT
+    assert body["survivor_id"] == "sv-int-api-key" and body["format"] == sealed.EVENT
     event = json.dumps(cloudevent("harbor-outreach", "sv-int-api-key", {"age": 40})).encode()
-    record = inbound.seal_event(
+    record = sealed.seal(
         event,
+        sealed.event_header("harbor-outreach", "sv-int-api-key", body["generation"]),
         public_key=base64.b64decode(body["public_key"]),
-        header=inbound.Header("harbor-outreach", "sv-int-api-key", body["generation"]),
     )
     assert json.dumps(opened(sessions, record)).encode() == event  # the relay opens it
 

@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from services.atrest import inbound, snapshots
 from services.atrest.envelope import Unreadable
+from services.atrest.sealed import Sealed, private_key, public_key, seal, snapshot_header
 from services.broker.inbound_keys import StaticInboundKeys
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
 from services.compacted import ViewUnavailable
-from services.consent.view import KafkaConsentView, open_change
+from services.consent.view import KafkaConsentView, open_change, read
 from services.kafka_client import KafkaConn
 
 DEK = os.urandom(32)
-KEYS: Keys = {("sv-1", 1): inbound.private_key(DEK)}
+KEYS: Keys = {("sv-1", 1): private_key(DEK)}
 CONSENT = {"id": "c-1", "version": 1, "status": "active", "provisions": []}
 
 
@@ -36,37 +36,42 @@ def payload(seq: int = 1, consents: list[Any] | None = None) -> bytes:
 
 
 def sealed(data: bytes, survivor: str = "sv-1", generation: int = 1, dek: bytes = DEK) -> bytes:
-    return snapshots.seal_snapshot(
-        data, public_key=inbound.public_key(dek), survivor_id=survivor, generation=generation
-    )
+    return seal(data, snapshot_header(survivor, generation), public_key=public_key(dek))
+
+
+def change(key: bytes, value: bytes | None, keys: Keys, *, required: bool) -> object:
+    """One record as the view opens it: parsed, then opened with the batch's keys."""
+    parsed = read(value) if value is not None else None
+    return open_change(key, value, parsed, keys, required=required)
 
 
 def test_a_sealed_snapshot_holds_only_ids_and_opens_with_the_survivors_key() -> None:
     record = sealed(payload())
     assert b"c-1" not in record and b"provisions" not in record
-    assert snapshots.read_header(record) == ("sv-1", 1)
-    assert open_change(b"sv-1", record, KEYS, required=True) == payload()
+    parsed = read(record)
+    assert isinstance(parsed, Sealed) and parsed.header.key == ("sv-1", 1)
+    assert change(b"sv-1", record, KEYS, required=True) == payload()
 
 
 def test_tombstones_pass_and_plaintext_is_refused_unless_optional() -> None:
-    assert open_change(b"sv-1", None, KEYS, required=True) is None
-    assert isinstance(open_change(b"sv-1", payload(), KEYS, required=True), Unreadable)
-    assert open_change(b"sv-1", payload(), KEYS, required=False) == payload()
+    assert change(b"sv-1", None, KEYS, required=True) is None
+    assert isinstance(change(b"sv-1", payload(), KEYS, required=True), Unreadable)
+    assert change(b"sv-1", payload(), KEYS, required=False) == payload()
 
 
 def test_a_snapshot_under_another_survivors_key_or_an_erased_key_does_not_open() -> None:
     record = sealed(payload())
     # Replayed under another survivor's Kafka key: refused before any key is tried.
-    assert isinstance(open_change(b"sv-2", record, KEYS, required=True), Unreadable)
-    assert isinstance(open_change(b"sv-1", record, {("sv-1", 1): None}, required=True), Unreadable)
-    assert isinstance(open_change(b"sv-1", record, {}, required=True), Unreadable)
-    other = {("sv-1", 1): inbound.private_key(os.urandom(32))}
-    assert isinstance(open_change(b"sv-1", record, other, required=True), Unreadable)
+    assert isinstance(change(b"sv-2", record, KEYS, required=True), Unreadable)
+    assert isinstance(change(b"sv-1", record, {("sv-1", 1): None}, required=True), Unreadable)
+    assert isinstance(change(b"sv-1", record, {}, required=True), Unreadable)
+    other = {("sv-1", 1): private_key(os.urandom(32))}
+    assert isinstance(change(b"sv-1", record, other, required=True), Unreadable)
     doc = json.loads(record)
     doc["generation"] = 2  # an edited header does not open even with the right key
     edited = json.dumps(doc).encode()
     both = {**KEYS, ("sv-1", 2): KEYS["sv-1", 1]}
-    assert isinstance(open_change(b"sv-1", edited, both, required=True), Unreadable)
+    assert isinstance(change(b"sv-1", edited, both, required=True), Unreadable)
 
 
 @dataclass

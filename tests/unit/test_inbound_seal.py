@@ -10,37 +10,58 @@ from typing import Any, cast
 import pytest
 from aiokafka import TopicPartition
 
-from services.atrest import inbound
 from services.atrest.envelope import Unreadable
+from services.atrest.sealed import (
+    EVENT,
+    Header,
+    Sealed,
+    event_header,
+    open_record,
+    parse,
+    private_key,
+    public_key,
+    seal,
+)
 from services.broker.inbound_keys import StaticInboundKeys
 from services.broker.pipeline.model import InboundEvent, Rejection
-from services.broker.pipeline.unseal import Unsealed, unseal, wanted
+from services.broker.pipeline.unseal import Keys, Unsealed, unseal_all
 from services.broker.pipeline.validate import SchemaRegistry, validate
 from tests.unit.conftest import NOW
 from tests.unit.test_relay_process import SNAPSHOT, Msg, RecordingPolicy, event, only, relay
 
 DEK, OTHER_DEK = os.urandom(32), os.urandom(32)
-HEADER = inbound.Header("harbor-outreach", "sv-1", 1)
+HEADER = event_header("harbor-outreach", "sv-1", 1)
 LIMIT = 256 * 1024
 
 
-def sealed(raw: bytes, header: inbound.Header = HEADER, dek: bytes = DEK) -> bytes:
-    return inbound.seal_event(raw, public_key=inbound.public_key(dek), header=header)
+def sealed(raw: bytes, header: Header = HEADER, dek: bytes = DEK) -> bytes:
+    return seal(raw, header, public_key=public_key(dek))
+
+
+def parsed(record: bytes) -> Sealed:
+    result = parse(record, EVENT)
+    assert result is not None
+    return result
+
+
+def unseal(record: bytes, keys: Keys, *, required: bool, max_bytes: int) -> Unsealed | Rejection:
+    """Stage 0 over a poll of one record, with ``keys`` as the poll's keys."""
+    (result,) = unseal_all([record], lambda _: keys, required=required, max_bytes=max_bytes)
+    return result
 
 
 def test_a_sealed_event_opens_byte_for_byte_and_shows_nothing_in_clear() -> None:
     raw = event(1)
     record = sealed(raw)
     assert b"survivor_name" not in record and b'"age"' not in record
-    header = inbound.read_header(record)
-    assert header == HEADER
-    assert inbound.open_event(record, HEADER, inbound.private_key(DEK)) == raw
+    assert parsed(record).header == HEADER
+    assert open_record(parsed(record), private_key(DEK)) == raw
 
 
 def test_the_key_pair_is_derived_from_the_dek_and_differs_per_dek() -> None:
-    assert inbound.public_key(DEK) == inbound.public_key(DEK)
-    assert inbound.public_key(DEK) != inbound.public_key(OTHER_DEK)
-    assert inbound.public_key(DEK) != DEK  # the DEK itself is never the key
+    assert public_key(DEK) == public_key(DEK)
+    assert public_key(DEK) != public_key(OTHER_DEK)
+    assert public_key(DEK) != DEK  # the DEK itself is never the key
 
 
 @pytest.mark.parametrize(
@@ -55,33 +76,33 @@ def test_a_record_whose_header_was_edited_does_not_open(edit: dict[str, Any]) ->
     doc = json.loads(sealed(event(1)))
     doc.update(edit)
     record = json.dumps(doc).encode()
-    header = inbound.read_header(record)
-    assert header is not None and header != HEADER
+    edited = parse(record, EVENT)
+    assert edited is not None and edited.header != HEADER
     with pytest.raises(Unreadable):
-        inbound.open_event(record, header, inbound.private_key(DEK))
+        open_record(edited, private_key(DEK))
 
 
 def test_another_survivors_key_and_an_altered_ciphertext_do_not_open() -> None:
     record = sealed(event(1))
     with pytest.raises(Unreadable):
-        inbound.open_event(record, HEADER, inbound.private_key(OTHER_DEK))
+        open_record(parsed(record), private_key(OTHER_DEK))
     doc = json.loads(record)
     hpke = doc["hpke"]
     doc["hpke"] = hpke[:-6] + ("A" if hpke[-6] != "A" else "B") + hpke[-5:]
     with pytest.raises(Unreadable):
-        inbound.open_event(json.dumps(doc).encode(), HEADER, inbound.private_key(DEK))
+        open_record(parsed(json.dumps(doc).encode()), private_key(DEK))
 
 
 def test_plaintext_is_no_sealed_record_and_a_broken_header_is_unreadable() -> None:
-    assert inbound.read_header(event(1)) is None
-    assert inbound.read_header(b"\x00garbage") is None
+    assert parse(event(1), EVENT) is None
+    assert parse(b"\x00garbage", EVENT) is None
     with pytest.raises(Unreadable):
-        inbound.read_header(b'{"accordsealed":"ib1","agency":"a","survivor":"s"}')
+        parse(b'{"accordsealed":"ib1","agency":"a","survivor":"s"}', EVENT)
     with pytest.raises(Unreadable):
-        inbound.read_header(b'{"accordsealed":"ib9","agency":"a","survivor":"s","generation":1}')
+        parse(b'{"accordsealed":"ib9","agency":"a","survivor":"s","generation":1}', EVENT)
 
 
-KEYS = {HEADER.key: inbound.private_key(DEK)}
+KEYS: Keys = {HEADER.key: private_key(DEK)}
 
 
 def code(result: Unsealed | Rejection) -> str:
@@ -94,7 +115,14 @@ def test_unseal_opens_with_the_poll_keys_and_names_who_it_was_sealed_for() -> No
     raw = event(1)
     result = unseal(sealed(raw), KEYS, required=True, max_bytes=LIMIT)
     assert result == Unsealed(raw, ("harbor-outreach", "sv-1"))
-    assert wanted([sealed(raw), raw, b"junk"]) == {("sv-1", 1)}
+    asked: list[set[tuple[str, int]]] = []
+
+    def fetch(wanted: set[tuple[str, int]]) -> Keys:
+        asked.append(wanted)
+        return KEYS
+
+    unseal_all([sealed(raw), raw, b"junk"], fetch, required=True, max_bytes=LIMIT)
+    assert asked == [{("sv-1", 1)}]  # one key query for the poll, for its sealed records
 
 
 def test_plaintext_is_refused_when_sealing_is_required_and_passes_when_optional() -> None:
@@ -107,7 +135,7 @@ def test_an_erased_key_drops_the_event_and_a_missing_key_is_unreadable() -> None
     record = sealed(event(1))
     assert code(unseal(record, {HEADER.key: None}, required=True, max_bytes=LIMIT)) == "erased"
     assert code(unseal(record, {}, required=True, max_bytes=LIMIT)) == "unreadable"
-    other = {HEADER.key: inbound.private_key(OTHER_DEK)}
+    other = {HEADER.key: private_key(OTHER_DEK)}
     assert code(unseal(record, other, required=True, max_bytes=LIMIT)) == "unreadable"
 
 
@@ -141,8 +169,8 @@ def test_validate_refuses_an_event_sealed_as_another_survivor_or_agency(
 async def test_the_relay_opens_sealed_records_and_drops_those_of_an_erased_survivor(
     schemas: SchemaRegistry,
 ) -> None:
-    erased = inbound.Header("harbor-outreach", "sv-2", 1)
-    keys = StaticInboundKeys({HEADER.key: inbound.private_key(DEK), erased.key: None})
+    erased = event_header("harbor-outreach", "sv-2", 1)
+    keys = StaticInboundKeys({HEADER.key: private_key(DEK), erased.key: None})
     r = relay(RecordingPolicy(), schemas, keys=keys)
     tp = TopicPartition("in", 0)
     batch = {
