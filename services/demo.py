@@ -25,11 +25,11 @@ from services import devstack, kafka_client, migrations
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import provenance, topics
-from services.broker.inbound_keys import EventSealer, seal_all
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
+from services.broker.survivor_keys import EventSealer, seal_all
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_acl import provision
 from services.kafka_client import ADMIN, API, AUDIT, kafka

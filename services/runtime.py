@@ -11,7 +11,6 @@ import uvicorn
 
 from services.api import create_app
 from services.broker import topics
-from services.broker.inbound_keys import SqlInboundKeys
 from services.broker.pipeline.decide import OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
 from services.broker.pipeline.seal import Sealer
@@ -19,6 +18,7 @@ from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import SqlRegistry
 from services.broker.relay import Clock, Relay, utcnow
 from services.broker.replay import SeenEvents
+from services.broker.survivor_keys import SqlSurvivorKeys
 from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
@@ -46,7 +46,7 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
     await topics.ensure_topics(kafka(s, RELAY), topics.core_topics(s))
     engine = make_engine(s.sqlalchemy_url)
     sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
-    keys = SqlInboundKeys(sessions)
+    keys = SqlSurvivorKeys(sessions)
     view = KafkaConsentView(
         kafka(s, RELAY), s.topic_consents, keys=keys, required=s.kafka_sealing == "required"
     )

@@ -25,14 +25,14 @@ from services.audit import record as audit
 __all__ = [
     "Unreadable",
     "erase",
-    "inbound_private_keys",
-    "inbound_public_key",
     "open_text",
     "rewrap",
     "seal_inbound",
     "seal_snapshot",
     "seal_text",
     "status",
+    "survivor_private_keys",
+    "survivor_public_key",
 ]
 
 _DEKS = "atrest_deks"  # session.info: {(survivor, generation): dek or None when erased}
@@ -194,27 +194,27 @@ def status(session: Session) -> dict[str, int]:
     return {kek_id or "(erased)": n for kek_id, n in counts}
 
 
-def inbound_public_key(session: Session, survivor_id: str) -> tuple[int, bytes]:
-    """The generation and X25519 public key agencies seal events about the survivor to
-    (``services.atrest.inbound``); creates the survivor's DEK on first use."""
+def survivor_public_key(session: Session, survivor_id: str) -> tuple[int, bytes]:
+    """The generation and X25519 public key records about the survivor are sealed to
+    (``services.atrest.sealed``); creates the survivor's DEK on first use."""
     generation, dek = _current(session, survivor_id)
     return generation, sealed.public_key(dek)
 
 
 def seal_inbound(session: Session, event: bytes, *, agency_id: str, survivor_id: str) -> bytes:
     """``event`` as the inbound record: sealed to the survivor's current key."""
-    generation, key = inbound_public_key(session, survivor_id)
+    generation, key = survivor_public_key(session, survivor_id)
     header = sealed.event_header(agency_id, survivor_id, generation)
     return sealed.seal(event, header, public_key=key)
 
 
 def seal_snapshot(session: Session, payload: bytes, *, survivor_id: str) -> bytes:
     """A consent snapshot as ``accord.consent.changes`` holds it: sealed to the survivor."""
-    generation, key = inbound_public_key(session, survivor_id)
+    generation, key = survivor_public_key(session, survivor_id)
     return sealed.seal(payload, sealed.snapshot_header(survivor_id, generation), public_key=key)
 
 
-def inbound_private_keys(
+def survivor_private_keys(
     session: Session, wanted: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], X25519PrivateKey | None]:
     """The private keys that open the wanted (survivor, generation) pairs, in one query;

@@ -44,7 +44,7 @@ from services.bench.harness import (
     table,
 )
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
-from services.broker.inbound_keys import seal_all, subject_of
+from services.broker.survivor_keys import seal_all, subject_of
 from services.devstack import kafka, opa, postgres
 from services.devstack.process import stop
 from services.settings import Settings

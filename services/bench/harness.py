@@ -32,13 +32,13 @@ from nacl.public import PrivateKey
 
 from services import kafka_client
 from services.broker import topics
-from services.broker.inbound_keys import SqlInboundKeys, seal_all, subject_of
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import SqlRegistry
 from services.broker.relay import Relay
 from services.broker.replay import StaticSeen
+from services.broker.survivor_keys import SqlSurvivorKeys, seal_all, subject_of
 from services.consent.view import StaticConsentView
 from services.db import make_engine, make_sessionmaker
 from services.keys import kek_ring
@@ -275,7 +275,7 @@ async def recompute(
                 # depend on the seal (tests/unit/test_inbound_seal.py).
                 s.model_copy(update={"kafka_sealing": "optional"}),
                 registry=registry,
-                keys=SqlInboundKeys(sessions),
+                keys=SqlSurvivorKeys(sessions),
                 consents=view,
                 policy=policy,
                 schemas=SchemaRegistry(s.schemas_dir / "events"),

@@ -43,8 +43,8 @@ from services.bench import opa_latency
 from services.bench.harness import RelayProcess, peak_rss_bytes, scoped
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 from services.broker import topics
-from services.broker.inbound_keys import EventSealer, seal_all, subject_of
 from services.broker.pipeline.decide import request_size
+from services.broker.survivor_keys import EventSealer, seal_all, subject_of
 from services.devstack import kafka, postgres
 from services.kafka_acl import provision
 from services.settings import Settings

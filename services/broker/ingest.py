@@ -60,7 +60,7 @@ SurvivorId = Annotated[str, Path(pattern=ID_PATTERN, description="Pseudonymous s
 )
 def event_key(survivor_id: SurvivorId, request: Request, _: AgencyPrincipal) -> EventKey:
     with request.app.state.sessions() as session:
-        generation, key = store.inbound_public_key(session, survivor_id)
+        generation, key = store.survivor_public_key(session, survivor_id)
         session.commit()
     return EventKey(
         survivor_id=survivor_id,

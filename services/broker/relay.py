@@ -28,7 +28,6 @@ from aiokafka import (
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from services.broker import topics
-from services.broker.inbound_keys import InboundKeys
 from services.broker.pipeline import deliver, unseal
 from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_input, decide_all
 from services.broker.pipeline.model import (
@@ -43,6 +42,7 @@ from services.broker.pipeline.validate import SchemaRegistry, event_key, validat
 from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavailable
 from services.broker.replay import Seen, seen_record
 from services.broker.stable_offsets import stable_committed
+from services.broker.survivor_keys import SurvivorKeys
 from services.compacted import ViewUnavailable
 from services.consent.view import ConsentView
 from services.kafka_client import RELAY, kafka
@@ -92,7 +92,7 @@ class Relay:
         schemas: SchemaRegistry,
         seen: Seen,
         sealer: Sealer,
-        keys: InboundKeys,
+        keys: SurvivorKeys,
         clock: Clock = utcnow,
     ) -> None:
         self._s = settings

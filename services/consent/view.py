@@ -23,8 +23,8 @@ from services.compacted import CompactedTable, ViewUnavailable
 from services.kafka_client import KafkaConn
 
 if TYPE_CHECKING:
-    from services.broker.inbound_keys import InboundKeys
     from services.broker.pipeline.unseal import Keys
+    from services.broker.survivor_keys import SurvivorKeys
 
 JSON = dict[str, Any]
 log = logging.getLogger("accord.consent.view")
@@ -131,7 +131,7 @@ class KafkaConsentView(CompactedTable, _Records):
         conn: KafkaConn,
         topic: str,
         *,
-        keys: InboundKeys,
+        keys: SurvivorKeys,
         required: bool = True,
         timeout_s: float = 5.0,
     ) -> None:

@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services import devstack, kafka_client, migrations
 from services.broker import provenance, topics
-from services.broker.inbound_keys import EventSealer
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
+from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
 from services.kafka_acl import delete_acls_under, provision

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import migrations
@@ -541,25 +541,33 @@ def test_kek_rotation_rewraps_every_data_key_while_everything_stays_readable(
     engine.dispose()
 
 
+def insert_agency(conn: Connection) -> None:
+    """The agency the plain rows of a migration test belong to, in raw SQL (no ORM: the
+    schema is an older revision's)."""
+    conn.execute(
+        text("INSERT INTO agencies (id, name, jurisdiction) VALUES ('harbor-outreach', 'H', 's')")
+    )
+
+
+def insert_survivor(conn: Connection, survivor_id: str) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO survivors (id, agency_id, created_at, change_seq, published_seq)"
+            " VALUES (:sv, 'harbor-outreach', :now, 1, 1)"
+        ),
+        {"sv": survivor_id, "now": NOW},
+    )
+
+
 def test_the_migration_seals_existing_plaintext_rows(empty_database: str) -> None:
     migrations.upgrade(empty_database, "0006")
     evidence = {"sv-old-1": canary(), "sv-old-2": canary()}
     justification = {sv: canary() for sv in evidence}
     engine = make_engine(empty_database)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO agencies (id, name, jurisdiction) VALUES ('harbor-outreach', 'H', 's')"
-            )
-        )
+        insert_agency(conn)
         for sv in evidence:
-            conn.execute(
-                text(
-                    "INSERT INTO survivors (id, agency_id, created_at, change_seq, published_seq)"
-                    " VALUES (:sv, 'harbor-outreach', :now, 1, 1)"
-                ),
-                {"sv": sv, "now": NOW},
-            )
+            insert_survivor(conn, sv)
             conn.execute(
                 text(
                     "INSERT INTO consent_versions (consent_id, version, survivor_id, status,"
@@ -622,11 +630,7 @@ def test_migration_0008_seals_order_identity_and_relations_and_back(empty_databa
     later = {"reference": canary(), "court": canary()}  # gone's order after their erasure
     engine = make_engine(empty_database)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO agencies (id, name, jurisdiction) VALUES ('harbor-outreach', 'H', 's')"
-            )
-        )
+        insert_agency(conn)
         order_sql = text(
             "INSERT INTO court_orders (id, survivor_id, agency_id, reference, court, recipient,"
             " fields, expires_at, recorded_by, recorded_at, justification) VALUES"
@@ -634,13 +638,7 @@ def test_migration_0008_seals_order_identity_and_relations_and_back(empty_databa
             " :j)"
         )
         for sv in (kept, gone):
-            conn.execute(
-                text(
-                    "INSERT INTO survivors (id, agency_id, created_at, change_seq, published_seq)"
-                    " VALUES (:sv, 'harbor-outreach', :now, 1, 1)"
-                ),
-                {"sv": sv, "now": NOW},
-            )
+            insert_survivor(conn, sv)
             conn.execute(
                 text(
                     "INSERT INTO guardians (id, guardian_id, survivor_id, relation, suspect)"

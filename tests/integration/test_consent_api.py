@@ -17,8 +17,8 @@ from services import kafka_client
 from services.atrest.cli import erase_command
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.inbound_keys import EventSealer
 from services.broker.partner import collect, tail
+from services.broker.survivor_keys import EventSealer
 from services.consent import models
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_client import kafka

@@ -20,8 +20,8 @@ from services.atrest import store
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import provenance
-from services.broker.inbound_keys import EventSealer
 from services.broker.partner import collect, tail
+from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_client import API, AUDIT, kafka
 from services.settings import Settings

@@ -105,7 +105,7 @@ def opened(sessions: sessionmaker[Session], record: bytes) -> dict[str, Any]:
     assert parsed is not None, "the inbound record is not sealed"
     header = parsed.header
     with sessions() as session:
-        key = store.inbound_private_keys(session, {header.key})[header.key]
+        key = store.survivor_private_keys(session, {header.key})[header.key]
     assert key is not None
     doc: dict[str, Any] = json.loads(sealed.open_record(parsed, key))
     return doc

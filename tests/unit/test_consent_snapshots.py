@@ -14,9 +14,9 @@ from aiokafka import TopicPartition
 
 from services.atrest.envelope import Unreadable
 from services.atrest.sealed import Sealed, private_key, public_key, seal, snapshot_header
-from services.broker.inbound_keys import StaticInboundKeys
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
+from services.broker.survivor_keys import StaticSurvivorKeys
 from services.compacted import ViewUnavailable
 from services.consent.view import KafkaConsentView, open_change, read
 from services.kafka_client import KafkaConn
@@ -86,7 +86,7 @@ def view(keys: Any) -> KafkaConsentView:
 
 
 async def test_the_view_applies_what_opens_and_forgets_a_survivor_whose_snapshot_does_not() -> None:
-    v = view(StaticInboundKeys(KEYS))
+    v = view(StaticSurvivorKeys(KEYS))
     v.apply_all([Rec(b"sv-1", sealed(payload()))])
     assert v.consents_for("sv-1") == [CONSENT]
     # The next snapshot cannot be read (its key was erased): fail closed, assume nothing.
@@ -128,6 +128,6 @@ async def test_a_batch_that_cannot_be_opened_now_is_read_again_not_skipped() -> 
     with pytest.raises(ViewUnavailable):
         await v.catch_up()
     assert consumer.seeks == [0] and consumer.pos == 0  # the change is still ahead
-    v._keys = StaticInboundKeys(KEYS)  # the database is back
+    v._keys = StaticSurvivorKeys(KEYS)  # the database is back
     await v.catch_up()
     assert v.consents_for("sv-1") == [CONSENT]

@@ -22,10 +22,10 @@ from services.atrest.sealed import (
     public_key,
     seal,
 )
-from services.broker.inbound_keys import StaticInboundKeys
 from services.broker.pipeline.model import InboundEvent, Rejection
 from services.broker.pipeline.unseal import Keys, Unsealed, unseal_all
 from services.broker.pipeline.validate import SchemaRegistry, validate
+from services.broker.survivor_keys import StaticSurvivorKeys
 from tests.unit.conftest import NOW
 from tests.unit.test_relay_process import SNAPSHOT, Msg, RecordingPolicy, event, only, relay
 
@@ -170,7 +170,7 @@ async def test_the_relay_opens_sealed_records_and_drops_those_of_an_erased_survi
     schemas: SchemaRegistry,
 ) -> None:
     erased = event_header("harbor-outreach", "sv-2", 1)
-    keys = StaticInboundKeys({HEADER.key: private_key(DEK), erased.key: None})
+    keys = StaticSurvivorKeys({HEADER.key: private_key(DEK), erased.key: None})
     r = relay(RecordingPolicy(), schemas, keys=keys)
     tp = TopicPartition("in", 0)
     batch = {

@@ -16,7 +16,6 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from services.broker import provenance
-from services.broker.inbound_keys import StaticInboundKeys
 from services.broker.pipeline import seal
 from services.broker.pipeline.model import Recipient
 from services.broker.pipeline.seal import Sealer
@@ -24,6 +23,7 @@ from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import RegistrySnapshot
 from services.broker.relay import BatchResult, Relay
 from services.broker.replay import StaticSeen
+from services.broker.survivor_keys import StaticSurvivorKeys
 from services.consent.view import StaticConsentView
 from services.settings import Settings
 from tests.unit.conftest import NOW, make_recipient
@@ -88,7 +88,7 @@ def relay(
     chunk: int = 100,
     seen: StaticSeen | None = None,
     consents: dict[str, list[Any]] | None = None,
-    keys: StaticInboundKeys | None = None,
+    keys: StaticSurvivorKeys | None = None,
 ) -> Relay:
     # Plaintext records unless keys are given (sealing: tests/unit/test_inbound_seal.py).
     return Relay(
@@ -101,7 +101,7 @@ def relay(
             opa_batch_size=chunk,
         ),
         registry=cast(Any, None),
-        keys=keys or StaticInboundKeys(),
+        keys=keys or StaticSurvivorKeys(),
         consents=StaticConsentView(consents or {}),
         policy=policy,
         schemas=schemas,

@@ -1,9 +1,10 @@
-"""Keys of inbound sealing (I/O): the private keys the relay opens a poll's records with, and
-the public keys in-process publishers seal with.
+"""Survivor keys of the records sealed on Kafka (I/O; the format is services/atrest/sealed.py):
+the private keys the relay opens a poll's events and its consent view a batch's snapshots
+with, and the public keys in-process publishers seal with.
 
-The relay makes one query per poll for the (survivor, generation) pairs its records name; the
-keys live only as long as that poll, so an erasure committed anywhere holds from the next
-poll on.
+The relay makes one query per poll (the view one per batch) for the (survivor, generation)
+pairs its records name; the keys live only as long as that poll, so an erasure committed
+anywhere holds from the next poll on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Protocol
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,11 +26,11 @@ from services.keys import kek_ring
 from services.settings import Settings
 
 
-class InboundKeys(Protocol):
+class SurvivorKeys(Protocol):
     def private_keys(self, wanted: Iterable[tuple[str, int]]) -> Keys: ...
 
 
-class SqlInboundKeys:
+class SqlSurvivorKeys:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
@@ -38,12 +40,12 @@ class SqlInboundKeys:
             return {}
         try:
             with self._sessions() as session:
-                return store.inbound_private_keys(session, wanted)
+                return store.survivor_private_keys(session, wanted)
         except DBAPIError as exc:  # the relay holds its poll and retries, as for the registry
             raise RegistryUnavailable(type(exc.orig).__name__) from exc
 
 
-class StaticInboundKeys:
+class StaticSurvivorKeys:
     """Keys given up front (unit tests of pure logic)."""
 
     def __init__(self, keys: Keys | None = None) -> None:
@@ -59,18 +61,20 @@ class EventSealer:
     ``GET /v1/events/keys/{survivor_id}``); and consent snapshots as the API does. For the
     demo, the benchmarks and the tests."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], engine: Engine | None = None) -> None:
         self._sessions = sessions
+        self._engine = engine  # disposed by close() when this sealer created it
         self._public: dict[str, tuple[int, bytes]] = {}
 
     @classmethod
     def for_settings(cls, s: Settings) -> EventSealer:
-        return cls(make_sessionmaker(make_engine(s.sqlalchemy_url), kek_ring=kek_ring(s)))
+        engine = make_engine(s.sqlalchemy_url)
+        return cls(make_sessionmaker(engine, kek_ring=kek_ring(s)), engine)
 
     def public_key(self, survivor_id: str) -> tuple[int, bytes]:
         if survivor_id not in self._public:
             with self._sessions() as session:
-                self._public[survivor_id] = store.inbound_public_key(session, survivor_id)
+                self._public[survivor_id] = store.survivor_public_key(session, survivor_id)
                 session.commit()
         return self._public[survivor_id]
 
@@ -94,9 +98,8 @@ class EventSealer:
         return sealed.seal(payload, header, public_key=key)
 
     def close(self) -> None:
-        bind = self._sessions.kw.get("bind")
-        if bind is not None:
-            bind.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def seal_all(s: Settings, events: Iterable[bytes]) -> list[bytes]:
