@@ -279,26 +279,28 @@ def _upsertion(name: str, password: str) -> Upsertion:
     return (name, SCRAM_SHA_512, SCRAM_ITERATIONS, salt, salted, {})
 
 
-async def _send(admin: AIOKafkaAdminClient, request: Request[Any]) -> Any:
-    return await admin._send_request(request)
+async def _send(conn: KafkaConn, request: Request[Any]) -> Any:
+    """One request to the cluster through an admin client of its own (aiokafka's admin client
+    has no call for these requests, only its protocol layer)."""
+    admin = AIOKafkaAdminClient(**conn.kwargs())
+    await admin.start()
+    try:
+        return await admin._send_request(request)
+    finally:
+        await admin.close()
 
 
 async def set_scram_credentials(conn: KafkaConn, credentials: dict[str, str]) -> None:
     """Create or replace each principal's SCRAM-SHA-512 credential."""
     if not credentials:
         return
-    admin = AIOKafkaAdminClient(**conn.kwargs())
-    await admin.start()
-    try:
-        request = AlterUserScramCredentialsRequest(
-            [_upsertion(n, p) for n, p in sorted(credentials.items())]
-        )
-        response = await _send(admin, request)
-        for user, code, _message, _tags in response.results:
-            if code:
-                raise ProvisioningError(f"SCRAM credential of {user}: {for_code(code).__name__}")
-    finally:
-        await admin.close()
+    request = AlterUserScramCredentialsRequest(
+        [_upsertion(n, p) for n, p in sorted(credentials.items())]
+    )
+    response = await _send(conn, request)
+    for user, code, _message, _tags in response.results:
+        if code:
+            raise ProvisioningError(f"SCRAM credential of {user}: {for_code(code).__name__}")
 
 
 async def create_acls(conn: KafkaConn, bindings: Iterable[Binding]) -> None:
@@ -306,22 +308,17 @@ async def create_acls(conn: KafkaConn, bindings: Iterable[Binding]) -> None:
     wanted = sorted(set(bindings), key=lambda b: (b.principal, b.resource, b.name, b.op))
     if not wanted:
         return
-    admin = AIOKafkaAdminClient(**conn.kwargs())
-    await admin.start()
-    try:
-        creations = [
-            (int(b.resource), b.name, int(b.pattern), f"User:{b.principal}", "*", int(b.op), ALLOW)
-            for b in wanted
-        ]
-        response = await _send(admin, CreateAclsRequest(creations))
-        for b, (code, _message) in zip(wanted, response.creation_responses, strict=True):
-            if code:
-                raise ProvisioningError(
-                    f"ACL {b.op.name} on {b.resource.name} {b.name} for {b.principal}: "
-                    f"{for_code(code).__name__}"
-                )
-    finally:
-        await admin.close()
+    creations = [
+        (int(b.resource), b.name, int(b.pattern), f"User:{b.principal}", "*", int(b.op), ALLOW)
+        for b in wanted
+    ]
+    response = await _send(conn, CreateAclsRequest(creations))
+    for b, (code, _message) in zip(wanted, response.creation_responses, strict=True):
+        if code:
+            raise ProvisioningError(
+                f"ACL {b.op.name} on {b.resource.name} {b.name} for {b.principal}: "
+                f"{for_code(code).__name__}"
+            )
 
 
 async def delete_acls(conn: KafkaConn, filters: list[AclFilter]) -> list[AclFilter]:
@@ -330,40 +327,30 @@ async def delete_acls(conn: KafkaConn, filters: list[AclFilter]) -> list[AclFilt
     principal whose ACLs are gone is refused at its next request."""
     if not filters:
         return []
-    admin = AIOKafkaAdminClient(**conn.kwargs())
-    await admin.start()
-    try:
-        response = await _send(admin, DeleteAclsRequest(filters))
-        deleted: list[AclFilter] = []
-        for code, _message, matching in response.filter_responses:
-            if code:
-                raise ProvisioningError(f"deleting ACLs: {for_code(code).__name__}")
-            for m_code, _m_message, rtype, name, pattern, principal, host, op, perm in matching:
-                if m_code:
-                    raise ProvisioningError(
-                        f"deleting an ACL on {name} for {principal}: {for_code(m_code).__name__}"
-                    )
-                deleted.append((rtype, name, pattern, principal, host, op, perm))
-        return deleted
-    finally:
-        await admin.close()
+    response = await _send(conn, DeleteAclsRequest(filters))
+    deleted: list[AclFilter] = []
+    for code, _message, matching in response.filter_responses:
+        if code:
+            raise ProvisioningError(f"deleting ACLs: {for_code(code).__name__}")
+        for m_code, _m_message, rtype, name, pattern, principal, host, op, perm in matching:
+            if m_code:
+                raise ProvisioningError(
+                    f"deleting an ACL on {name} for {principal}: {for_code(m_code).__name__}"
+                )
+            deleted.append((rtype, name, pattern, principal, host, op, perm))
+    return deleted
 
 
 async def describe_acls(conn: KafkaConn, f: AclFilter) -> list[AclFilter]:
     """The ACLs matching ``f``, each as an exact filter (for ``delete_acls``)."""
-    admin = AIOKafkaAdminClient(**conn.kwargs())
-    await admin.start()
-    try:
-        response = await _send(admin, DescribeAclsRequest(f))
-        if response.error_code:
-            raise ProvisioningError(f"describing ACLs: {for_code(response.error_code).__name__}")
-        return [
-            (rtype, name, pattern, principal, host, op, perm)
-            for rtype, name, pattern, acls in response.resources
-            for principal, host, op, perm in acls
-        ]
-    finally:
-        await admin.close()
+    response = await _send(conn, DescribeAclsRequest(f))
+    if response.error_code:
+        raise ProvisioningError(f"describing ACLs: {for_code(response.error_code).__name__}")
+    return [
+        (rtype, name, pattern, principal, host, op, perm)
+        for rtype, name, pattern, acls in response.resources
+        for principal, host, op, perm in acls
+    ]
 
 
 ANY_ACL: AclFilter = (ANY, None, ANY, None, None, ANY, ANY)
@@ -390,17 +377,12 @@ async def delete_scram_credentials(conn: KafkaConn, principals: Iterable[str]) -
     names = sorted(set(principals))
     if not names:
         return
-    admin = AIOKafkaAdminClient(**conn.kwargs())
-    await admin.start()
-    try:
-        response = await _send(admin, AlterUserScramCredentialsRequest([], deletions=names))
-        for user, code, _message, _tags in response.results:
-            if code and code != RESOURCE_NOT_FOUND:
-                raise ProvisioningError(
-                    f"deleting SCRAM credential of {user}: {for_code(code).__name__}"
-                )
-    finally:
-        await admin.close()
+    response = await _send(conn, AlterUserScramCredentialsRequest([], deletions=names))
+    for user, code, _message, _tags in response.results:
+        if code and code != RESOURCE_NOT_FOUND:
+            raise ProvisioningError(
+                f"deleting SCRAM credential of {user}: {for_code(code).__name__}"
+            )
 
 
 async def alter_quotas(conn: KafkaConn, quotas: dict[str, dict[str, float | None]]) -> None:
@@ -416,28 +398,18 @@ async def alter_quotas(conn: KafkaConn, quotas: dict[str, dict[str, float | None
     ]
     if not entries:
         return
-    admin = AIOKafkaAdminClient(**conn.kwargs())
-    await admin.start()
-    try:
-        response = await _send(admin, AlterClientQuotasRequest(entries))
-        for code, _message, entity in response.entries:
-            if code:
-                raise ProvisioningError(f"quotas of {entity}: {for_code(code).__name__}")
-    finally:
-        await admin.close()
+    response = await _send(conn, AlterClientQuotasRequest(entries))
+    for code, _message, entity in response.entries:
+        if code:
+            raise ProvisioningError(f"quotas of {entity}: {for_code(code).__name__}")
 
 
 async def describe_quotas(conn: KafkaConn, principal: str) -> dict[str, float]:
     """The client quotas set for ``principal`` itself (not defaults)."""
-    admin = AIOKafkaAdminClient(**conn.kwargs())
-    await admin.start()
-    try:
-        response = await _send(admin, DescribeClientQuotasRequest(principal))
-        if response.error_code:
-            raise ProvisioningError(f"describing quotas: {for_code(response.error_code).__name__}")
-        return {name: value for _entity, values in response.entries for name, value in values}
-    finally:
-        await admin.close()
+    response = await _send(conn, DescribeClientQuotasRequest(principal))
+    if response.error_code:
+        raise ProvisioningError(f"describing quotas: {for_code(response.error_code).__name__}")
+    return {name: value for _entity, values in response.entries for name, value in values}
 
 
 PRODUCER_BYTE_RATE = "producer_byte_rate"
