@@ -2,7 +2,7 @@
 
 Justifications and a court order's reference and court are stored sealed with the survivor's
 data key (services/atrest), never logged or published: the relay's snapshot carries only what
-the policy needs (ids, agency, times, recipient, field names), so the relay needs no KEK.
+the policy needs (ids, agency, times, recipient, field names): data minimisation.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def policy_view(*, session: Session, survivor_id: str) -> dict[str, list[dict[st
     """Declarations and court orders as the policy reads them; the policy judges time (R8).
 
     Published to the relay's topic: nothing sealed goes in (no reference, court or
-    justification), the policy needs none of it and the relay holds no KEK.
+    justification): the policy needs none of it.
     """
     declarations = session.scalars(
         select(models.Declaration)
