@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import uuid
+from pathlib import Path
 from string import Template
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -34,12 +36,18 @@ def managed(s: Settings) -> Managed:
     return Managed("kafka", s.state_dir / "pids" / "kafka.pid", s.state_dir / "logs" / "kafka.log")
 
 
+def _lib(s: Settings) -> Path:
+    # Keyed by the POM too: a changed dependency list gets a clean directory, no stale jars.
+    pom = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    return s.cache_dir / f"kafka-{s.kafka_version}-{pom}" / "lib"
+
+
 def lib_dir(s: Settings) -> str:
-    return str(s.cache_dir / f"kafka-{s.kafka_version}" / "lib")
+    return str(_lib(s))
 
 
 def ensure_jars(s: Settings) -> None:
-    lib = s.cache_dir / f"kafka-{s.kafka_version}" / "lib"
+    lib = _lib(s)
     marker = lib / ".complete"
     if marker.exists():
         return

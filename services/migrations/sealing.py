@@ -44,15 +44,11 @@ class Keys:
         self._newest: dict[str, int] = {}
         self.erased: dict[str, tuple[datetime, int]] = {}
         rows = conn.execute(
-            sa.select(
-                SURVIVOR_KEYS.c.survivor_id,
-                SURVIVOR_KEYS.c.generation,
-                SURVIVOR_KEYS.c.kek_id,
-                SURVIVOR_KEYS.c.wrapped_dek,
-                SURVIVOR_KEYS.c.erased_at,
-            ).order_by(SURVIVOR_KEYS.c.survivor_id, SURVIVOR_KEYS.c.generation)
+            sa.select(SURVIVOR_KEYS).order_by(
+                SURVIVOR_KEYS.c.survivor_id, SURVIVOR_KEYS.c.generation
+            )
         ).all()
-        for survivor_id, generation, kek_id, wrapped, erased_at in rows:
+        for survivor_id, generation, kek_id, wrapped, _created, erased_at in rows:
             self._newest[survivor_id] = generation
             # An erasure destroys every live generation: a live one is newer than any erased.
             if wrapped is not None:
@@ -99,15 +95,9 @@ class Keys:
 def opener(conn: sa.Connection, ring: envelope.KekRing) -> Opener:
     """For a downgrade: opens tokens with every DEK there is (erased ones open to None)."""
     deks: dict[tuple[str, int], bytes | None] = {}
-    rows = conn.execute(
-        sa.select(
-            SURVIVOR_KEYS.c.survivor_id,
-            SURVIVOR_KEYS.c.generation,
-            SURVIVOR_KEYS.c.kek_id,
-            SURVIVOR_KEYS.c.wrapped_dek,
-        )
-    ).all()
-    for survivor_id, generation, kek_id, wrapped in rows:
+    for survivor_id, generation, kek_id, wrapped, _, _ in conn.execute(
+        sa.select(SURVIVOR_KEYS)
+    ).all():
         deks[(survivor_id, generation)] = (
             None
             if wrapped is None

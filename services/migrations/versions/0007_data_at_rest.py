@@ -35,6 +35,25 @@ SEALED = {
 }
 
 
+versions = sa.table(
+    "consent_versions",
+    sa.column("consent_id", sa.String),
+    sa.column("version", sa.Integer),
+    sa.column("survivor_id", sa.String),
+    sa.column("evidence", sa.Text),
+)
+
+
+def _justified(name: str) -> sa.TableClause:
+    """``declarations`` or ``court_orders``, as far as their justification goes."""
+    return sa.table(
+        name,
+        sa.column("id", sa.String),
+        sa.column("survivor_id", sa.String),
+        sa.column("justification", sa.Text),
+    )
+
+
 def upgrade() -> None:
     op.create_table(
         "survivor_keys",
@@ -59,19 +78,7 @@ def upgrade() -> None:
 
     conn = op.get_bind()
     keys = Keys(conn, kek_ring(Settings()))  # none yet: each survivor gets generation 1
-    versions = sa.table(
-        "consent_versions",
-        sa.column("consent_id", sa.String),
-        sa.column("version", sa.Integer),
-        sa.column("survivor_id", sa.String),
-        sa.column("evidence", sa.Text),
-    )
-    rows = conn.execute(
-        sa.select(
-            versions.c.consent_id, versions.c.version, versions.c.survivor_id, versions.c.evidence
-        )
-    ).all()
-    for consent_id, version, survivor_id, evidence in rows:
+    for consent_id, version, survivor_id, evidence in conn.execute(sa.select(versions)).all():
         if evidence is None or is_sealed(evidence):
             continue
         text = json.dumps(json.loads(evidence), sort_keys=True)
@@ -82,15 +89,8 @@ def upgrade() -> None:
             .values(evidence=token)
         )
     for name, purpose in SEALED.items():
-        table = sa.table(
-            name,
-            sa.column("id", sa.String),
-            sa.column("survivor_id", sa.String),
-            sa.column("justification", sa.Text),
-        )
-        for row_id, survivor_id, justification in conn.execute(
-            sa.select(table.c.id, table.c.survivor_id, table.c.justification)
-        ).all():
+        table = _justified(name)
+        for row_id, survivor_id, justification in conn.execute(sa.select(table)).all():
             if is_sealed(justification):
                 continue
             token = keys.seal(justification, survivor_id, purpose, row_id)
@@ -101,13 +101,6 @@ def downgrade() -> None:
     """Back to plaintext; what was erased stays gone (a placeholder says so)."""
     conn = op.get_bind()
     clear = opener(conn, kek_ring(Settings()))
-    versions = sa.table(
-        "consent_versions",
-        sa.column("consent_id", sa.String),
-        sa.column("version", sa.Integer),
-        sa.column("survivor_id", sa.String),
-        sa.column("evidence", sa.Text),
-    )
     erased = json.dumps({"kind": "form_reference", "reference": "(erased)"})
     for consent_id, version, survivor_id, evidence in conn.execute(sa.select(versions)).all():
         text = (
@@ -121,12 +114,7 @@ def downgrade() -> None:
             .values(evidence=text if text is not None else erased)
         )
     for name, purpose in SEALED.items():
-        table = sa.table(
-            name,
-            sa.column("id", sa.String),
-            sa.column("survivor_id", sa.String),
-            sa.column("justification", sa.Text),
-        )
+        table = _justified(name)
         for row_id, survivor_id, token in conn.execute(sa.select(table)).all():
             text = clear(token, survivor_id, purpose, row_id)
             conn.execute(
