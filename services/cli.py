@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from services import devstack
+from services.auth.principals import Role
 from services.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Accord: consent-governed case-event sharing.")
@@ -135,6 +138,76 @@ def kafka_rotate(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -
     except Exception as exc:
         _fail(exc)
     typer.echo(principal)
+
+
+credentials = typer.Typer(
+    no_args_is_help=True, help="API keys, with database access (the first admin key)."
+)
+app.add_typer(credentials, name="credentials")
+
+_ROLE = typer.Option(..., "--role", help="The key's role.")
+_ROLE_FILTER = typer.Option(None, "--role", help="Only keys of this role.")
+_OUT = typer.Option(
+    None, "--out", help="Write the key to this new file (mode 0600) instead of printing it."
+)
+
+
+@credentials.command("issue")
+def credentials_issue(
+    role: Role = _ROLE,
+    subject: str = typer.Option(..., "--subject", help="Agency or partner id, or a staff id."),
+    agency: str | None = typer.Option(
+        None, "--agency", help="The agency an advocate or supervisor acts for."
+    ),
+    out: Path | None = _OUT,
+) -> None:
+    """Issue an API key; its secret is shown once (printed, or written to --out)."""
+    from services.auth import cli as auth_cli
+
+    try:
+        auth_cli.issue(
+            Settings(), typer.echo, role=role, subject=subject, agency_id=agency, out=out
+        )
+    except auth_cli.CredentialError as exc:
+        _fail(exc)
+
+
+@credentials.command("list")
+def credentials_list(
+    subject: str | None = typer.Option(None, "--subject", help="Only this subject's keys."),
+    role: Role | None = _ROLE_FILTER,
+) -> None:
+    """List keys (id, role, agency, when issued and revoked, subject); never a secret."""
+    from services.auth import cli as auth_cli
+
+    auth_cli.list_credentials(Settings(), typer.echo, subject=subject, role=role)
+
+
+@credentials.command("revoke")
+def credentials_revoke(
+    credential_id: str = typer.Argument(..., help="The <id> of acc_<id>_..."),
+) -> None:
+    """Revoke a key: it fails from its next request."""
+    from services.auth import cli as auth_cli
+
+    try:
+        auth_cli.revoke(Settings(), typer.echo, credential_id)
+    except auth_cli.CredentialError as exc:
+        _fail(exc)
+
+
+@credentials.command("rotate")
+def credentials_rotate(
+    credential_id: str = typer.Argument(..., help="The <id> of acc_<id>_..."),
+    out: Path | None = _OUT,
+) -> None:
+    """Replace a key: a new one for the same role and subject (shown once), the old one revoked."""
+    from services.auth import cli as auth_cli
+
+    try:
+        auth_cli.rotate(Settings(), typer.echo, credential_id, out=out)
+    except auth_cli.CredentialError as exc:
+        _fail(exc)
 
 
 audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
