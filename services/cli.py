@@ -223,9 +223,39 @@ def audit_verify() -> None:
 
 
 keys = typer.Typer(
-    no_args_is_help=True, help="Data at rest: key-encryption keys and survivors' data keys."
+    no_args_is_help=True,
+    help="Data at rest: key-encryption keys and survivors' data keys; agencies' and "
+    "partners' key pairs.",
 )
 app.add_typer(keys, name="keys")
+
+
+@keys.command("agency-keypair")
+def keys_agency_keypair(
+    key_file: str = typer.Argument(..., help="A new file for the private signing key."),
+) -> None:
+    """An agency's Ed25519 key pair: the signing key into a new file (mode 0600); prints the
+    public key to register as the agency's public_key."""
+    from services.agency_client import new_signing_key_file
+
+    try:
+        typer.echo(new_signing_key_file(key_file))
+    except OSError as exc:
+        _fail(exc)
+
+
+@keys.command("partner-keypair")
+def keys_partner_keypair(
+    key_file: str = typer.Argument(..., help="A new file for the private key."),
+) -> None:
+    """A partner's Curve25519 key pair: the private key into a new file (mode 0600); prints
+    the public key to register as the partner's public_key."""
+    from services.sdk import new_key_file
+
+    try:
+        typer.echo(new_key_file(key_file))
+    except OSError as exc:
+        _fail(exc)
 
 
 @keys.command("status")
@@ -396,6 +426,34 @@ def api() -> None:
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, **tls)
+
+
+@app.command("publish")
+def publish(
+    event_file: str = typer.Argument(..., help="The CloudEvent, as JSON."),
+    key_file: str = typer.Option(..., "--key-file", help="The agency's Ed25519 signing key."),
+    api: str | None = typer.Option(None, "--api", help="The Accord API's base URL."),
+    api_key: str = typer.Option(
+        ..., "--api-key", envvar="ACCORD_API_KEY", help="The agency's API key."
+    ),
+) -> None:
+    """As an agency: sign an event and publish it through POST /v1/events (the API seals it).
+    specversion, id and time are filled in when the file leaves them out."""
+    from services.agency_client import PublishError, complete, load_signing_key, read_event
+    from services.agency_client import publish as publish_event
+
+    s = Settings()
+    try:
+        event = complete(read_event(event_file))
+        answer = publish_event(
+            event,
+            load_signing_key(key_file),
+            api_url=api or f"http://{s.api_host}:{s.api_port}",
+            api_key=api_key,
+        )
+    except (PublishError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"{answer.get('id')} {answer.get('status')}")
 
 
 @app.command("tail")
