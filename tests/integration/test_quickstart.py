@@ -15,12 +15,17 @@ import os
 import re
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
+from services.auth.principals import Role
+from services.auth.service import issue_credential
+from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
 from services.settings import REPO_ROOT, Settings
 from tests.integration.conftest import free_port, run_tag
@@ -134,3 +139,21 @@ def test_the_quickstart_runs_as_written(settings: Settings, tmp_path: Path) -> N
     # Withheld by the rules the page names: an unnamed sensitive category (R10), R7.
     assert "hiv_status" not in delivery["fields"]
     assert "shelter_address" not in delivery["fields"]
+
+
+async def test_the_readme_consent_example_is_accepted(api: str, database: str) -> None:
+    """The consent body the README shows is one the API grants as written."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    [body] = [json.loads(b) for i, b in BLOCK.findall(readme) if i == "json" and "provisions" in b]
+    with transaction(make_sessionmaker(make_engine(database))) as session:
+        advocate = issue_credential(
+            session=session, role=Role.ADVOCATE, subject="adv-readme", agency_id="harbor-outreach"
+        )
+    survivor = f"sv-readme-{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {advocate}"}
+    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=60) as http:
+        r = await http.post("/v1/survivors", json={"survivor_id": survivor})
+        assert r.status_code == 201, r.text
+        r = await http.post(f"/v1/survivors/{survivor}/consents", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["provisions"] == body["provisions"]
