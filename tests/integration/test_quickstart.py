@@ -50,7 +50,8 @@ def test_the_page_has_what_the_test_relies_on() -> None:
 
 def _env(settings: Settings, tmp: Path) -> dict[str, str]:
     tag = f"{run_tag(settings)}.qs"  # under the session's tag: its ACLs are cleaned up with it
-    database = "accord_quickstart"
+    # Beside the session's own test database (sessions side by side each name theirs).
+    database = os.environ.get("ACCORD_TEST_DATABASE", "accord_test") + "_quickstart"
     postgres.ensure_database(settings, database)
     url = postgres.url(settings, database)
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
