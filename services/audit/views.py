@@ -330,12 +330,24 @@ def consents_report(
 # --- review of legal-basis releases ----------------------------------------------------------
 
 
+# A decision the policy flagged because the survivor's age is unknown and this partner would
+# have received a minor's mandated report (R5): reviewed whatever its outcome. Records are
+# stored as canonical JSON, so the flag list reads exactly so.
+AGE_UNKNOWN = '"flags":["age_unknown"]'
+
+
+def _age_unknown(record: dict[str, Any]) -> bool:
+    return "age_unknown" in (record.get("flags") or [])
+
+
 def pending_reviews_query() -> Select[AuditEntry]:
     review = aliased(AuditEntry)
     legal = or_(*(_has(AuditEntry.basis, b) for b in chain.LEGAL_BASES))
+    released = and_(AuditEntry.outcome != "deny", legal)
+    flagged = AuditEntry.record.contains(AGE_UNKNOWN, autoescape=True)
     reviewed = exists().where(review.entry_key == literal("review:").concat(AuditEntry.entry_key))
     return select(AuditEntry).where(
-        and_(AuditEntry.kind == "decision", AuditEntry.outcome != "deny", legal, ~reviewed)
+        and_(AuditEntry.kind == "decision", or_(released, flagged), ~reviewed)
     )
 
 
@@ -344,8 +356,10 @@ def pending_reviews_query() -> Select[AuditEntry]:
     response_model=DecisionPage,
     summary="Legal-basis releases awaiting review",
     description="Releases made under mandated_reporting (R5), imminent_danger (R8) or "
-    "court_order (R9) that compliance has not yet marked reviewed, in chain order. These are "
-    "individual records for review, not aggregate counts.",
+    "court_order (R9), and decisions flagged age_unknown (the survivor's age is unknown and "
+    "the partner would have received a minor's mandated report, R5), that compliance has not "
+    "yet marked reviewed, in chain order. These are individual records for review, not "
+    "aggregate counts.",
     responses=RESPONSES,
 )
 def pending_reviews(
@@ -384,7 +398,8 @@ def mark_reviewed(
         row = session.get(AuditEntry, seq)
         record = json.loads(row.record) if row is not None else {}
         legal = set(record.get("basis") or []) & set(chain.LEGAL_BASES)
-        if row is None or row.kind != "decision" or not legal or not record.get("released"):
+        release = bool(legal) and bool(record.get("released"))
+        if row is None or row.kind != "decision" or not (release or _age_unknown(record)):
             raise HTTPException(404, detail="No legal-basis release at this seq.")
         done = audit_record.review(
             session, record, row.entry_key, principal.subject, datetime.now(UTC)
