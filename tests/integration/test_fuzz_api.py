@@ -1,8 +1,10 @@
 """schemathesis against the API's own OpenAPI document, with a valid key of every role.
 
-Two properties, over every operation × every role (and no key):
+Over every operation × every role (and no key):
 
 - no response is a 5xx;
+- every response conforms to the document: its status code is documented, its content type
+  and its body match what the document says for that code (schemathesis's own checks);
 - no response carries data the caller may not see: canary values are planted in one
   survivor's ("the victim's") consent evidence and guardian record, and every fuzzing
   principal belongs to someone else (another survivor and their guardian, another agency's
@@ -30,7 +32,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Err
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from services.auth.principals import Role
 from services.auth.service import issue_credential
@@ -50,6 +59,12 @@ EXAMPLES = int(os.environ.get("ACCORD_FUZZ_EXAMPLES", "8"))
 BUDGET_S = float(os.environ.get("ACCORD_FUZZ_BUDGET_S", "150"))
 CANARY = f"CANARY{uuid.uuid4().hex}"
 CANARY_RELATION = f"CANREL{uuid.uuid4().hex[:20]}"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @dataclass
@@ -149,6 +164,7 @@ class Tally:
     calls: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    nonconforming: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -182,6 +198,13 @@ def _fuzz(t: Target, doc: dict[str, Any], deadline: float) -> Tally:
                 for canary in (CANARY, CANARY_RELATION):
                     if canary in text:
                         tally.failures.append(f"{where}: the victim's data in the response")
+                try:
+                    case.validate_response(response, checks=CHECKS)
+                except FailureGroup as group:
+                    for failure in group.exceptions:
+                        # One line per operation, check and status; one example of each.
+                        kind = f"{case.method} {case.path}: {failure.title} ({code})"
+                        tally.nonconforming.setdefault(kind, f"as {role}: {text[:160]}")
 
             @settings(
                 max_examples=EXAMPLES,
@@ -219,6 +242,9 @@ async def test_fuzz_every_operation_as_every_role(target: Target) -> None:
     print(summary)
     assert tally.calls > 0
     assert not tally.failures, summary + "\n" + "\n".join(sorted(set(tally.failures))[:50])
+    nonconforming = [f"{kind} {example}" for kind, example in sorted(tally.nonconforming.items())]
+    assert not nonconforming, f"{summary}, {len(nonconforming)} kinds of response off the "
+    "document:\n" + "\n".join(nonconforming[:80])
     # Every operation was fuzzed with every role at least a little, or the budget is too small.
     assert len(tally.skipped) <= len(doc["paths"]), summary
 
