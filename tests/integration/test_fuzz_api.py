@@ -243,8 +243,8 @@ async def test_fuzz_every_operation_as_every_role(target: Target) -> None:
     assert tally.calls > 0
     assert not tally.failures, summary + "\n" + "\n".join(sorted(set(tally.failures))[:50])
     nonconforming = [f"{kind} {example}" for kind, example in sorted(tally.nonconforming.items())]
-    assert not nonconforming, f"{summary}, {len(nonconforming)} kinds of response off the "
-    "document:\n" + "\n".join(nonconforming[:80])
+    listing = "\n".join(nonconforming[:80])
+    assert not nonconforming, f"{summary}; {len(nonconforming)} off the document:\n{listing}"
     # Every operation was fuzzed with every role at least a little, or the budget is too small.
     assert len(tally.skipped) <= len(doc["paths"]), summary
 
