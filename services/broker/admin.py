@@ -341,6 +341,8 @@ async def _ensure_topic(request: Request, partner_id: str) -> None:
 def put_agency(
     agency_id: ItemId, body: AgencyBody, request: Request, response: Response, _: Admin
 ) -> AgencyOut:
+    """Create the agency (201) or replace its name, jurisdiction and signing key (200).
+    Give it its Kafka principal afterwards with `accord kafka provision`."""
     Checker(request).agency(body)
     with _sessions(request)() as session, session.begin():
         row = session.get(models.Agency, agency_id)
@@ -354,13 +356,19 @@ def put_agency(
 
 @router.get("/agencies", response_model=list[AgencyOut], responses=AUTH_RESPONSES)
 def list_agencies(request: Request, _: Admin) -> list[AgencyOut]:
+    """Every registered agency, by id."""
     with _sessions(request)() as session:
         rows = session.scalars(select(models.Agency).order_by(models.Agency.id))
         return [_agency_out(r) for r in rows]
 
 
-@router.get("/agencies/{agency_id}", response_model=AgencyOut, responses=AUTH_RESPONSES)
+@router.get(
+    "/agencies/{agency_id}",
+    response_model=AgencyOut,
+    responses={**AUTH_RESPONSES, 404: {"description": "No such agency"}},
+)
 def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
+    """One agency."""
     with _sessions(request)() as session:
         row = session.get(models.Agency, agency_id)
         if row is None:
@@ -389,6 +397,9 @@ def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
 async def put_partner(
     partner_id: ItemId, body: PartnerBody, request: Request, response: Response, _: Admin
 ) -> PartnerOut:
+    """Create the partner (201, with its Kafka topic) or replace it (200). Agreement and
+    subscription ids are global: one already used by another partner is a 409. Give the
+    partner its Kafka principal afterwards with `accord kafka provision`."""
     Checker(request).partner(body)
     await _ensure_topic(request, partner_id)
     s: Settings = request.app.state.settings
@@ -422,14 +433,20 @@ async def put_partner(
 
 @router.get("/partners", response_model=list[PartnerOut], responses=AUTH_RESPONSES)
 def list_partners(request: Request, _: Admin) -> list[PartnerOut]:
+    """Every registered partner, by id, with its agreements and subscriptions."""
     s: Settings = request.app.state.settings
     with _sessions(request)() as session:
         rows = session.scalars(select(models.Partner).order_by(models.Partner.id))
         return [_partner_out(r, s) for r in rows]
 
 
-@router.get("/partners/{partner_id}", response_model=PartnerOut, responses=AUTH_RESPONSES)
+@router.get(
+    "/partners/{partner_id}",
+    response_model=PartnerOut,
+    responses={**AUTH_RESPONSES, 404: {"description": "No such partner"}},
+)
 def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
+    """One partner, with its agreements and subscriptions."""
     with _sessions(request)() as session:
         row = session.get(models.Partner, partner_id)
         if row is None:
@@ -441,9 +458,15 @@ def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
     "/partners/{partner_id}",
     response_model=PartnerOut,
     summary="Change a partner's status (suspend, reactivate), vetting, training or key",
-    responses={**AUTH_RESPONSES, 422: {"description": "Bad input"}},
+    responses={
+        **AUTH_RESPONSES,
+        404: {"description": "No such partner"},
+        422: {"description": "Bad input"},
+    },
 )
 def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: Admin) -> PartnerOut:
+    """Change only the fields given; a suspended partner receives nothing from the next
+    event on (cut its Kafka access too: `accord kafka revoke`)."""
     p = Problems()
     _check_key(p, ["public_key"], body.public_key, curve=True)
     p.raise_if_any()
@@ -468,6 +491,7 @@ def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: A
     responses={
         **AUTH_RESPONSES,
         201: {"description": "Created"},
+        404: {"description": "No such partner"},
         409: {"description": "The id belongs to another partner's subscription"},
         422: {"description": "Unknown purpose or event type"},
     },
@@ -480,6 +504,7 @@ def put_subscription(
     response: Response,
     _: Admin,
 ) -> SubscriptionOut:
+    """Create (201) or replace (200) one subscription of the partner."""
     p = Problems()
     Checker(request).subscription(p, [], body)
     p.raise_if_any()
@@ -505,6 +530,7 @@ def put_subscription(
 def delete_subscription(
     partner_id: ItemId, subscription_id: ItemId, request: Request, _: Admin
 ) -> None:
+    """Remove one subscription: the partner receives no more events under it."""
     with _sessions(request)() as session, session.begin():
         row = session.get(models.Subscription, subscription_id)
         if row is None or row.partner_id != partner_id:

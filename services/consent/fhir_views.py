@@ -20,6 +20,7 @@ from services.consent.fhir import FhirRefused, from_fhir, to_fhir
 from services.consent.schemas import Consent
 from services.consent.service import ConsentError
 from services.consent.views import Actor, _change, _fail, _now, _sessions, publish_snapshot
+from services.openapi import errors
 
 router = APIRouter(prefix="/v1", tags=["consent", "fhir"])
 
@@ -35,6 +36,15 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 
 class FhirJSONResponse(JSONResponse):
     media_type = FHIR_JSON
+
+
+def _problems(refused: list[str]) -> list[dict[str, Any]]:
+    """Each ``<JSON path>: <what is wrong>`` as the API's problem shape."""
+    out: list[dict[str, Any]] = []
+    for problem in refused:
+        path, _, why = problem.partition(": ")
+        out.append({"loc": ["body", path], "msg": why, "type": "fhir"})
+    return out
 
 
 def _exported(consent: Consent, status_code: int = 200) -> FhirJSONResponse:
@@ -78,7 +88,7 @@ def export_fhir(
     "/survivors/{survivor_id}/consents/fhir",
     status_code=201,
     response_class=FhirJSONResponse,
-    responses={201: _FHIR_RESPONSE[200], **_REFUSED},
+    responses={201: _FHIR_RESPONSE[200], **_REFUSED, **errors(404, 503)},
     summary="Import a FHIR R4 Consent as a new consent",
     description="Grant a consent given as a FHIR R4 `Consent` resource (active, scope "
     "`patient-privacy`, `patient` = `Patient/<this survivor's pseudonym>`). The provision tree "
@@ -107,7 +117,7 @@ async def import_fhir(
     except ConsentError as exc:
         raise _fail(exc) from exc
     except FhirRefused as exc:
-        raise HTTPException(422, detail=exc.problems) from exc
+        raise HTTPException(422, detail=_problems(exc.problems)) from exc
     consent = _change(request, actor, survivor_id, data, "grant")
     await publish_snapshot(request, survivor_id)
     return _exported(consent, status_code=201)
