@@ -56,7 +56,18 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class AgencyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Harbor Street Outreach",
+                    "jurisdiction": "state-a",
+                    "public_key": "5Dq8vQvVh3v7kq0fJ0c6o1vXQmYb3m2gkq3Kx2mN1aU=",
+                }
+            ]
+        },
+    )
     name: str = Field(min_length=1, max_length=200)
     jurisdiction: str = Field(description="A jurisdiction the policies know (R12).")
     public_key: str | None = Field(
@@ -81,7 +92,17 @@ class AgreementBody(BaseModel):
 
 
 class SubscriptionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_types": ["accord.referral.made", "accord.case.identified"],
+                    "purpose": "service_referral",
+                }
+            ]
+        },
+    )
     event_types: list[str] = Field(min_length=1)
     purpose: str
 
@@ -91,7 +112,36 @@ class SubscriptionOut(SubscriptionBody):
 
 
 class PartnerBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Lighthouse Shelter",
+                    "type": "shelter",
+                    "jurisdiction": "state-a",
+                    "vetted": True,
+                    "training_attested_until": "2030-01-01T00:00:00Z",
+                    "public_key": "q1Yb0b2l7F3w9hX4m8dJr6tT2uV0cS5eA1kP7nZ3xQE=",
+                    "agreements": [
+                        {
+                            "id": "mou-lighthouse-2026",
+                            "purposes": ["service_referral"],
+                            "categories": ["identity", "contact", "service_need"],
+                            "valid_from": "2026-01-01T00:00:00Z",
+                            "valid_until": "2030-01-01T00:00:00Z",
+                        }
+                    ],
+                    "subscriptions": {
+                        "sub-lighthouse-2026": {
+                            "event_types": ["accord.referral.made"],
+                            "purpose": "service_referral",
+                        }
+                    },
+                }
+            ]
+        },
+    )
     name: str = Field(min_length=1, max_length=200)
     type: str = Field(description="A partner type of the vocabulary.")
     jurisdiction: str
@@ -114,7 +164,9 @@ class PartnerBody(BaseModel):
 
 
 class PartnerPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"status": "suspended"}]}
+    )
     status: Literal["active", "suspended"] | None = None
     vetted: bool | None = None
     training_attested_until: AwareDatetime | None = None

@@ -310,7 +310,12 @@ async def get_feed(
 
 
 class AckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"delivery_ids": ["harbor-2026-000123/lighthouse-shelter"]}]
+        },
+    )
     cursor: str | None = Field(default=None, max_length=4096)
     delivery_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_LIMIT)
 

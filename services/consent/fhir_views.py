@@ -34,6 +34,62 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
+_CODES = "https://accord.example/fhir/CodeSystem"
+_EXAMPLE: dict[str, Any] = {
+    "resourceType": "Consent",
+    "status": "active",
+    "scope": {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                "code": "patient-privacy",
+            }
+        ]
+    },
+    "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+    "patient": {"reference": "Patient/sv-7f3a9c"},
+    "policyRule": {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
+    },
+    "provision": {
+        "type": "permit",
+        "period": {"start": "2026-03-01T00:00:00Z"},
+        "actor": [
+            {
+                "role": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP",
+                        }
+                    ]
+                },
+                "reference": {
+                    "type": "Organization",
+                    "identifier": {"system": f"{_CODES}/partner-type", "value": "shelter"},
+                },
+            }
+        ],
+        "action": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                        "code": "disclose",
+                    }
+                ]
+            }
+        ],
+        "purpose": [{"system": f"{_CODES}/purpose", "code": "service_referral"}],
+        "class": [
+            {"system": f"{_CODES}/data-category", "code": "identity"},
+            {"system": f"{_CODES}/data-category", "code": "contact"},
+        ],
+    },
+    "sourceAttachment": {"title": "signed release, intake 2026-03-01"},
+}
+
+
 class FhirJSONResponse(JSONResponse):
     media_type = FHIR_JSON
 
@@ -104,7 +160,8 @@ async def import_fhir(
     request: Request,
     actor: Actor,
     resource: Annotated[
-        dict[str, Any], Body(media_type=FHIR_JSON, description="A FHIR R4 Consent resource")
+        dict[str, Any],
+        Body(media_type=FHIR_JSON, description="A FHIR R4 Consent resource", examples=[_EXAMPLE]),
     ],
 ) -> FhirJSONResponse:
     try:

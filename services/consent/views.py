@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth.deps import require
@@ -55,6 +55,7 @@ def _fail(exc: ConsentError) -> HTTPException:
 
 
 class SurvivorIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"survivor_id": "sv-7f3a9c"}]})
     survivor_id: str = Field(pattern=PSEUDONYM, description="Pseudonymous id, never a name.")
 
 
@@ -81,6 +82,11 @@ def register_survivor(body: SurvivorIn, request: Request, advocate: Advocate) ->
 
 
 class GuardianIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"guardian_id": "gd-41b2", "relation": "aunt", "suspect": False}]
+        }
+    )
     guardian_id: str = Field(pattern=PSEUDONYM)
     relation: str = Field(min_length=1, max_length=64)
     suspect: bool = False
@@ -108,6 +114,7 @@ async def record_guardian(
 
 
 class EnrollmentIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "survivor"}]})
     role: Literal["survivor", "guardian"] = "survivor"
     guardian_id: str | None = Field(default=None, pattern=PSEUDONYM)
 
@@ -153,6 +160,9 @@ def issue_code(
 
 
 class EnrollIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"code": "3f9a1c2e-Xk4mQ8rT2vLp9sWz"}]}
+    )
     code: str = Field(min_length=3, max_length=64)
 
 
@@ -337,6 +347,18 @@ def read_version(
 
 
 class PreviewIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "partner_id": "lighthouse-shelter",
+                    "event_type": "accord.referral.made",
+                    "fields": ["survivor_name", "phone", "service_needs", "hiv_status"],
+                    "age": 34,
+                }
+            ]
+        }
+    )
     partner_id: str
     event_type: str = Field(description="Event type; a sample event of it is used if no fields.")
     fields: list[str] | None = Field(default=None, description="Field names; default: all.")
