@@ -153,7 +153,7 @@ def complete(doc: dict[str, Any], routes: list[Any]) -> None:
                 number = int(key)
                 if response.get("description", "") in _GENERIC:
                     response["description"] = DESCRIPTIONS.get(number, "Error")
-                if number == 403 and roles and "role" not in response["description"]:
+                if number == 403 and roles and "needs the role" not in response["description"]:
                     response["description"] += f" (needs the role: {', '.join(sorted(roles))})"
                 response["content"] = _error_content()
     # FastAPI's own 422 schema is replaced everywhere by Error.

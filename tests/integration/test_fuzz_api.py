@@ -250,12 +250,16 @@ async def test_fuzz_every_operation_as_every_role(target: Target) -> None:
 
 
 async def test_what_the_fuzzing_found_is_422_not_500(target: Target) -> None:
-    """Each was a 500 before: numbers past the database's integer range, NUL characters."""
+    """Each was a 500 (numbers past the database's integer range, NUL characters) or a 200
+    (date-times that are not RFC 3339) before."""
     k = target.keys
     calls: list[tuple[str, str, str | None, dict[str, Any] | None, dict[str, Any] | None]] = [
         ("GET", "/v1/events/rejected", k["agency"], {"after": 2**63}, None),
         ("GET", "/v1/audit/decisions", k["compliance"], {"after": 2**64}, None),
         ("GET", "/v1/audit/reviews", k["compliance"], {"after": 2**64}, None),
+        # Read as a Unix time, and as midnight of an unstated zone, before.
+        ("GET", "/v1/audit/decisions", k["compliance"], {"to": "0.5"}, None),
+        ("GET", "/v1/audit/reports/consents", k["compliance"], {"from": "2026-01-01"}, None),
         ("POST", f"/v1/audit/reviews/{2**64}", k["compliance"], None, None),
         ("POST", "/v1/audit/reviews/-5", k["compliance"], None, None),
         ("POST", "/v1/enroll", None, None, {"code": "ab\x00-cd"}),
