@@ -7,7 +7,8 @@ names, for every operation, each error it can answer with, all with the one ``Er
 
 - 401 for an operation that takes an API key, 403 if it also checks the key's role
   (``services.auth.deps.require``, whose roles the description names);
-- 413 for an operation with a request body; 422 for one with parameters or a body;
+- 400 (a body that cannot be read at all) and 413 for an operation with a request body;
+  422 for one with parameters or a body;
 - 429 for every operation (failed authentications are limited per address and per key);
 - and whatever a route declares itself (``responses=errors(404, 503)`` or FastAPI's own
   ``responses={404: {"description": ...}}``): its description is kept, the schema is added.
@@ -61,7 +62,7 @@ class Error(BaseModel):
 
 # What each code means wherever it appears; a route's own description, if any, wins.
 DESCRIPTIONS: dict[int, str] = {
-    400: "Bad request",
+    400: "The body cannot be parsed (e.g. malformed for its content type)",
     401: "Missing, invalid, revoked or expired API key",
     403: "The key's role or owner may not do this",
     404: "No such resource (or not one this key may see)",
@@ -142,7 +143,7 @@ def complete(doc: dict[str, Any], routes: list[Any]) -> None:
             if roles is not None:
                 codes.add(403)
             if op.get("requestBody"):
-                codes |= {413, 422}
+                codes |= {400, 413, 422}
             if op.get("parameters"):
                 codes.add(422)
             for number in codes:

@@ -1,6 +1,6 @@
 """schemathesis against the API's own OpenAPI document, with a valid key of every role.
 
-Over every operation × every role (and no key):
+Over every operation × every role (and no key), with valid and invalid requests:
 
 - no response is a 5xx;
 - every response conforms to the document: its status code is documented, its content type
@@ -32,6 +32,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Err
@@ -206,6 +207,9 @@ def _fuzz(t: Target, doc: dict[str, Any], deadline: float) -> Tally:
                         kind = f"{case.method} {case.path}: {failure.title} ({code})"
                         tally.nonconforming.setdefault(kind, f"as {role}: {text[:160]}")
 
+            # Valid requests and invalid ones (schemathesis's negative mode) alike.
+            cases = st.one_of(op.as_strategy(), op.as_strategy(GenerationMode.NEGATIVE))
+
             @settings(
                 max_examples=EXAMPLES,
                 deadline=None,
@@ -213,7 +217,7 @@ def _fuzz(t: Target, doc: dict[str, Any], deadline: float) -> Tally:
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck),
             )
-            @given(case=op.as_strategy(), victim=st.booleans())
+            @given(case=cases, victim=st.booleans())
             def run(case: Any, victim: bool) -> None:
                 if time.monotonic() > deadline:
                     return

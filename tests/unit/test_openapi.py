@@ -2,8 +2,8 @@
 
 Every operation has a description; every request body an example that validates against its
 own schema; every error response the ``Error`` schema; every operation the errors it can
-answer with whatever its route declares (401 with a key, 403 with a role check, 413 with a
-body, 422 with input, 429 always). A route added later gets the same without doing anything.
+answer with whatever its route declares (401 with a key, 403 with a role check, 400 and 413
+with a body, 422 with input, 429 always). A route added later gets the same without doing anything.
 The document is built without starting the app (no database, Kafka or OPA).
 """
 
@@ -105,7 +105,7 @@ def test_every_operation_documents_the_errors_it_can_answer_with(doc: dict[str, 
         if op.get("security"):
             needed.add("401")
         if "requestBody" in op:
-            needed |= {"413", "422"}
+            needed |= {"400", "413", "422"}
         if op.get("parameters"):
             needed.add("422")
         missing += [f"{name} {code}" for code in sorted(needed - codes)]
@@ -153,7 +153,7 @@ def test_a_route_added_later_is_documented_the_same_way() -> None:
     app.include_router(router)
     install(app)
     responses = app.openapi()["paths"]["/things/{thing_id}"]["post"]["responses"]
-    assert set(responses) == {"200", "401", "403", "404", "413", "422", "429"}
+    assert set(responses) == {"200", "400", "401", "403", "404", "413", "422", "429"}
     assert all(
         responses[c]["content"]["application/json"]["schema"] == ERROR
         for c in responses
