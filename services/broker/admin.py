@@ -386,7 +386,7 @@ async def _ensure_topic(request: Request, partner_id: str) -> None:
     summary="Register or replace an agency",
     responses={
         **AUTH_RESPONSES,
-        201: {"description": "Created"},
+        201: {"description": "Created", "model": AgencyOut},
         422: {"description": "Bad input"},
     },
 )
@@ -437,7 +437,7 @@ def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
     summary="Register or replace a partner (its agreements; subscriptions if given)",
     responses={
         **AUTH_RESPONSES,
-        201: {"description": "Created, with its topic"},
+        201: {"description": "Created, with its topic", "model": PartnerOut},
         409: {"description": "An agreement or subscription id belongs to another partner"},
         422: {
             "description": "Unknown type, purpose, category, event type or jurisdiction; "
@@ -542,7 +542,7 @@ def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: A
     summary="Subscribe a partner to event types for a purpose (or replace the subscription)",
     responses={
         **AUTH_RESPONSES,
-        201: {"description": "Created"},
+        201: {"description": "Created", "model": SubscriptionOut},
         404: {"description": "No such partner"},
         409: {"description": "The id belongs to another partner's subscription"},
         422: {"description": "Unknown purpose or event type"},

@@ -81,6 +81,26 @@ def test_every_request_body_has_an_example_that_matches_its_schema(doc: dict[str
     assert not invalid
 
 
+def test_every_success_response_but_204_has_a_body_and_json_ones_a_schema(
+    doc: dict[str, Any],
+) -> None:
+    def json_media(media_type: str) -> bool:
+        return media_type == "application/json" or media_type.endswith("+json")
+
+    bare = [
+        f"{name} {code}"
+        for name, op in _operations(doc)
+        for code, response in op["responses"].items()
+        if code[0] == "2"
+        and code != "204"
+        and (
+            not response.get("content")
+            or any(json_media(t) and not m.get("schema") for t, m in response["content"].items())
+        )
+    ]
+    assert not bare
+
+
 def test_every_error_response_has_the_error_schema(doc: dict[str, Any]) -> None:
     wrong = [
         f"{name} {code}"
