@@ -165,13 +165,16 @@ def complete(doc: dict[str, Any], routes: list[Any]) -> None:
 
 
 def install(app: FastAPI) -> None:
-    """Complete ``app``'s document the first time it is asked for (all routes are in by then)."""
+    """Complete ``app``'s document whenever FastAPI (re)generates it: at the first request
+    for it, and again if routes were added since (all routes are in by then)."""
     generate: Callable[[], dict[str, Any]] = app.openapi
+    completed: list[dict[str, Any]] = []
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            complete(generate(), app.routes)
-        assert app.openapi_schema is not None
-        return app.openapi_schema
+        doc = generate()  # FastAPI's cached document, or a new one
+        if not completed or completed[0] is not doc:
+            complete(doc, app.routes)
+            completed[:] = [doc]
+        return doc
 
     app.openapi = openapi  # type: ignore[method-assign]

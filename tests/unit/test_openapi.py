@@ -181,6 +181,22 @@ def test_a_route_added_later_is_documented_the_same_way() -> None:
     )
     assert "admin" in responses["403"]["description"]
     assert set(app.openapi()["paths"]["/mine"]["get"]["responses"]) == {"200", "401", "429"}
+    assert app.openapi() is app.openapi()  # completed once, then cached
+
+
+def test_a_route_added_after_the_first_document_is_documented_too() -> None:
+    app = FastAPI()
+    install(app)
+    app.openapi()
+
+    @app.get("/late")
+    def late(_: Admin) -> dict[str, str]:
+        """Added later."""
+        return {}
+
+    responses = app.openapi()["paths"]["/late"]["get"]["responses"]
+    assert {"401", "403", "429"} <= set(responses)
+    assert responses["401"]["content"]["application/json"]["schema"] == ERROR
 
 
 @pytest.mark.parametrize(
