@@ -24,6 +24,7 @@ from services.audit import record as audit_record
 from services.audit.models import AuditEntry
 from services.auth.deps import SessionDep, require
 from services.auth.principals import Principal, Role
+from services.openapi import DateTimeParam
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -53,9 +54,9 @@ class Filters:
 
 def filters(
     since: Annotated[
-        datetime | None, Query(alias="from", description="Decided at or after (ISO 8601)")
+        DateTimeParam | None, Query(alias="from", description="Decided at or after (RFC 3339)")
     ] = None,
-    until: Annotated[datetime | None, Query(alias="to", description="Decided before")] = None,
+    until: Annotated[DateTimeParam | None, Query(alias="to", description="Decided before")] = None,
     agency: Annotated[str | None, Query(pattern=NAME)] = None,
     partner: Annotated[str | None, Query(pattern=NAME)] = None,
     partner_type: Annotated[str | None, Query(pattern=NAME)] = None,
@@ -67,12 +68,9 @@ def filters(
     outcome: Annotated[Literal["allow", "partial", "deny"] | None, Query()] = None,
     survivor: Annotated[str | None, Query(pattern=NAME, description="Pseudonym")] = None,
 ) -> Filters:
-    def aware(t: datetime | None) -> datetime | None:
-        return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
-
     return Filters(
-        aware(since),
-        aware(until),
+        since,
+        until,
         agency,
         partner,
         partner_type,
@@ -292,6 +290,8 @@ def _threshold(request: Request) -> int:
     responses=RESPONSES,
 )
 def rules_report(_: Compliance, request: Request, f: FiltersDep) -> reports.RulesReport:
+    """Counts of released and withheld fields by rule and partner type, over the decisions
+    the filters select; a count below the threshold is shown as suppressed (R15)."""
     records = (
         json.loads(row.record)
         for rows in _chunks(_sessions(request), decisions_query(f))
@@ -309,10 +309,12 @@ def rules_report(_: Compliance, request: Request, f: FiltersDep) -> reports.Rule
 def consents_report(
     _: Compliance,
     request: Request,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[DateTimeParam | None, Query(alias="from")] = None,
+    until: Annotated[DateTimeParam | None, Query(alias="to")] = None,
     period: Annotated[reports.Period, Query()] = "day",
 ) -> reports.ConsentReport:
+    """Consent grants, amendments and revocations per period; counts below the threshold
+    are suppressed (R15)."""
     query = select(AuditEntry).where(AuditEntry.kind == "consent_change")
     if since is not None:
         query = query.where(AuditEntry.at >= since)
@@ -394,6 +396,8 @@ class ReviewOut(BaseModel):
 def mark_reviewed(
     seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Compliance, request: Request
 ) -> ReviewOut:
+    """Record that the calling compliance officer reviewed the release at `seq`; the review
+    is an audit entry of its own, and removes the release from the pending list."""
     with _sessions(request)() as session, session.begin():
         row = session.get(AuditEntry, seq)
         record = json.loads(row.record) if row is not None else {}

@@ -67,6 +67,8 @@ def _out(c: Credential) -> CredentialOut:
     responses=AUTH,
 )
 def rotate(principal: CurrentPrincipal, request: Request) -> RotatedOut:
+    """Any role: a new key for the same subject and role, shown only in this answer; the
+    calling key is revoked in the same transaction."""
     with _sessions(request)() as session, session.begin():
         try:
             key = service.rotate_credential(session=session, principal=principal)
@@ -146,6 +148,7 @@ def list_credentials(
     request: Request,
     subject: Annotated[str, Query(min_length=1, max_length=128)],
 ) -> list[CredentialOut]:
+    """A subject's credentials, oldest first: id, role, when created and revoked."""
     with _sessions(request)() as session:
         rows = session.scalars(
             select(Credential).where(Credential.subject == subject).order_by(Credential.created_at)
@@ -160,6 +163,7 @@ def list_credentials(
     responses={**ADMIN_ONLY, 404: {"description": "No such credential"}},
 )
 def revoke(credential_id: KeyId, _: Admin, request: Request) -> CredentialOut:
+    """Revoke one credential by its id; revoking it again changes nothing."""
     with _sessions(request)() as session, session.begin():
         service.revoke_credential(session=session, credential_id=credential_id)
         cred = session.get(Credential, credential_id)
