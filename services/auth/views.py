@@ -82,7 +82,12 @@ def rotate(principal: CurrentPrincipal, request: Request) -> RotatedOut:
 
 
 class IssueIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"role": "advocate", "subject": "adv-17", "agency_id": "riverbend-aid"}]
+        },
+    )
     role: Literal["agency", "partner", "advocate", "supervisor", "compliance"] = Field(
         description="Survivors and guardians get keys by enrollment code; admins from "
         "`accord credentials issue`."
@@ -116,6 +121,9 @@ class IssuedOut(BaseModel):
     },
 )
 def issue(body: IssueIn, _: Admin, request: Request) -> IssuedOut:
+    """A new API key for a registered agency or partner, or for staff of a registered agency
+    (advocates, supervisors) or compliance. The secret is in this answer only; admins' keys
+    come from `accord credentials issue`, survivors' and guardians' from enrollment codes."""
     role = Role(body.role)
     with _sessions(request)() as session, session.begin():
         problems = issuing.check(session, role, body.subject, body.agency_id)
