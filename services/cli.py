@@ -404,7 +404,8 @@ def relay() -> None:
     logs.configure()
 
     async def forever() -> None:
-        async with running_relay(Settings()) as task:
+        s = Settings()
+        async with running_relay(s, health_port=s.relay_health_port) as task:
             await task
 
     asyncio.run(forever())
