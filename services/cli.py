@@ -10,7 +10,13 @@ from services import devstack
 from services.auth.principals import Role
 from services.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, help="Accord: consent-governed case-event sharing.")
+# No pretty exceptions: rich's boxed tracebacks (with locals, which may hold secrets) would
+# break the one-JSON-object-per-line logs; services/logs.py logs a crash as JSON instead.
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Accord: consent-governed case-event sharing.",
+    pretty_exceptions_enable=False,
+)
 dev = typer.Typer(no_args_is_help=True, help="The local stack: Kafka, OPA and PostgreSQL.")
 app.add_typer(dev, name="dev")
 

@@ -128,7 +128,12 @@ async def running_relay(
 async def running_api(s: Settings) -> AsyncIterator[str]:
     """Serve the API with uvicorn on the current loop; yields its base URL."""
     config = uvicorn.Config(
-        create_app(s), host=s.api_host, port=s.api_port, log_level="warning", lifespan="on"
+        create_app(s),
+        host=s.api_host,
+        port=s.api_port,
+        log_level="warning",
+        lifespan="on",
+        log_config=None,  # the process's own (JSON) logging, not uvicorn's coloured lines
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="api")
