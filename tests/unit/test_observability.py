@@ -1,0 +1,163 @@
+"""The observability package: label values, the relay's tally, readiness checks, the health
+port (a real aiohttp server on 127.0.0.1, any free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import httpx
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine
+
+from services.broker.pipeline.decide import PolicyUnavailable
+from services.broker.registry import RegistryUnavailable
+from services.compacted import ViewUnavailable
+from services.observability import metrics
+from services.observability.readiness import database_check, readiness
+from services.observability.server import running_health
+
+
+def test_rule_labels_are_bounded() -> None:
+    assert [metrics.rule_label(r) for r in ("R1", "R15", "R99")] == ["R1", "R15", "R99"]
+    assert metrics.rule_label("sv-123 Jane") == "other"
+    assert metrics.rule_label("R100") == "other"
+
+
+def test_hold_causes_are_bounded() -> None:
+    causes = [
+        metrics.hold_cause(e)
+        for e in (
+            PolicyUnavailable("x"),
+            ViewUnavailable("x"),
+            RegistryUnavailable("x"),
+            KafkaConnectionError(),
+            RuntimeError("x"),
+        )
+    ]
+    assert causes == list(metrics.HOLD_CAUSES)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_committed_tally_moves_each_counter_by_its_amount() -> None:
+    tally = metrics.BatchTally(relayed=2)
+    tally.dead_letters["schema"] += 1
+    tally.decided("partial", "health", ["R2", "R6", "R6", "bogus"])
+    tally.decided("deny", "law_enforcement", ["R4"])
+    tally.decided("allow", "health", [])
+    names = [
+        ("accord_relay_events_total", {"result": "relayed"}, 2),
+        ("accord_relay_events_total", {"result": "rejected"}, 1),
+        ("accord_relay_dead_letters_total", {"code": "schema"}, 1),
+        ("accord_relay_deliveries_total", {"partner_type": "health"}, 2),
+        ("accord_relay_deliveries_total", {"partner_type": "law_enforcement"}, 0),
+        ("accord_relay_decisions_total", {"outcome": "deny", "partner_type": "law_enforcement"}, 1),
+        ("accord_relay_decision_rules_total", {"outcome": "partial", "rule": "R6"}, 1),
+        ("accord_relay_decision_rules_total", {"outcome": "partial", "rule": "other"}, 1),
+        ("accord_relay_decision_rules_total", {"outcome": "deny", "rule": "R4"}, 1),
+    ]
+    before = [sample(n, **ls) for n, ls, _ in names]
+    metrics.record_batch(tally)
+    after = [sample(n, **ls) for n, ls, _ in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [n for _, _, n in names]
+
+
+def test_stage_times_are_observed_in_seconds() -> None:
+    before = sample("accord_relay_stage_seconds_sum", stage="decide")
+    metrics.record_stages({"decide": 250.0})
+    assert sample("accord_relay_stage_seconds_sum", stage="decide") - before == pytest.approx(0.25)
+
+
+async def test_readiness_is_false_for_a_check_that_fails_raises_or_hangs() -> None:
+    async def ok() -> bool:
+        return True
+
+    async def no() -> bool:
+        return False
+
+    async def boom() -> bool:
+        raise OSError("refused")
+
+    async def hangs() -> bool:
+        await asyncio.sleep(30)
+        return True
+
+    started = time.monotonic()
+    got = await readiness({"a": ok, "b": no, "c": boom, "d": hangs}, timeout_s=0.3)
+    assert got == {"a": True, "b": False, "c": False, "d": False}
+    assert time.monotonic() - started < 2  # side by side, bounded
+
+
+async def test_database_check_runs_off_the_loop_one_probe_at_a_time() -> None:
+    assert await readiness({"db": database_check(create_engine("sqlite://"))}) == {"db": True}
+
+    release = threading.Event()
+    connects = 0
+
+    def hung_connect() -> sqlite3.Connection:
+        nonlocal connects
+        connects += 1
+        release.wait(10)
+        return sqlite3.connect(":memory:")
+
+    check = database_check(create_engine("sqlite://", creator=hung_connect))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    beat = asyncio.create_task(ticker())
+    try:
+        assert await readiness({"db": check}, timeout_s=0.3) == {"db": False}
+        assert await readiness({"db": check}, timeout_s=0.3) == {"db": False}
+        assert ticks > 20, "the event loop ran while the database hung"
+        assert connects == 1, "a hung probe is awaited again, not joined by another thread"
+        release.set()
+        await asyncio.sleep(0.2)
+        assert await readiness({"db": check}, timeout_s=2) == {"db": True}
+    finally:
+        release.set()
+        beat.cancel()
+
+
+async def test_health_port_serves_healthz_readyz_and_metrics_on_any_free_port() -> None:
+    state = {"opa": True}
+
+    async def ready() -> dict[str, bool]:
+        return {"kafka": True, "opa": state["opa"]}
+
+    async with running_health("127.0.0.1", 0, ready) as port, httpx.AsyncClient() as client:
+        assert port > 0
+        base = f"http://127.0.0.1:{port}"
+        alive = await client.get(f"{base}/healthz")
+        assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+        good = await client.get(f"{base}/readyz")
+        assert (good.status_code, good.json()) == (
+            200,
+            {"ready": True, "checks": {"kafka": True, "opa": True}},
+        )
+        state["opa"] = False
+        bad = await client.get(f"{base}/readyz")
+        assert (bad.status_code, bad.json()) == (
+            503,
+            {"ready": False, "checks": {"kafka": True, "opa": False}},
+        )
+        scraped = await client.get(f"{base}/metrics")
+        assert scraped.status_code == 200
+        names = {f.name for f in text_string_to_metric_families(scraped.text)}
+        assert {"accord_relay_events", "accord_opa_request_seconds", "accord_sink_records"} <= names
+        assert (await client.get(f"{base}/anything-else")).status_code == 404
+    with pytest.raises(httpx.ConnectError):  # stopped on exit
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{base}/healthz")
