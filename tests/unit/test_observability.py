@@ -7,20 +7,25 @@ import asyncio
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, update
 
+from services.audit import store
+from services.audit.models import AuditEntry
 from services.broker.pipeline.decide import PolicyUnavailable
 from services.broker.registry import RegistryUnavailable
 from services.compacted import ViewUnavailable
+from services.db import Base, make_engine, make_sessionmaker, transaction
 from services.observability import metrics
 from services.observability.readiness import database_check, readiness
 from services.observability.server import running_health
+from tests.unit.test_audit_store import KEY, fill
 
 
 def test_rule_labels_are_bounded() -> None:
@@ -161,3 +166,19 @@ async def test_health_port_serves_healthz_readyz_and_metrics_on_any_free_port() 
     with pytest.raises(httpx.ConnectError):  # stopped on exit
         async with httpx.AsyncClient() as client:
             await client.get(f"{base}/healthz")
+
+
+def test_verifying_the_audit_chain_sets_its_status_gauge(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    Base.metadata.create_all(engine)
+    sessions = make_sessionmaker(engine)
+    fill(sessions, 3)
+    started = time.time()
+    assert store.verify_database(sessions, KEY.verify_key).ok
+    assert sample("accord_audit_chain_ok") == 1
+    assert sample("accord_audit_chain_verified_timestamp_seconds") >= int(started)
+    with transaction(sessions) as session:
+        session.execute(update(AuditEntry).where(AuditEntry.seq == 2).values(record="{}"))
+    assert not store.verify_database(sessions, KEY.verify_key).ok
+    assert sample("accord_audit_chain_ok") == 0
+    engine.dispose()
