@@ -526,13 +526,8 @@ def _observe_assignment(consumer: AIOKafkaConsumer, producers: PartitionProducer
     (the last stable offset of the latest fetch minus this instance's last commit)."""
     assigned = consumer.assignment()
     metrics.RELAY_ASSIGNED_PARTITIONS.set(len(assigned))
-    lags: dict[int, int] = {}
-    for tp in assigned:
-        end, done = consumer.last_stable_offset(tp), producers.resume_at(tp)
-        if end is not None and done is not None:
-            lags[tp.partition] = end - done
-    metrics.RELAY_LAG.clear()  # partitions no longer assigned drop out
-    metrics.record_lag(metrics.RELAY_LAG, lags)
+    done = {tp: at for tp in assigned if (at := producers.resume_at(tp)) is not None}
+    metrics.record_lag(metrics.RELAY_LAG, metrics.partition_lags(consumer, done))
 
 
 def _not_yet_committed(

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
@@ -184,7 +185,25 @@ def record_stages(stages_ms: Mapping[str, float]) -> None:
         RELAY_STAGE_SECONDS.labels(stage).observe(ms / 1000)
 
 
+def partition_lags(
+    consumer: AIOKafkaConsumer, done: Mapping[TopicPartition, int]
+) -> dict[int, int]:
+    """Per assigned partition with a known ``done`` offset (the next one not yet processed):
+    the committed records behind it, from the last stable offset of the latest fetch. No I/O.
+
+    A sink wires its lag as ``record_lag(SINK_LAG, partition_lags(consumer, done), "audit")``
+    after each poll, and ``SINK_RECORDS.labels("audit").inc(stored)`` after each commit."""
+    lags: dict[int, int] = {}
+    for tp in consumer.assignment():
+        end, at = consumer.last_stable_offset(tp), done.get(tp)
+        if end is not None and at is not None:
+            lags[tp.partition] = end - at
+    return lags
+
+
 def record_lag(gauge: Gauge, lags: Mapping[int, int], *labels: str) -> None:
-    """Set a lag gauge per partition (``labels`` first, then the partition number)."""
+    """Set a lag gauge per partition (``labels`` first, then the partition number); the
+    partitions not in ``lags`` (no longer assigned) drop out."""
+    gauge.clear()
     for partition, lag in lags.items():
         gauge.labels(*labels, str(partition)).set(max(0, lag))

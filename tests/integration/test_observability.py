@@ -162,6 +162,8 @@ async def test_relay_metrics_count_what_it_relayed_and_readyz_follows_opa(
                 assert value(after, "accord_relay_stage_seconds_count", stage=stage) > 0, stage
             assert value(after, "accord_relay_assigned_partitions") == s.inbound_partitions
             assert value(after, "accord_relay_holding") == 0
+            lags = {k: v for k, v in after.items() if k[0] == "accord_relay_consumer_lag"}
+            assert len(lags) == s.inbound_partitions and sum(lags.values()) == 0, lags
             # Bounded labels only: no survivor id, event id, agency id or field name.
             assert not any(f'"{survivor}"' in text for survivor in CONSENTS)
             assert not any(d["event_id"] in text for d in decisions)
@@ -191,6 +193,7 @@ async def test_relay_metrics_count_what_it_relayed_and_readyz_follows_opa(
             assert value(down, "accord_relay_held_batches_total", cause="opa_unavailable") > 0
             assert value(down, "accord_opa_request_seconds_count", result="unavailable") > 0
             assert value(down, "accord_relay_events_total", result="relayed") == len(events)
+            assert total(down, "accord_relay_consumer_lag") == 1  # the held event
 
             # OPA back (same port): ready again, and the held event is relayed.
             with opa_server(s, opa_port, tmp_path):
