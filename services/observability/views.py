@@ -17,7 +17,10 @@ from pydantic import BaseModel
 
 from services.observability.readiness import Check, readiness
 
-router = APIRouter(tags=["operations"])
+# Not in the OpenAPI document: that describes the API to agencies, partners and staff; these
+# are for probes and Prometheus (docs/operations.md), and /readyz's 503 is its answer, not a
+# server fault for the schemathesis run to report.
+router = APIRouter(tags=["operations"], include_in_schema=False)
 
 
 class Alive(BaseModel):
