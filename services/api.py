@@ -39,7 +39,7 @@ from services.kafka_client import API, AUDIT, kafka
 from services.keys import audit_key, kek_ring
 from services.legal import views as legal_views
 from services.observability import views as observability_views
-from services.observability.readiness import OpaCheck, database_check, kafka_check
+from services.observability.readiness import OpaCheck, standard_checks
 from services.settings import Settings
 
 log = logging.getLogger("accord.api")
@@ -72,11 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await producer.start()
         app.state.producer = producer
         opa_check = OpaCheck(s.opa_base_url)
-        app.state.readiness_checks = {  # GET /readyz (services/observability/views.py)
-            "kafka": kafka_check(producer.client.fetch_all_metadata),
-            "database": database_check(engine),
-            "opa": opa_check,
-        }
+        # GET /readyz (services/observability/views.py)
+        app.state.readiness_checks = standard_checks(
+            metadata=producer.client.fetch_all_metadata, engine=engine, opa=opa_check
+        )
         publisher = ConsentPublisher(producer, s.topic_consents)
         app.state.consent_publisher = publisher
         # R14 reads releases from the audit chain (services/audit/disclosures.py).

@@ -420,6 +420,8 @@ def relay() -> None:
 @app.command("api")
 def api() -> None:
     """Serve the HTTP API."""
+    import logging
+
     import uvicorn
 
     from services import logs
@@ -430,8 +432,9 @@ def api() -> None:
     s = Settings()
     try:
         tls = tls_options(s)  # ACCORD_API_TLS_CERT / ACCORD_API_TLS_KEY: serve HTTPS
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    except ValueError as exc:  # a JSON line like every other, not a usage-error box
+        logging.getLogger("accord.api").error(str(exc))
+        raise typer.Exit(2) from exc
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, **tls)
 
 

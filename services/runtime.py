@@ -25,13 +25,7 @@ from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
 from services.kafka_client import RELAY, kafka
 from services.keys import kek_ring, relay_key
-from services.observability.readiness import (
-    Check,
-    OpaCheck,
-    database_check,
-    kafka_check,
-    readiness,
-)
+from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
 from services.observability.server import running_health
 from services.settings import Settings
 
@@ -53,9 +47,10 @@ def relay_checks(relay: Relay, engine: Engine, opa_check: OpaCheck) -> dict[str,
     """The relay is ready when Kafka, the database and OPA answer, it has inbound partitions
     and it is not holding a batch."""
 
-    async def kafka_ok() -> bool:
-        consumer = relay.consumer
-        return consumer is not None and await kafka_check(consumer.topics)()
+    async def topics_of_consumer() -> object:
+        if relay.consumer is None:
+            raise RuntimeError("the relay's consumer is not started")
+        return await relay.consumer.topics()
 
     async def assigned() -> bool:
         return relay.consumer is not None and bool(relay.consumer.assignment())
@@ -64,9 +59,7 @@ def relay_checks(relay: Relay, engine: Engine, opa_check: OpaCheck) -> dict[str,
         return relay.held_cause is None
 
     return {
-        "kafka": kafka_ok,
-        "database": database_check(engine),
-        "opa": opa_check,
+        **standard_checks(metadata=topics_of_consumer, engine=engine, opa=opa_check),
         "partitions_assigned": assigned,
         "not_holding": not_holding,
     }

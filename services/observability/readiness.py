@@ -81,3 +81,12 @@ class OpaCheck:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def standard_checks(
+    *, metadata: Callable[[], Awaitable[object]], engine: Engine, opa: Check
+) -> dict[str, Check]:
+    """The checks every Accord process answers on ``/readyz``: ``kafka`` (a metadata request on
+    the process's own client), ``database`` and ``opa``. A worker (the sink) serves them with
+    ``serve_health(host, port, lambda: readiness(checks), stop)``."""
+    return {"kafka": kafka_check(metadata), "database": database_check(engine), "opa": opa}

@@ -350,3 +350,11 @@ def test_a_crash_is_one_json_line_without_the_input(tmp_path: Path) -> None:
     assert crash["exception"]["type"].endswith("ValidationError")
     assert crash["exception"]["message"].startswith("relay_max_batch:")
     assert any("services/cli.py" in f for f in crash["exception"]["frames"])
+
+
+def test_a_misconfigured_api_says_so_in_one_json_line() -> None:
+    env = {**os.environ, "ACCORD_API_TLS_CERT": "/nonexistent/cert.pem", "ACCORD_API_TLS_KEY": ""}
+    done = subprocess.run([str(ACCORD), "api"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    (line,) = json_lines(done.stdout + done.stderr)
+    assert line["level"] == "error" and "ACCORD_API_TLS_KEY" in line["msg"]
