@@ -111,6 +111,7 @@ class Relay:
         # held while it is (None: nothing held).
         self.consumer: AIOKafkaConsumer | None = None
         self.held_cause: str | None = None
+        self._held: set[TopicPartition] = set()  # the partitions of the held batch
 
     async def process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], snapshot: RegistrySnapshot
@@ -268,7 +269,9 @@ class Relay:
                 await producers.close_unassigned(consumer.assignment())
                 _observe_assignment(consumer, producers)
                 if not batch:
-                    self._release()  # nothing fetched: nothing is held
+                    # A held batch is fetched again after its rewind; only if its partitions
+                    # went to another instance is nothing held any more.
+                    self._release(unless_assigned=consumer.assignment())
                     continue
                 held = False
                 try:  # one registry snapshot per poll, shared by its partitions
@@ -394,9 +397,14 @@ class Relay:
         metrics.RELAY_HELD_BATCHES.labels(cause).inc()
         metrics.RELAY_HOLDING.set(1)
         self.held_cause = cause
+        self._held |= set(batch)
         _hold(consumer, batch, exc)
 
-    def _release(self) -> None:
+    def _release(self, *, unless_assigned: set[TopicPartition] | None = None) -> None:
+        """A poll delivered (or the held partitions were revoked): nothing is held."""
+        if unless_assigned is not None and self._held & unless_assigned:
+            return
+        self._held.clear()
         if self.held_cause is not None:
             self.held_cause = None
             metrics.RELAY_HOLDING.set(0)

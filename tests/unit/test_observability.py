@@ -8,9 +8,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,6 +21,7 @@ from sqlalchemy import create_engine, update
 from services.audit import store
 from services.audit.models import AuditEntry
 from services.broker.pipeline.decide import PolicyUnavailable
+from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import RegistryUnavailable
 from services.compacted import ViewUnavailable
 from services.db import Base, make_engine, make_sessionmaker, transaction
@@ -26,6 +29,7 @@ from services.observability import metrics
 from services.observability.readiness import database_check, readiness
 from services.observability.server import running_health
 from tests.unit.test_audit_store import KEY, fill
+from tests.unit.test_relay_process import SNAPSHOT, Msg, RecordingPolicy, event, relay
 
 
 def test_rule_labels_are_bounded() -> None:
@@ -182,3 +186,49 @@ def test_verifying_the_audit_chain_sets_its_status_gauge(tmp_path: Path) -> None
     assert not store.verify_database(sessions, KEY.verify_key).ok
     assert sample("accord_audit_chain_ok") == 0
     engine.dispose()
+
+
+async def test_a_poll_tallies_dead_letters_decisions_and_deliveries_per_partition(
+    schemas: SchemaRegistry,
+) -> None:
+    tp = TopicPartition("in", 2)
+    batch = {tp: [Msg(7, b"\x00garbage"), Msg(8, event(8))]}
+    results = await relay(RecordingPolicy(), schemas).process(cast(Any, batch), SNAPSHOT)
+    tally = results[tp].tally
+    assert tally.relayed == 1
+    assert tally.dead_letters == {"malformed": 1}
+    assert tally.decisions == {("allow", "shelter"): 1, ("allow", "health"): 1}
+    assert tally.deliveries == {"shelter": 1, "health": 1}
+
+
+class FakeConsumer:
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = assigned
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def test_a_held_batch_is_held_until_delivered_or_its_partitions_are_gone(
+    schemas: SchemaRegistry,
+) -> None:
+    r = relay(RecordingPolicy(), schemas)
+    tp = TopicPartition("in", 0)
+    consumer = FakeConsumer({tp})
+    before = sample("accord_relay_held_batches_total", cause="opa_unavailable")
+    r._hold(cast(Any, consumer), cast(Any, {tp: [Msg(5, b"")]}), PolicyUnavailable("down"))
+    assert consumer.seeks == [(tp, 5)]  # rewound
+    assert r.held_cause == "opa_unavailable" and sample("accord_relay_holding") == 1
+    assert sample("accord_relay_held_batches_total", cause="opa_unavailable") - before == 1
+    r._release(unless_assigned={tp})  # an empty poll while the partition is still ours
+    assert r.held_cause == "opa_unavailable" and sample("accord_relay_holding") == 1
+    r._release(unless_assigned={TopicPartition("in", 1)})  # it went to another instance
+    assert r.held_cause is None and sample("accord_relay_holding") == 0
+    r._hold(cast(Any, consumer), cast(Any, {tp: [Msg(5, b"")]}), ViewUnavailable("stale"))
+    assert r.held_cause == "consents_unavailable"
+    r._release()  # a poll delivered
+    assert r.held_cause is None and sample("accord_relay_holding") == 0
