@@ -99,6 +99,7 @@ def configure(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per readiness probe to OPA
     logging.captureWarnings(True)  # warnings (an unclosed client...) as JSON lines too
     # Typer's pretty tracebacks are off (services/cli.py), so the interpreter calls this hook.
     sys.excepthook = _crash

@@ -335,6 +335,7 @@ class Relay:
             self.consumer = None
             await consumer.stop()
             await producers.close_all()
+            log.info("relay stopped")
 
     async def _deliver(
         self,
