@@ -232,3 +232,19 @@ def test_a_held_batch_is_held_until_delivered_or_its_partitions_are_gone(
     assert r.held_cause == "consents_unavailable"
     r._release()  # a poll delivered
     assert r.held_cause is None and sample("accord_relay_holding") == 0
+
+
+def test_every_metric_and_label_is_documented() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from services.settings import REPO_ROOT
+
+    doc = (REPO_ROOT / "docs" / "operations.md").read_text()
+    defined = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    assert len(defined) == 17  # a new metric: add it to docs/operations.md and here
+    for m in defined:
+        name = m._name + ("_total" if m._type == "counter" else "")
+        assert f"| `{name}` |" in doc, name
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{name}` |"))
+        for label in m._labelnames:
+            assert f"`{label}`" in row, (name, label)
