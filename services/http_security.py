@@ -26,9 +26,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.observability.metrics import API_AUTH_FAILURES, API_RATE_LIMITED
 from services.settings import Settings
 
 ENROLL_PATH = "/v1/enroll"
+# Probes and scrapes (services/observability/views.py): never 401, and never refused 429 for
+# other clients' failures from the same address (a load balancer, Prometheus).
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_TRACKED_KEYS = 50_000  # per bucket set; the least recently used are forgotten beyond this
 
 SECURITY_HEADERS: dict[str, str] = {
@@ -153,7 +157,8 @@ class HttpSecurity:
             self.failures_by_key.wait(key, now) if key else 0.0,
             self.enroll_by_ip.wait(ip, now) if enroll else 0.0,
         )
-        if wait > 0:
+        if wait > 0 and scope["path"] not in OPERATIONS_PATHS:
+            API_RATE_LIMITED.inc()
             await self._answer(
                 send,
                 429,
@@ -177,6 +182,7 @@ class HttpSecurity:
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if message["status"] == 401:
+                    API_AUTH_FAILURES.inc()
                     later = time.monotonic()
                     self.failures_by_ip.take(ip, later)
                     if key:
