@@ -76,7 +76,13 @@ RELAY_SETTINGS = (
     "relay_group",
     "relay_transactional_id",
     "database_url",
+    # The keys: without them a relay under another state dir makes keys of its own, and every
+    # survivor's data key fails to open ("a wrapped data key does not open under its KEK").
+    "state_dir",
+    "keks",
+    "kek_active",
     "relay_private_key",
+    "audit_signing_key",
     "opa_timeout_s",
     "opa_batch_size",
     "opa_concurrency",
