@@ -276,6 +276,9 @@ def faults(
         ok = run(params, typer.echo)
     except devstack.StackError as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the private servers are stopped already
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        raise typer.Exit(130) from None
     raise typer.Exit(0 if ok else 1)
 
 

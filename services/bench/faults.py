@@ -15,22 +15,35 @@ Afterwards the decision topic and every partner topic are read from the beginnin
 (read_committed) and compared with the decisions recomputed from scratch by an in-process
 relay: the table says, per fault, events sent, decision records, deliveries, and the
 duplicated, lost, undecided and wrong ones; the command exits 1 unless those are all 0.
+
+While a fault runs, a line every few seconds says how many events were sent and relayed (the
+relay group's committed offsets) and how often the relay was restarted. A fault whose relay
+keeps restarting (or stays still) without committing anything new is stopped with the relay's
+last error line and fails the run. The private servers are stopped on every way out: success,
+failure, timeout, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services import kafka_client
@@ -46,7 +59,7 @@ from services.bench.harness import (
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 from services.broker.survivor_keys import seal_all, subject_of
 from services.devstack import kafka, opa, postgres
-from services.devstack.process import stop
+from services.devstack.process import Managed, stop
 from services.settings import Settings
 
 Echo = Callable[[str], None]
@@ -59,6 +72,11 @@ class Params:
     outage_s: float = 10.0  # how long OPA and PostgreSQL stay down
     seed: int | None = None
     keep: bool = False  # keep the temporary directory (logs) afterwards
+    progress_s: float = 10.0  # a progress line this often
+    # A fault is stalled after this many relay restarts, or this long, without a new commit.
+    stall_restarts: int = 5
+    stall_s: float = 120.0
+    fault_timeout_s: float = 300.0  # from the first event to the last one committed
 
 
 def free_ports(n: int) -> list[int]:
@@ -73,15 +91,30 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
+# name → (start it and wait for health, its pid and log files); started in this order.
+SERVICES: dict[str, tuple[Callable[[Settings], str], Callable[[Settings], Managed]]] = {
+    "postgres": (postgres.up, postgres.managed),
+    "opa": (opa.up, opa.managed),
+    "kafka": (kafka.up, kafka.managed),
+}
+
+
 @dataclass
 class PrivateStack:
-    """Kafka, OPA and PostgreSQL of this suite alone, under ``root``."""
+    """Kafka, OPA and PostgreSQL of this suite alone, under ``root``.
+
+    Starts and stops are serialised by a lock, and nothing starts once ``down`` began: a start
+    still running in a worker thread when the suite is interrupted finishes first, and is then
+    stopped with the rest, instead of leaving a server behind."""
 
     s: Settings
+    echo: Echo
     database_url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
 
     @classmethod
-    def under(cls, root: Path) -> PrivateStack:
+    def under(cls, root: Path, echo: Echo) -> PrivateStack:
         root.chmod(0o755)  # PostgreSQL runs as the postgres account when we are root
         ports = free_ports(4)
         s = Settings().model_copy(
@@ -94,19 +127,46 @@ class PrivateStack:
                 "kafka_bootstrap": "",
                 "opa_url": "",
                 "database_url": "",
+                # Keys of this stack alone, handed to the relay (harness.relay_env).
+                "keks": "",
+                "kek_active": "",
+                "relay_private_key": "",
+                "audit_signing_key": "",
             }
         )
-        return cls(s)
+        return cls(s, echo)
 
-    def up(self) -> list[str]:
+    def managed(self, name: str) -> Managed:
+        return SERVICES[name][1](self.s)
+
+    def start(self, name: str) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the private stack is stopped")
+            started = time.monotonic()
+            line = SERVICES[name][0](self.s)
+            self.echo(f"  private {line} in {time.monotonic() - started:.1f} s")
+
+    def stop(self, name: str) -> None:
+        with self._lock:
+            stop(self.managed(name))
+
+    def up(self) -> None:
         self.s.state_dir.mkdir(parents=True, exist_ok=True)
-        lines = [postgres.up(self.s), opa.up(self.s), kafka.up(self.s)]
+        for name in SERVICES:
+            self.echo(f"  starting the private {name} …")
+            self.start(name)
         self.database_url = postgres.url(self.s)
-        return lines
 
-    def down(self) -> None:
-        for proc in (kafka.managed(self.s), opa.managed(self.s), postgres.managed(self.s)):
-            stop(proc)
+    def ensure_up(self) -> None:
+        for name in SERVICES:
+            self.start(name)
+
+    def down(self) -> list[str]:
+        """Stop every private server that runs; say which."""
+        with self._lock:
+            self._closed = True
+            return [name for name in reversed(SERVICES) if stop(self.managed(name))]
 
 
 async def publish(
@@ -138,6 +198,126 @@ async def publish(
         await producer.stop()
 
 
+# The last line of a Python traceback ("Unreadable: a wrapped data key does not open ...").
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*: \S")
+
+
+def last_error(log: Path, *, tail_bytes: int = 256 * 1024) -> str:
+    """The relay's last error in its log: a JSON line at level error or critical, or the last
+    line of a traceback, whichever came last."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - tail_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "(the relay wrote no log)"
+    for line in reversed(lines):
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("level") in ("error", "critical"):
+                error = f" ({doc['error']})" if doc.get("error") else ""
+                return f"{doc.get('logger', '?')}: {doc.get('msg', '')}{error}"
+        elif _EXCEPTION_LINE.match(line):
+            return line.strip()
+    return "(no error in the relay's log)"
+
+
+@dataclass
+class StallWatch:
+    """Pure: decides when the relay makes no progress. Progress is a new commit; restarts or
+    time without one while events wait are a stall."""
+
+    max_restarts: int
+    max_idle_s: float
+    _best: int = -1
+    _restarts_at: int = 0
+    _since: float = 0.0
+
+    def observe(self, now: float, *, relayed: int, restarts: int, waiting: bool) -> str | None:
+        """The reason the relay is stalled, or None."""
+        if relayed > self._best or not waiting:
+            self._best = max(self._best, relayed)
+            self._restarts_at, self._since = restarts, now
+            return None
+        if restarts - self._restarts_at >= self.max_restarts:
+            return f"{restarts - self._restarts_at} relay restarts without a new commit"
+        if now - self._since >= self.max_idle_s:
+            return f"no new commit for {now - self._since:.0f} s"
+        return None
+
+
+class Stalled(Exception):
+    """The relay makes no progress; the message says why and what it last logged."""
+
+
+@dataclass
+class Counts:
+    """What a fault's watcher last saw: events relayed (committed) and in the inbound topic."""
+
+    relayed: int = 0
+    inbound: int = 0
+
+
+async def _count(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, s: Settings, counts: Counts
+) -> None:
+    """Update ``counts``; keep the last values while the broker does not answer."""
+    try:
+        offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(s.relay_group), 5)
+        counts.relayed = sum(max(o.offset, 0) for o in offsets.values())
+        tps = [TopicPartition(s.topic_inbound, p) for p in range(s.inbound_partitions)]
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), 5)
+        counts.inbound = sum(ends.values())
+    except (KafkaError, TimeoutError, OSError):
+        pass  # the broker is restarting: the fault under test
+
+
+async def watch(
+    s: Settings,
+    name: str,
+    relay: RelayProcess,
+    exits: list[int],
+    sent: list[bytes],
+    p: Params,
+    echo: Echo,
+    counts: Counts,
+) -> None:
+    """Print progress every ``p.progress_s``; raise ``Stalled`` when the relay is stuck."""
+    conn = kafka_client.kafka(s, kafka_client.ADMIN)
+    admin = AIOKafkaAdminClient(**conn.kwargs(), request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(**conn.kwargs(), enable_auto_commit=False, request_timeout_ms=5000)
+    await admin.start()
+    await consumer.start()
+    loop = asyncio.get_running_loop()
+    started = next_line = loop.time()
+    stall = StallWatch(p.stall_restarts, p.stall_s)
+    try:
+        while True:
+            await asyncio.sleep(1.0)
+            await _count(admin, consumer, s, counts)
+            now = loop.time()
+            waiting = counts.relayed < max(counts.inbound, len(sent))
+            reason = stall.observe(
+                now, relayed=counts.relayed, restarts=len(exits), waiting=waiting
+            )
+            if reason is None and now - started > p.fault_timeout_s:
+                reason = f"not all relayed within {p.fault_timeout_s:.0f} s"
+            if reason is not None:
+                raise Stalled(f"{reason}; the relay's last error: {last_error(relay.log_file)}")
+            if now >= next_line:
+                next_line = now + p.progress_s
+                echo(
+                    f"  {name}: {now - started:4.0f} s, sent {len(sent)}/{p.events}, "
+                    f"relayed {counts.relayed}, relay restarts {len(exits)}"
+                )
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 Fault = Callable[["Run"], Awaitable[None]]
 
 
@@ -163,24 +343,24 @@ async def kill_relay(run: Run) -> None:
 async def restart_kafka(run: Run) -> None:
     await asyncio.sleep(run.rng.uniform(3.0, 5.0))
     started = time.monotonic()
-    await asyncio.to_thread(stop, kafka.managed(run.stack.s))
+    await asyncio.to_thread(run.stack.stop, "kafka")
     await asyncio.sleep(2)
-    await asyncio.to_thread(kafka.up, run.stack.s)
+    await asyncio.to_thread(run.stack.start, "kafka")
     run.echo(f"  broker down and back in {time.monotonic() - started:.1f} s")
 
 
 async def stop_opa(run: Run) -> None:
     await asyncio.sleep(run.rng.uniform(3.0, 5.0))
-    await asyncio.to_thread(stop, opa.managed(run.stack.s))
+    await asyncio.to_thread(run.stack.stop, "opa")
     await asyncio.sleep(run.params.outage_s)
-    await asyncio.to_thread(opa.up, run.stack.s)
+    await asyncio.to_thread(run.stack.start, "opa")
 
 
 async def stop_postgres(run: Run) -> None:
     await asyncio.sleep(run.rng.uniform(3.0, 5.0))
-    await asyncio.to_thread(stop, postgres.managed(run.stack.s))
+    await asyncio.to_thread(run.stack.stop, "postgres")
     await asyncio.sleep(run.params.outage_s)
-    await asyncio.to_thread(postgres.up, run.stack.s)
+    await asyncio.to_thread(run.stack.start, "postgres")
 
 
 FAULTS: tuple[tuple[str, Fault], ...] = (
@@ -189,6 +369,28 @@ FAULTS: tuple[tuple[str, Fault], ...] = (
     ("OPA stopped", stop_opa),
     ("PostgreSQL stopped", stop_postgres),
 )
+
+
+@dataclass
+class Row:
+    """One fault's outcome: its tally, or why it stalled."""
+
+    name: str
+    restarts: int
+    tally: Tally | None = None
+    stalled: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.tally is not None and self.tally.ok
+
+
+async def _until_relayed(counts: Counts, sent: list[bytes], watcher: asyncio.Task[None]) -> None:
+    """Wait until the relay committed every inbound record (the watcher raises if it stalls)."""
+    while not (counts.inbound >= len(sent) and counts.relayed >= counts.inbound):
+        if watcher.done():
+            watcher.result()
+        await asyncio.sleep(0.5)
 
 
 async def one_fault(
@@ -200,7 +402,7 @@ async def one_fault(
     workdir: Path,
     rng: random.Random,
     echo: Echo,
-) -> tuple[Tally, int]:
+) -> Row:
     tag = run_tag("faults")
     s = scenario.relay_settings(
         scoped(
@@ -217,50 +419,122 @@ async def one_fault(
     echo(f"{name}: {p.events} events at {p.rate:.0f}/s …")
     relay = RelayProcess(s, workdir / f"{tag}.relay.log")
     relay.start()
+    counts = Counts()
     try:
         async with supervised(relay) as exits:
+            watcher = asyncio.create_task(watch(s, name, relay, exits, sent, p, echo, counts))
             publishing = asyncio.create_task(publish(s, events, p.rate, sent))
-            await fault(Run(stack, relay, rng, p, echo))
-            await publishing
+            try:
+                await _first_of(watcher, fault(Run(stack, relay, rng, p, echo)))
+                await _first_of(watcher, publishing)
+                await _until_relayed(counts, sent, watcher)
+            except Stalled as exc:
+                echo(f"  {name}: STALLED: {exc}")
+                # A fault cut short may have left a server stopped: the next fault needs all.
+                await asyncio.to_thread(stack.ensure_up)
+                return Row(name, len(exits), stalled=str(exc))
+            finally:
+                for task in (watcher, publishing):
+                    task.cancel()
+                await asyncio.gather(watcher, publishing, return_exceptions=True)
+            echo(
+                f"  {name}: all {len(sent)} relayed; reading back the decision and partner topics …"
+            )
             expected = await recompute(s, sent, scenario.consents)
             tally, _, _ = await check(
-                s, expected, scenario.partner_ids, scenario.opener, sent=len(sent)
+                s,
+                expected,
+                scenario.partner_ids,
+                scenario.opener,
+                sent=len(sent),
+                timeout_s=60,
+                partner_timeout_s=20,
             )
     finally:
         relay.stop()
     for line in tally.examples:
         echo(f"  {line}")
-    return tally, len(exits)
+    return Row(name, len(exits), tally)
 
 
-async def suite(p: Params, echo: Echo, root: Path) -> list[tuple[str, Tally, int]]:
-    rng = random.Random(p.seed)  # noqa: S311 - fault timing, not a secret
-    stack = PrivateStack.under(root)
+async def _first_of(watcher: asyncio.Task[None], work: Awaitable[None]) -> None:
+    """Await ``work``; if the watcher ends first (it raised ``Stalled``), raise that."""
+    task = asyncio.ensure_future(work)
     try:
-        for line in await asyncio.to_thread(stack.up):
-            echo(f"private {line}")
-        scenario = Scenario()
-        await asyncio.to_thread(prepare_database, stack.database_url, scenario)
-        rows = []
-        for name, fault in FAULTS:
-            tally, restarts = await one_fault(name, fault, stack, scenario, p, root, rng, echo)
-            rows.append((name, tally, restarts))
-        return rows
+        await asyncio.wait({watcher, task}, return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done():
+            watcher.result()
+        await task
     finally:
-        await asyncio.to_thread(stack.down)
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def suite(p: Params, echo: Echo, stack: PrivateStack, root: Path) -> list[Row]:
+    # SIGTERM (a CI timeout, systemd, `kill`) ends the run as Ctrl-C does: every fault's
+    # finally runs, then run() stops the private servers.
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGTERM, signal.raise_signal, signal.SIGINT
+    )
+    rng = random.Random(p.seed)  # noqa: S311 - fault timing, not a secret
+    scenario = Scenario()
+    await asyncio.to_thread(prepare_database, stack.database_url, scenario)
+    rows = []
+    for name, fault in FAULTS:
+        rows.append(await one_fault(name, fault, stack, scenario, p, root, rng, echo))
+    return rows
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _uninterruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored: stopping the private servers must not be cut short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run(p: Params, echo: Echo) -> bool:
     """Run every fault; print the table; True if nothing was lost, duplicated or undecided."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # outages are the point here
     started = time.monotonic()
+    seed = p.seed if p.seed is not None else random.SystemRandom().randrange(2**32)
+    p = Params(**{**p.__dict__, "seed": seed})
     root = Path(tempfile.mkdtemp(prefix="accord-faults-"))
-    rows = asyncio.run(suite(p, echo, root))
-    lines = table([(name, t) for name, t, _ in rows])
+    echo(f"fault suite, seed {seed} (--seed {seed} repeats the timing); logs under {root}")
+    stack = PrivateStack.under(root, echo)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    rows: list[Row] = []
+    try:
+        stack.up()
+        rows = asyncio.run(suite(p, echo, stack, root))
+    finally:
+        with _uninterruptible():
+            echo("stopping the private Kafka, OPA and PostgreSQL …")
+            stopped = stack.down()
+            echo(f"  stopped: {', '.join(stopped) or 'nothing was running'}")
+        signal.signal(signal.SIGTERM, previous)
+    lines = table([(r.name, r.tally) for r in rows if r.tally is not None])
     echo(lines[0] + f"{'restarts':>11}")
-    for line, (_, _, restarts) in zip(lines[1:], rows, strict=True):
-        echo(line + f"{restarts:>11}")
-    echo(f"{len(rows)} faults in {time.monotonic() - started:.0f} s; logs under {root}")
-    if not p.keep:
+    body = iter(lines[1:])
+    for r in rows:
+        if r.tally is None:
+            echo(f"{r.name}: STALLED after {r.restarts} restarts: {r.stalled}")
+        else:
+            echo(next(body) + f"{r.restarts:>11}")
+    ok = bool(rows) and all(r.ok for r in rows)
+    echo(
+        f"{len(rows)} faults in {time.monotonic() - started:.0f} s: {'passed' if ok else 'FAILED'}"
+    )
+    if not p.keep and ok:
         shutil.rmtree(root, ignore_errors=True)
-    return all(t.ok for _, t, _ in rows)
+    else:
+        echo(f"logs kept under {root}")
+    return ok

@@ -140,6 +140,10 @@ class RelayProcess:
         self.starts += 1
 
     @property
+    def log_file(self) -> Path:
+        return self._log
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
@@ -393,14 +397,18 @@ async def check(
     *,
     sent: int,
     timeout_s: float = 240,
+    partner_timeout_s: float = 60,
 ) -> tuple[Tally, list[JSON], dict[str, list[JSON]]]:
-    """Read back the decision topic and every partner topic, and tally them."""
+    """Read back the decision topic and every partner topic, and tally them.
+
+    The timeouts bound the wait for records that never come (a lost one): a caller that knows
+    the relay committed everything already can keep them short."""
     raw = await read_all(s, s.topic_decisions, until=len(expected.released), timeout_s=timeout_s)
     decisions = [json.loads(v) for v in raw]
     deliveries: dict[str, list[JSON]] = {}
     for pid in partner_ids:
         want = sum(1 for _, p in expected.delivered if p == pid)
-        records = await read_all(s, s.partner_topic(pid), until=want, timeout_s=60)
+        records = await read_all(s, s.partner_topic(pid), until=want, timeout_s=partner_timeout_s)
         open_record = opener(pid)
         deliveries[pid] = [open_record(v) for v in records]
     return tally(expected, decisions, deliveries, sent=sent), decisions, deliveries

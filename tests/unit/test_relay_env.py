@@ -25,7 +25,7 @@ def child_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Sett
     for name, value in env.items():
         if name.startswith("ACCORD_"):
             monkeypatch.setenv(name, value)
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return Settings(_env_file=None)
 
 
 def opens_under_child(parent: Settings, child: Settings) -> bool:
@@ -37,7 +37,7 @@ def opens_under_child(parent: Settings, child: Settings) -> bool:
 def test_the_child_uses_the_private_state_dirs_key_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    parent = Settings(_env_file=None, state_dir=tmp_path / "stack")  # type: ignore[call-arg]
+    parent = Settings(_env_file=None, state_dir=tmp_path / "stack")
     child = child_settings(relay_env(parent), monkeypatch)
     assert child.state_dir == parent.state_dir
     assert opens_under_child(parent, child)
@@ -49,7 +49,7 @@ def test_the_child_gets_configured_keks_and_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     b64 = [base64.b64encode(os.urandom(32)).decode() for _ in range(4)]
-    parent = Settings(  # type: ignore[call-arg]
+    parent = Settings(
         _env_file=None,
         state_dir=tmp_path / "elsewhere",
         keks=f"old:{b64[0]},new:{b64[1]}",
