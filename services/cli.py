@@ -21,8 +21,7 @@ def _fail(exc: Exception) -> None:
 def dev_up() -> None:
     """Install what is missing and start Kafka, OPA and PostgreSQL (idempotent)."""
     try:
-        for line in devstack.up(Settings()):
-            typer.echo(line)
+        devstack.up(Settings(), echo=typer.echo)
     except devstack.StackError as exc:
         _fail(exc)
 
