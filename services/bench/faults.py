@@ -259,6 +259,7 @@ class Counts:
 
     relayed: int = 0
     inbound: int = 0
+    updated: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
 async def _count(
@@ -272,7 +273,9 @@ async def _count(
         ends = await asyncio.wait_for(consumer.end_offsets(tps), 5)
         counts.inbound = sum(ends.values())
     except (KafkaError, TimeoutError, OSError):
-        pass  # the broker is restarting: the fault under test
+        return  # the broker is restarting: the fault under test
+    async with counts.updated:
+        counts.updated.notify_all()
 
 
 async def watch(
@@ -328,11 +331,21 @@ class Run:
     rng: random.Random
     params: Params
     echo: Echo
+    counts: Counts
+
+    async def relaying(self, *, beyond: int = 0) -> int:
+        """Wait until the relay committed more than ``beyond`` events, so that a fault lands
+        while it relays (a loaded machine takes many seconds to start one); say how many."""
+        async with self.counts.updated:
+            await self.counts.updated.wait_for(lambda: self.counts.relayed > beyond)
+        return self.counts.relayed
 
 
 async def kill_relay(run: Run) -> None:
+    relayed = 0
     for _ in range(3):
-        await asyncio.sleep(run.rng.uniform(1.5, 4.0))
+        relayed = await run.relaying(beyond=relayed)  # each kill after new progress
+        await asyncio.sleep(run.rng.uniform(0.5, 3.0))
         run.relay.supervise = False
         run.relay.kill()
         await asyncio.sleep(run.rng.uniform(0.0, 1.0))
@@ -341,7 +354,8 @@ async def kill_relay(run: Run) -> None:
 
 
 async def restart_kafka(run: Run) -> None:
-    await asyncio.sleep(run.rng.uniform(3.0, 5.0))
+    await run.relaying()
+    await asyncio.sleep(run.rng.uniform(0.5, 3.0))
     started = time.monotonic()
     await asyncio.to_thread(run.stack.stop, "kafka")
     await asyncio.sleep(2)
@@ -350,14 +364,16 @@ async def restart_kafka(run: Run) -> None:
 
 
 async def stop_opa(run: Run) -> None:
-    await asyncio.sleep(run.rng.uniform(3.0, 5.0))
+    await run.relaying()
+    await asyncio.sleep(run.rng.uniform(0.5, 3.0))
     await asyncio.to_thread(run.stack.stop, "opa")
     await asyncio.sleep(run.params.outage_s)
     await asyncio.to_thread(run.stack.start, "opa")
 
 
 async def stop_postgres(run: Run) -> None:
-    await asyncio.sleep(run.rng.uniform(3.0, 5.0))
+    await run.relaying()
+    await asyncio.sleep(run.rng.uniform(0.5, 3.0))
     await asyncio.to_thread(run.stack.stop, "postgres")
     await asyncio.sleep(run.params.outage_s)
     await asyncio.to_thread(run.stack.start, "postgres")
@@ -425,7 +441,7 @@ async def one_fault(
             watcher = asyncio.create_task(watch(s, name, relay, exits, sent, p, echo, counts))
             publishing = asyncio.create_task(publish(s, events, p.rate, sent))
             try:
-                await _first_of(watcher, fault(Run(stack, relay, rng, p, echo)))
+                await _first_of(watcher, fault(Run(stack, relay, rng, p, echo, counts)))
                 await _first_of(watcher, publishing)
                 await _until_relayed(counts, sent, watcher)
             except Stalled as exc:
@@ -454,6 +470,11 @@ async def one_fault(
         relay.stop()
     for line in tally.examples:
         echo(f"  {line}")
+    echo(
+        f"  {name}: {'ok' if tally.ok else 'FAILED'}: {tally.decided} decided, "
+        f"{tally.delivered} delivered, {tally.duplicated} duplicated, {tally.lost} lost, "
+        f"{tally.undecided} undecided, {tally.mismatched} wrong"
+    )
     return Row(name, len(exits), tally)
 
 
