@@ -59,7 +59,7 @@ from services.bench.harness import (
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 from services.broker.survivor_keys import seal_all, subject_of
 from services.devstack import kafka, opa, postgres
-from services.devstack.process import Managed, stop
+from services.devstack.process import Managed, Steps, stop
 from services.settings import Settings
 
 Echo = Callable[[str], None]
@@ -92,7 +92,7 @@ def free_ports(n: int) -> list[int]:
 
 
 # name → (start it and wait for health, its pid and log files); started in this order.
-SERVICES: dict[str, tuple[Callable[[Settings], str], Callable[[Settings], Managed]]] = {
+SERVICES: dict[str, tuple[Callable[[Settings, Steps], str], Callable[[Settings], Managed]]] = {
     "postgres": (postgres.up, postgres.managed),
     "opa": (opa.up, opa.managed),
     "kafka": (kafka.up, kafka.managed),
@@ -144,7 +144,7 @@ class PrivateStack:
             if self._closed:
                 raise RuntimeError("the private stack is stopped")
             started = time.monotonic()
-            line = SERVICES[name][0](self.s)
+            line = SERVICES[name][0](self.s, Steps(self.echo, prefix="    "))
             self.echo(f"  private {line} in {time.monotonic() - started:.1f} s")
 
     def stop(self, name: str) -> None:
@@ -174,15 +174,15 @@ async def publish(
 ) -> None:
     """Offer ``rate`` events a second; an event whose send fails is sent again until it is
     acknowledged (the relay's replay guard refuses a second copy), so all are sent in the end."""
+    # Sealed up front: the survivors' keys are read from PostgreSQL, which a fault may stop.
+    records = seal_all(s, events)
     producer = AIOKafkaProducer(
         **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), acks="all", enable_idempotence=True
     )
-    # Sealed up front: the survivors' keys are read from PostgreSQL, which a fault may stop.
-    records = seal_all(s, events)
-    await producer.start()
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
+        await producer.start()
         for n, (value, record) in enumerate(zip(events, records, strict=True)):
             delay = start + n / rate - loop.time()
             if delay > 0:
@@ -262,20 +262,54 @@ class Counts:
     updated: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
-async def _count(
-    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, s: Settings, counts: Counts
-) -> None:
-    """Update ``counts``; keep the last values while the broker does not answer."""
-    try:
-        offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(s.relay_group), 5)
-        counts.relayed = sum(max(o.offset, 0) for o in offsets.values())
+class Offsets:
+    """The relay group's committed offsets and the inbound topic's end offsets, summed.
+
+    Read as the super user through clients started on first use and started again after a
+    failure: the broker going away is one of the faults."""
+
+    def __init__(self, s: Settings) -> None:
+        self._s = s
+        self._conn = kafka_client.kafka(s, kafka_client.ADMIN)
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**self._conn.kwargs(), request_timeout_ms=10_000)
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin = admin
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(**self._conn.kwargs(), enable_auto_commit=False)
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            self._consumer = consumer
+        return self._admin, self._consumer
+
+    async def read(self) -> tuple[int, int] | None:
+        """(relayed, inbound), or None while the broker does not answer."""
+        s = self._s
         tps = [TopicPartition(s.topic_inbound, p) for p in range(s.inbound_partitions)]
-        ends = await asyncio.wait_for(consumer.end_offsets(tps), 5)
-        counts.inbound = sum(ends.values())
-    except (KafkaError, TimeoutError, OSError):
-        return  # the broker is restarting: the fault under test
-    async with counts.updated:
-        counts.updated.notify_all()
+        try:
+            admin, consumer = await self._clients()
+            offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(s.relay_group), 10)
+            ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
+        except (KafkaError, TimeoutError, OSError):
+            return None
+        return sum(max(o.offset, 0) for o in offsets.values()), sum(ends.values())
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._admin is not None:
+            await self._admin.close()
 
 
 async def watch(
@@ -289,18 +323,18 @@ async def watch(
     counts: Counts,
 ) -> None:
     """Print progress every ``p.progress_s``; raise ``Stalled`` when the relay is stuck."""
-    conn = kafka_client.kafka(s, kafka_client.ADMIN)
-    admin = AIOKafkaAdminClient(**conn.kwargs(), request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(**conn.kwargs(), enable_auto_commit=False, request_timeout_ms=5000)
-    await admin.start()
-    await consumer.start()
+    offsets = Offsets(s)
     loop = asyncio.get_running_loop()
     started = next_line = loop.time()
     stall = StallWatch(p.stall_restarts, p.stall_s)
     try:
         while True:
             await asyncio.sleep(1.0)
-            await _count(admin, consumer, s, counts)
+            read = await offsets.read()
+            if read is not None:
+                counts.relayed, counts.inbound = read
+                async with counts.updated:
+                    counts.updated.notify_all()
             now = loop.time()
             waiting = counts.relayed < max(counts.inbound, len(sent))
             reason = stall.observe(
@@ -317,8 +351,7 @@ async def watch(
                     f"relayed {counts.relayed}, relay restarts {len(exits)}"
                 )
     finally:
-        await consumer.stop()
-        await admin.close()
+        await offsets.close()
 
 
 Fault = Callable[["Run"], Awaitable[None]]
@@ -503,7 +536,15 @@ async def suite(p: Params, echo: Echo, stack: PrivateStack, root: Path) -> list[
     await asyncio.to_thread(prepare_database, stack.database_url, scenario)
     rows = []
     for name, fault in FAULTS:
-        rows.append(await one_fault(name, fault, stack, scenario, p, root, rng, echo))
+        try:
+            rows.append(await one_fault(name, fault, stack, scenario, p, root, rng, echo))
+        except (KafkaError, OSError, RuntimeError, AssertionError) as exc:
+            # The suite's own machinery failed (a read-back, the recompute): this fault fails,
+            # the others still run. Kafka's, OSError's and our messages carry no event content.
+            reason = f"{type(exc).__name__}: {exc}"
+            echo(f"  {name}: FAILED: {reason}")
+            rows.append(Row(name, 0, stalled=reason))
+            await asyncio.to_thread(stack.ensure_up)
     return rows
 
 
@@ -547,7 +588,7 @@ def run(p: Params, echo: Echo) -> bool:
     body = iter(lines[1:])
     for r in rows:
         if r.tally is None:
-            echo(f"{r.name}: STALLED after {r.restarts} restarts: {r.stalled}")
+            echo(f"{r.name}: FAILED after {r.restarts} restarts: {r.stalled}")
         else:
             echo(next(body) + f"{r.restarts:>11}")
     ok = bool(rows) and all(r.ok for r in rows)
