@@ -367,18 +367,23 @@ class Run:
     counts: Counts
 
     async def relaying(self, *, beyond: int = 0) -> int:
-        """Wait until the relay committed more than ``beyond`` events, so that a fault lands
-        while it relays (a loaded machine takes many seconds to start one); say how many."""
-        async with self.counts.updated:
-            await self.counts.updated.wait_for(lambda: self.counts.relayed > beyond)
-        return self.counts.relayed
+        """Wait until the relay committed more than ``beyond`` events (or all of them), so that
+        a fault lands while it relays (a loaded machine takes many seconds to start one)."""
+        counts, total = self.counts, self.params.events
+        async with counts.updated:
+            await counts.updated.wait_for(
+                lambda: counts.relayed > beyond or counts.relayed >= total
+            )
+        return counts.relayed
 
 
 async def kill_relay(run: Run) -> None:
     relayed = 0
-    for _ in range(3):
+    for n in range(1, 4):
         relayed = await run.relaying(beyond=relayed)  # each kill after new progress
         await asyncio.sleep(run.rng.uniform(0.5, 3.0))
+        if run.counts.relayed >= run.params.events:
+            run.echo(f"  kill {n} of 3 after every event was relayed (a fast relay)")
         run.relay.supervise = False
         run.relay.kill()
         await asyncio.sleep(run.rng.uniform(0.0, 1.0))
