@@ -264,13 +264,18 @@ def faults(
     outage_s: float = typer.Option(10.0, min=1, help="Seconds OPA and PostgreSQL stay down."),
     seed: int | None = typer.Option(None, help="Seed of the fault timing (default: random)."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep the logs' temp directory."),
+    budget_s: float = typer.Option(
+        660.0, min=60, help="Seconds for the whole run; faults beyond it fail (not run)."
+    ),
 ) -> None:
     """Kill the relay, restart Kafka, stop OPA and PostgreSQL (private instances), each during a
     stream of events; print fault → sent / delivered / duplicated / lost / undecided; exit 1
     unless the last columns are all 0."""
     from services.bench.faults import Params, run
 
-    params = Params(events=events, rate=rate, outage_s=outage_s, seed=seed, keep=keep)
+    params = Params(
+        events=events, rate=rate, outage_s=outage_s, seed=seed, keep=keep, budget_s=budget_s
+    )
     try:
         ok = run(params, typer.echo)
     except devstack.StackError as exc:

@@ -64,6 +64,20 @@ def test_last_error_prefers_the_latest_json_error(tmp_path: Path) -> None:
     assert last_error(log) == "accord.relay: batch held (X)"
 
 
+def test_last_error_names_the_cause_of_a_held_batch(tmp_path: Path) -> None:
+    # A slow OPA holds every batch without an error-level line: the cause is the diagnosis.
+    log = tmp_path / "relay.log"
+    lines = [
+        json.dumps({"level": "error", "logger": "aiokafka", "msg": "Heartbeat session expired"}),
+        json.dumps(
+            {"level": "warning", "logger": "accord.relay", "msg": "batch held", "cause": "P"}
+        ),
+        json.dumps({"level": "debug", "logger": "accord.relay", "msg": "poll"}),
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    assert last_error(log) == "accord.relay: batch held (P)"
+
+
 def test_last_error_without_a_log(tmp_path: Path) -> None:
     assert last_error(tmp_path / "missing.log") == "(the relay wrote no log)"
     (tmp_path / "quiet.log").write_text("Traceback (most recent call last):\n")
