@@ -609,12 +609,13 @@ def run(p: Params, echo: Echo) -> bool:
             stopped = stack.down()
             echo(f"  stopped: {', '.join(stopped) or 'nothing was running'}")
         signal.signal(signal.SIGTERM, previous)
-    lines = table([(r.name, r.tally) for r in rows if r.tally is not None])
+    width = max((len(r.name) for r in rows), default=0)
+    lines = table([(r.name, r.tally) for r in rows if r.tally is not None], width=width)
     echo(lines[0] + f"{'restarts':>11}")
     body = iter(lines[1:])
     for r in rows:
         if r.tally is None:
-            echo(f"{r.name}: FAILED after {r.restarts} restarts: {r.stalled}")
+            echo(f"{r.name:<{width}}  FAILED after {r.restarts} restarts: {r.stalled}")
         else:
             echo(next(body) + f"{r.restarts:>11}")
     ok = bool(rows) and all(r.ok for r in rows)

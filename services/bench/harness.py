@@ -417,9 +417,10 @@ async def check(
 TABLE_HEAD = ("fault", "sent", "decided", "delivered", "duplicated", "lost", "undecided", "wrong")
 
 
-def table(rows: Sequence[tuple[str, Tally]]) -> list[str]:
-    """The fault table: one line per fault, the exactly-once columns last."""
-    width = max([len(TABLE_HEAD[0]), *(len(name) for name, _ in rows)])
+def table(rows: Sequence[tuple[str, Tally]], *, width: int = 0) -> list[str]:
+    """The fault table: one line per fault, the exactly-once columns last; the first column
+    at least ``width`` wide."""
+    width = max([width, len(TABLE_HEAD[0]), *(len(name) for name, _ in rows)])
     lines = [f"{TABLE_HEAD[0]:<{width}}" + "".join(f"{h:>11}" for h in TABLE_HEAD[1:])]
     for name, t in rows:
         cells = (t.sent, t.decided, t.delivered, t.duplicated, t.lost, t.undecided, t.mismatched)
