@@ -265,7 +265,7 @@ def faults(
     seed: int | None = typer.Option(None, help="Seed of the fault timing (default: random)."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep the logs' temp directory."),
     budget_s: float = typer.Option(
-        660.0, min=60, help="Seconds for the whole run; faults beyond it fail (not run)."
+        690.0, min=60, help="Seconds for the whole run; faults beyond it fail (not run)."
     ),
 ) -> None:
     """Kill the relay, restart Kafka, stop OPA and PostgreSQL (private instances), each during a

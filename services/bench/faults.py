@@ -79,7 +79,7 @@ class Params:
     fault_timeout_s: float = 300.0  # from the first event to the last one committed
     # The whole run, CI's share of its 45 minutes: a fault still relaying when it is spent
     # fails, and those not started are reported as not run (each read-back adds < 5 min).
-    budget_s: float = 660.0
+    budget_s: float = 690.0
 
 
 def free_ports(n: int) -> list[int]:
