@@ -307,6 +307,29 @@ def relay() -> None:
     asyncio.run(forever())
 
 
+@app.command("sink")
+def sink() -> None:
+    """Run the sink worker until interrupted: decision records into the audit chain, dead
+    letters into the rejections listing, each exactly once."""
+    import asyncio
+    import signal
+
+    from services import logs
+    from services.runtime import running_sinks
+
+    logs.configure()
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)  # finish the batch in hand, then stop
+        async with running_sinks(Settings(), stop=stop) as worker:
+            await worker.stopped.wait()  # a signal, or a sink failed (raised on exit)
+
+    asyncio.run(forever())
+
+
 @app.command("api")
 def api() -> None:
     """Serve the HTTP API."""

@@ -1,4 +1,5 @@
-"""Wiring of the long-running processes (relay, API), for the CLI, the demo and the tests."""
+"""Wiring of the long-running processes (relay, sink worker, API), for the CLI, the demo and
+the tests."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from services.devstack import opa
 from services.kafka_client import RELAY, kafka
 from services.keys import kek_ring, relay_key
 from services.settings import Settings
+from services.sink_worker import SinkWorker
 
 
 async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
@@ -77,6 +79,27 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
         await view.stop()
         await seen.stop()
         engine.dispose()
+
+
+@asynccontextmanager
+async def running_sinks(
+    s: Settings, *, stop: asyncio.Event | None = None
+) -> AsyncIterator[SinkWorker]:
+    """Run the sink worker (audit and rejection sinks) as a task on the current loop, exactly
+    as ``accord sink`` does; stop it on exit (or when ``stop`` is set). An error of the
+    worker is raised on exit. It creates no topic: it waits for the relay's."""
+    engine = make_engine(s.sqlalchemy_url)
+    worker = SinkWorker(s, make_sessionmaker(engine))
+    stop = stop or asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="sink-worker")
+    try:
+        yield worker
+    finally:
+        stop.set()
+        try:
+            await task
+        finally:
+            engine.dispose()
 
 
 @asynccontextmanager
