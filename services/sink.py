@@ -115,6 +115,10 @@ class TopicSink(Generic[K, T]):
             self.started = False
             await self._consumer.stop()
 
+    async def close(self) -> None:
+        """Release a sink that was never run (``run`` stops its consumer itself)."""
+        await self._consumer.stop()
+
     def store_batch(self, records: list[Record]) -> int:
         """Store a poll's records in one transaction (blocking: call it in a thread); returns
         how many were new."""
