@@ -258,6 +258,30 @@ def bench_relay(
     run(params, typer.echo)
 
 
+@bench.command("api")
+def bench_api(
+    partners: str = typer.Option("20,80", help="Partners subscribed, one run each (comma list)."),
+    requests: int = typer.Option(150, min=10, help="Requests per operation, idle and loaded."),
+    backlog: int = typer.Option(600, min=100, help="Inbound events kept waiting while loaded."),
+) -> None:
+    """p50/p99 of consent list, preview and publish, idle and while the relay runs flat out;
+    the loaded/idle ratio and whether p99 ≤ 100 ms under load."""
+    from services.bench.api_bench import Params, run
+
+    try:
+        counts = tuple(int(n) for n in partners.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            "a comma-separated list of numbers", param_hint="--partners"
+        ) from exc
+    if not counts or min(counts) < 2:
+        raise typer.BadParameter("at least 2 partners per run", param_hint="--partners")
+    s = Settings()
+    if not all(svc.healthy for svc in devstack.status(s)):
+        _fail(devstack.StackError("the stack is not running: accord dev up"))
+    run(Params(partners=counts, requests=requests, backlog=backlog), typer.echo)
+
+
 @app.command("faults")
 def faults(
     events: int = typer.Option(1500, min=100, help="Events streamed during each fault."),
