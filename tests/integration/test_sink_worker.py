@@ -29,9 +29,10 @@ from services.broker.pipeline.model import Rejection
 from services.db import make_engine, make_sessionmaker
 from services.devstack import postgres
 from services.kafka_client import ADMIN, API, AUDIT, kafka
+from services.runtime import running_sinks
 from services.settings import Settings
 from services.sink import SinkProgress
-from services.sink_worker import audit_group, rejections_group
+from services.sink_worker import SinkWorker, audit_group, rejections_group
 from tests.integration.conftest import AUDIT_KEY, fresh_database, kafka_ready
 
 pytestmark = pytest.mark.integration
@@ -193,3 +194,36 @@ async def test_each_record_is_stored_once_across_a_kill_and_a_rewind(
     report = store.verify_database(sink_sessions, AUDIT_KEY.verify_key)
     assert report.ok, report
     assert report.entries == DECISIONS
+
+
+async def test_the_worker_is_ready_with_no_lag_once_it_stored_everything(
+    published: Settings, sink_sessions: sessionmaker[Session]
+) -> None:
+    """The same worker in process (as the integration tests run it), on this module's topics,
+    which hold nothing new: ready, nothing behind, nothing stored twice."""
+    async with running_sinks(published) as worker:
+        await worker.catch_up(timeout_s=60)
+        assert await worker.readiness() == {
+            "kafka": True,
+            "database": True,
+            "audit_assigned": True,
+            "audit_storing": True,
+            "rejections_assigned": True,
+            "rejections_storing": True,
+        }
+        assert worker.lag() == {"audit": 0, "rejections": 0}
+        assert worker.stored() == {"audit": 0, "rejections": 0}
+    assert counts(sink_sessions) == (DECISIONS, LETTERS)
+
+
+async def test_the_worker_is_not_ready_without_its_database(published: Settings) -> None:
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/nothing")
+    worker = SinkWorker(published, make_sessionmaker(engine))
+    try:
+        ready = await worker.readiness(timeout_s=5)
+    finally:
+        for sink in worker.sinks.values():
+            await sink.close()
+        engine.dispose()
+    assert ready["database"] is False
+    assert ready["audit_assigned"] is False and ready["rejections_assigned"] is False
