@@ -19,9 +19,11 @@ It prints p50/p99 of each, the loaded/idle ratio, and whether p99 stays within t
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -72,6 +74,7 @@ class Phase:
     ms: dict[str, list[float]] = field(default_factory=lambda: {op: [] for op in OPS})
     relayed_eps: float = 0.0
     starved: bool = False  # the relay ran out of work at some point
+    held: Counter[str] = field(default_factory=Counter)  # batches the relay held, by cause
 
     def p(self, op: str) -> tuple[float, float]:
         p50, _, p99 = percentiles(self.ms[op])
@@ -83,6 +86,22 @@ class Run:
     partners: int
     idle: Phase
     loaded: Phase
+
+
+def relay_log(log: Path) -> tuple[int, Counter[str]]:
+    """Events relayed so far, and batches held by cause, from the relay's JSON log."""
+    events, held = 0, Counter[str]()
+    with log.open("rb") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == "batch relayed":
+                events += int(entry.get("events", 0))
+            elif entry.get("msg") == "batch held":
+                held[str(entry.get("cause"))] += 1
+    return events, held
 
 
 def free_port() -> int:
@@ -276,7 +295,7 @@ async def measure(base: Settings, url: str, p: Params, partners: int, echo: Echo
                 idle = Phase()
                 echo("  idle: relay and sink running, nothing to relay")
                 await time_requests(ops, p.requests, idle, "idle", echo)
-                loaded = await measure_loaded(s, scenario, ops, p, echo)
+                loaded = await measure_loaded(s, scenario, ops, p, logs / "relay.log", echo)
         finally:
             for proc in processes:
                 proc.stop()
@@ -284,7 +303,7 @@ async def measure(base: Settings, url: str, p: Params, partners: int, echo: Echo
 
 
 async def measure_loaded(
-    s: Settings, scenario: Scenario, ops: Operations, p: Params, echo: Echo
+    s: Settings, scenario: Scenario, ops: Operations, p: Params, log: Path, echo: Echo
 ) -> Phase:
     load = Load(s, scenario, p.backlog)
     stop, started = asyncio.Event(), asyncio.Event()
@@ -305,10 +324,11 @@ async def measure_loaded(
                 raise RuntimeError("the relay relayed nothing within 120 s; see its log")
             await asyncio.sleep(0.2)
         started.set()
-        first, t0 = await committed(admin, s.relay_group), time.monotonic()
+        (first, held), t0 = relay_log(log), time.monotonic()
         await time_requests(ops, p.requests, phase, "loaded", echo)
-        last, t1 = await committed(admin, s.relay_group), time.monotonic()
+        (last, held_after), t1 = relay_log(log), time.monotonic()
         phase.relayed_eps = (last - first) / (t1 - t0)
+        phase.held = held_after - held
     finally:
         stop.set()
         await feeder
@@ -335,6 +355,7 @@ def report(runs: list[Run], target_ms: float) -> list[str]:
             f"{'':>8}  relay meanwhile: {run.loaded.relayed_eps:.0f} events/s, "
             f"{run.loaded.relayed_eps * run.partners:.0f} decisions/s"
             + (" (it ran out of work at times: raise --backlog)" if run.loaded.starved else "")
+            + (f"; batches held: {dict(run.loaded.held)}" if run.loaded.held else "; no batch held")
         )
     met = all(run.loaded.p(op)[1] <= target_ms for run in runs for op in OPS)
     lines.append(
