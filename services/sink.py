@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.broker import topics
 from services.kafka_client import KafkaConn
 
 log = logging.getLogger("accord.sink")
@@ -205,6 +206,7 @@ class SinkProgress:
     to describe the topic and the group, not to read them."""
 
     def __init__(self, conn: KafkaConn, topic: str, group: str) -> None:
+        self._conn = conn
         self._topic = topic
         self._group = group
         self._consumer = AIOKafkaConsumer(
@@ -224,8 +226,10 @@ class SinkProgress:
         """Wait until the group has committed, on every partition, the topic's end as it
         stands now (``read_committed``: the last stable offset). TimeoutError if not in time."""
         async with asyncio.timeout(timeout_s):
-            await self._consumer.topics()  # fresh metadata, over the open connection
-            parts = self._consumer.partitions_for_topic(self._topic) or set()
+            # Waits while the topic does not exist (yet): then this times out, never passes.
+            parts = await topics.partitions(self._conn, self._topic, timeout_s=timeout_s)
+            if not parts:  # absent, or not visible to this principal: not known to be stored
+                raise TimeoutError(f"{self._topic} has no partitions to wait for")
             tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
             ends: dict[TopicPartition, int] = await self._consumer.end_offsets(tps)
             while True:
