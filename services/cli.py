@@ -339,7 +339,7 @@ def sink() -> None:
     import signal
 
     from services import logs
-    from services.runtime import running_sinks
+    from services.sink_worker import running_sinks  # not via runtime: no API to import
 
     logs.configure()
 

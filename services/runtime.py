@@ -26,7 +26,9 @@ from services.devstack import opa
 from services.kafka_client import RELAY, kafka
 from services.keys import kek_ring, relay_key
 from services.settings import Settings
-from services.sink_worker import SinkWorker
+from services.sink_worker import running_sinks  # re-exported: the tests and the demo use it
+
+__all__ = ["policy_engine", "running_api", "running_relay", "running_sinks"]
 
 
 async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
@@ -79,27 +81,6 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
         await view.stop()
         await seen.stop()
         engine.dispose()
-
-
-@asynccontextmanager
-async def running_sinks(
-    s: Settings, *, stop: asyncio.Event | None = None
-) -> AsyncIterator[SinkWorker]:
-    """Run the sink worker (audit and rejection sinks) as a task on the current loop, exactly
-    as ``accord sink`` does; stop it on exit (or when ``stop`` is set). An error of the
-    worker is raised on exit. It creates no topic: it waits for the relay's."""
-    engine = make_engine(s.sqlalchemy_url)
-    worker = SinkWorker(s, make_sessionmaker(engine))
-    stop = stop or asyncio.Event()
-    task = asyncio.create_task(worker.run(stop), name="sink-worker")
-    try:
-        yield worker
-    finally:
-        stop.set()
-        try:
-            await task
-        finally:
-            engine.dispose()
 
 
 @asynccontextmanager

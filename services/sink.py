@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -71,8 +71,8 @@ class TopicSink(Generic[K, T]):
         self._table = table
         self._max_records = max_records
         self._retry = (retry_initial_s, retry_max_s)
+        self._conn = conn
         self._consumer = AIOKafkaConsumer(
-            topic,
             **conn.kwargs(),
             group_id=group,
             enable_auto_commit=False,
@@ -91,8 +91,14 @@ class TopicSink(Generic[K, T]):
         self.started = True
         backoff = self._retry[0]
         try:
+            if not await self._topic_exists(stop):
+                return
+            self._consumer.subscribe([self.topic])
             while not stop.is_set():
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+                # getmany waits without end while the group is (re)assigning: not past a stop.
+                batch = await _unless(
+                    stop, self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+                )
                 records = [r for recs in batch.values() for r in recs]
                 if records:
                     try:
@@ -118,6 +124,19 @@ class TopicSink(Generic[K, T]):
     async def close(self) -> None:
         """Release a sink that was never run (``run`` stops its consumer itself)."""
         await self._consumer.stop()
+
+    async def _topic_exists(self, stop: asyncio.Event) -> bool:
+        """Wait for the topic (the relay creates it) rather than subscribe to nothing, which
+        aiokafka logs as an error ten times a second."""
+        told = False
+        while not stop.is_set():
+            if await topics.partitions(self._conn, self.topic, timeout_s=1.0):
+                return True
+            if not told:
+                log.warning("waiting for the topic to be created", extra={"topic": self.topic})
+                told = True
+            await _sleep_unless(stop, 2.0)
+        return False
 
     def store_batch(self, records: list[Record]) -> int:
         """Store a poll's records in one transaction (blocking: call it in a thread); returns
@@ -243,6 +262,24 @@ class SinkProgress:
 
 def _offset(meta: Any) -> int:
     return int(meta.offset) if meta is not None and meta.offset is not None else -1
+
+
+async def _unless(
+    stop: asyncio.Event, fetch: Coroutine[Any, Any, dict[TopicPartition, list[Record]]]
+) -> dict[TopicPartition, list[Record]]:
+    """``fetch``'s records, or none if ``stop`` is set first (the fetch is cancelled: records
+    it had not returned are fetched again from the committed offsets next time)."""
+    task = asyncio.ensure_future(fetch)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return {}
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

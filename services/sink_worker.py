@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import text
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.sink import audit_sink
 from services.broker.rejections import rejection_sink
+from services.db import make_engine, make_sessionmaker
 from services.kafka_client import AUDIT, kafka
 from services.settings import Settings
 from services.sink import TopicSink
@@ -94,3 +97,24 @@ class SinkWorker:
         except Exception:  # any failure to reach the database is "not ready"
             return False
         return True
+
+
+@asynccontextmanager
+async def running_sinks(
+    s: Settings, *, stop: asyncio.Event | None = None
+) -> AsyncIterator[SinkWorker]:
+    """Run the sink worker (audit and rejection sinks) as a task on the current loop, exactly
+    as ``accord sink`` does; stop it on exit (or when ``stop`` is set). An error of the
+    worker is raised on exit. It creates no topic: it waits for the relay's."""
+    engine = make_engine(s.sqlalchemy_url)
+    worker = SinkWorker(s, make_sessionmaker(engine))
+    stop = stop or asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="sink-worker")
+    try:
+        yield worker
+    finally:
+        stop.set()
+        try:
+            await task
+        finally:
+            engine.dispose()
