@@ -11,7 +11,6 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import certifi
 import pytest
 from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
@@ -23,11 +22,16 @@ from services.audit.sink import DECISIONS
 from services.broker.models import RejectedEvent
 from services.broker.rejections import REJECTIONS, Position
 from services.db import Base, make_engine, make_sessionmaker
+from services.devstack.tls import ensure_broker_tls
 from services.kafka_client import KafkaConn
 from services.sink import Table, TopicSink
 
-# Never connected: these tests call store_batch only (the CA file just has to parse).
-CONN = KafkaConn("127.0.0.1:1", "nobody", "unused", certifi.where())
+
+@pytest.fixture(scope="module")
+def conn(tmp_path_factory: pytest.TempPathFactory) -> KafkaConn:
+    """Never connected: these tests call store_batch only (the CA file just has to parse)."""
+    _, ca_file = ensure_broker_tls(tmp_path_factory.mktemp("tls"))
+    return KafkaConn("127.0.0.1:1", "nobody", "unused", ca_file)
 
 
 @pytest.fixture
@@ -74,9 +78,9 @@ def rows(sessions: sessionmaker[Session], model: type[RejectedEvent] | type[Audi
 
 
 async def test_a_redelivered_poll_stores_nothing_and_fails_nothing(
-    sessions: sessionmaker[Session], sinks: list[TopicSink[Any, Any]]
+    conn: KafkaConn, sessions: sessionmaker[Session], sinks: list[TopicSink[Any, Any]]
 ) -> None:
-    sink = TopicSink(CONN, "t", "g", sessions, REJECTIONS)
+    sink = TopicSink(conn, "t", "g", sessions, REJECTIONS)
     sinks.append(sink)
     assert sink.store_batch([letter(n) for n in range(10)]) == 10
     # Half stored already, half new, one twice, one unparseable, one empty: one transaction.
@@ -88,9 +92,9 @@ async def test_a_redelivered_poll_stores_nothing_and_fails_nothing(
 
 
 async def test_decisions_are_chained_once_and_the_chain_links(
-    sessions: sessionmaker[Session], sinks: list[TopicSink[Any, Any]]
+    conn: KafkaConn, sessions: sessionmaker[Session], sinks: list[TopicSink[Any, Any]]
 ) -> None:
-    sink = TopicSink(CONN, "t", "g", sessions, DECISIONS)
+    sink = TopicSink(conn, "t", "g", sessions, DECISIONS)
     sinks.append(sink)
     assert sink.store_batch([decision(n) for n in range(20)]) == 20
     assert sink.store_batch([decision(n) for n in range(10, 30)] + [record(1, b"[]")]) == 10
@@ -102,7 +106,7 @@ async def test_decisions_are_chained_once_and_the_chain_links(
 
 
 async def test_a_batch_refused_by_the_unique_constraint_is_checked_and_stored_again(
-    sessions: sessionmaker[Session], sinks: list[TopicSink[Any, Any]]
+    conn: KafkaConn, sessions: sessionmaker[Session], sinks: list[TopicSink[Any, Any]]
 ) -> None:
     """As if another writer stored a key between the check and the commit: the first check
     misses it, the database refuses the batch, the second check sees it."""
@@ -114,8 +118,8 @@ async def test_a_batch_refused_by_the_unique_constraint_is_checked_and_stored_ag
         return set() if len(checks) == 1 else found
 
     racing = Table(REJECTIONS.parse, stale_once, REJECTIONS.write)
-    sink = TopicSink(CONN, "t", "g", sessions, racing)
-    other = TopicSink(CONN, "t", "g", sessions, REJECTIONS)
+    sink = TopicSink(conn, "t", "g", sessions, racing)
+    other = TopicSink(conn, "t", "g", sessions, REJECTIONS)
     sinks += [sink, other]
     other.store_batch([letter(3)])  # the other writer
     assert sink.store_batch([letter(n) for n in range(6)]) == 5
