@@ -22,25 +22,25 @@ from services import openapi, policy_data
 from services.audit import views as audit_views
 from services.audit.checkpoints import Checkpointer
 from services.audit.disclosures import AuditDisclosureLog
-from services.audit.sink import audit_sink
 from services.auth import views as auth_views
 from services.broker import admin, feed, ingest
 from services.broker import rejections as rejections_views
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
-from services.broker.rejections import rejection_sink
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
 from services.consent.publisher import ConsentPublisher, republish_pending
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
-from services.kafka_client import API, AUDIT, kafka
+from services.kafka_client import API, kafka
 from services.keys import audit_key, kek_ring
 from services.legal import views as legal_views
 from services.observability import views as observability_views
 from services.observability.readiness import OpaCheck, standard_checks
 from services.settings import Settings
+from services.sink import SinkProgress
+from services.sink_worker import audit_group
 
 log = logging.getLogger("accord.api")
 
@@ -82,11 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.disclosures = AuditDisclosureLog(
             sessions, policy_data.categorizer(s.policies_dir)
         )
-        rejections = rejection_sink(
-            kafka(s, API), s.topic_deadletter, f"{s.relay_group}-rejections", sessions
-        )
-        app.state.rejection_sink = rejections
-        audit = audit_sink(kafka(s, AUDIT), s.topic_decisions, f"{s.relay_group}-audit", sessions)
+        # The sinks run in `accord sink`; a revocation waits for the audit sink's progress.
+        audit = SinkProgress(kafka(s, API), s.topic_decisions, audit_group(s))
+        await audit.start()
         app.state.audit_sink = audit
         app.state.audit_key = audit_key(s)
         checkpointer = Checkpointer(
@@ -99,8 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audit_checkpointer = checkpointer
         stop = asyncio.Event()
         background = [
-            asyncio.create_task(rejections.run(stop), name="rejection-sink"),
-            asyncio.create_task(audit.run(stop), name="audit-sink"),
             asyncio.create_task(checkpointer.run(stop), name="audit-checkpoints"),
             asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),
         ]
@@ -111,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop.set()
             await asyncio.gather(*background, return_exceptions=True)
+            await audit.stop()
             await producer.stop()
             await opa_check.aclose()
             engine.dispose()

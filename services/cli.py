@@ -366,6 +366,30 @@ def bench_relay(
     run(params, typer.echo)
 
 
+@bench.command("api")
+def bench_api(
+    partners: str = typer.Option("20,80", help="Partners subscribed, one run each (comma list)."),
+    requests: int = typer.Option(150, min=10, help="Requests per operation, idle and loaded."),
+    backlog: int = typer.Option(600, min=100, help="Inbound events kept waiting while loaded."),
+) -> None:
+    """p50/p99 of consent list, preview and publish, idle and while the relay runs flat out;
+    the loaded/idle ratio and whether p99 ≤ 100 ms under load."""
+    from services.bench.api_bench import Params, run
+
+    try:
+        counts = tuple(int(n) for n in partners.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            "a comma-separated list of numbers", param_hint="--partners"
+        ) from exc
+    if not counts or min(counts) < 2:
+        raise typer.BadParameter("at least 2 partners per run", param_hint="--partners")
+    s = Settings()
+    if not all(svc.healthy for svc in devstack.status(s)):
+        _fail(devstack.StackError("the stack is not running: accord dev up"))
+    run(Params(partners=counts, requests=requests, backlog=backlog), typer.echo)
+
+
 @app.command("faults")
 def faults(
     events: int = typer.Option(1500, min=100, help="Events streamed during each fault."),
@@ -420,6 +444,34 @@ def relay() -> None:
         s = Settings()
         async with running_relay(s, health_port=s.relay_health_port) as task:
             await task
+
+    asyncio.run(forever())
+
+
+@app.command("sink")
+def sink() -> None:
+    """Run the sink worker until interrupted: decision records into the audit chain, dead
+    letters into the rejections listing, each exactly once."""
+    import asyncio
+    import signal
+
+    from services import logs
+    from services.observability.server import running_health
+    from services.sink_worker import running_sinks  # not via runtime: no API to import
+
+    logs.configure()
+    s = Settings()
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)  # finish the batch in hand, then stop
+        async with (
+            running_sinks(s, stop=stop) as worker,
+            running_health(s.sink_health_host, s.sink_health_port, worker.readiness),
+        ):
+            await worker.stopped.wait()  # a signal, or a sink failed (raised on exit)
 
     asyncio.run(forever())
 

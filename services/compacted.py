@@ -43,6 +43,11 @@ class CompactedTable:
         for rec in records:
             self.apply(rec.key, rec.value)
 
+    async def apply_fetched(self, records: list[ConsumerRecord]) -> None:
+        """``apply_all`` from ``catch_up``; a table whose batches need I/O (a key query)
+        overrides this to do it off the event loop."""
+        self.apply_all(records)
+
     async def start(self) -> None:
         await self._consumer.start()
         parts = await partitions(self._conn, self._topic)
@@ -65,7 +70,7 @@ class CompactedTable:
                     pending = dict(batch)
                     try:
                         for tp, records in batch.items():
-                            self.apply_all(records)
+                            await self.apply_fetched(records)
                             del pending[tp]
                     except ViewUnavailable:
                         # Read what was not applied again next time: never skip a change.

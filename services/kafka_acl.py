@@ -479,22 +479,26 @@ def bindings(s: Settings, *, agencies: Iterable[str], partners: Iterable[str]) -
         Binding(RELAY, Resource.TRANSACTIONAL_ID, s.relay_transactional_id, Op.DESCRIBE, prefix),
         Binding(RELAY, Resource.CLUSTER, CLUSTER, Op.IDEMPOTENT_WRITE),
         # The API: HTTP ingest writes inbound; the consent publisher writes snapshots;
-        # the rejections listing reads dead letters; registering a partner creates its
-        # topic; the HTTP feed reads partner topics with one group per partner; a
-        # revocation writes the unsealed `consent.revoked` notices (no personal data) to the
-        # topics of earlier recipients (services/consent/notices.py): the one writer of
-        # partner topics besides the relay, and it cannot seal (no relay key).
+        # registering a partner creates its topic; the HTTP feed reads partner topics with
+        # one group per partner; a revocation writes the unsealed `consent.revoked` notices
+        # (no personal data) to the topics of earlier recipients (services/consent/notices.py):
+        # the one writer of partner topics besides the relay, and it cannot seal (no relay
+        # key). Before that it waits until the audit sink has stored every decision so far:
+        # it may describe the decision topic and the sink's group (offsets), not read them.
         *_topic(API, s.topic_inbound, Op.WRITE),
         *_topic(API, s.topic_consents, Op.WRITE),
-        *_topic(API, s.topic_deadletter, Op.READ),
-        *_group(API, f"{s.relay_group}-rejections"),
+        Binding(API, Resource.TOPIC, s.topic_decisions, Op.DESCRIBE),
+        Binding(API, Resource.GROUP, f"{s.relay_group}-audit", Op.DESCRIBE),
         *_topic(API, s.partner_topic_prefix, Op.READ, Op.WRITE, Op.CREATE, pattern=prefix),
         *_group(API, FEED_GROUP_PREFIX, prefix),
         Binding(API, Resource.CLUSTER, CLUSTER, Op.IDEMPOTENT_WRITE),
-        # The audit sink: the decision records, nothing else; its groups by prefix, so a
-        # second sink can re-read the topic from the start under a group of its own.
+        # The sink worker (`accord sink`): the decision records (the audit sink; its groups by
+        # prefix, so a second sink can re-read the topic from the start under a group of its
+        # own) and the dead letters (the rejection sink), nothing else.
         *_topic(AUDIT, s.topic_decisions, Op.READ),
         *_group(AUDIT, f"{s.relay_group}-audit", prefix),
+        *_topic(AUDIT, s.topic_deadletter, Op.READ),
+        *_group(AUDIT, f"{s.relay_group}-rejections"),
     ]
     for a in agencies:
         grants += _topic(kafka_client.agency(a), s.topic_inbound, Op.WRITE)

@@ -1,4 +1,5 @@
-"""Wiring of the long-running processes (relay, API), for the CLI, the demo and the tests."""
+"""Wiring of the long-running processes (relay, sink worker, API), for the CLI, the demo and
+the tests."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from services.keys import kek_ring, relay_key
 from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
 from services.observability.server import running_health
 from services.settings import Settings
+from services.sink_worker import running_sinks  # re-exported: the tests and the demo use it
+
+__all__ = ["policy_engine", "running_api", "running_relay", "running_sinks"]
 
 
 async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:

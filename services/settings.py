@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)
     # Audit entries older than this many days are pruned (after a checkpoint); 0 keeps all.
     audit_retention_days: int = Field(default=0, ge=0)
+    # `accord sink` (the audit and rejection sinks): its /healthz, /readyz, /metrics (0: any
+    # free port, logged at start).
+    sink_health_host: str = "127.0.0.1"
+    sink_health_port: int = Field(default=9102, ge=0, le=65535)
 
     # Key-encryption keys for data at rest (docs/at-rest.md): "id:base64key,id:base64key" and
     # the id new and re-wrapped data keys use (may be empty with one KEK). Empty: one key kept

@@ -1,27 +1,35 @@
 """The audit sink: decision records from the decisions topic into the hash chain, each once.
 
-Reads ``read_committed`` (records of aborted relay transactions never arrive). Each record is
-appended in its own database transaction, serialised with every other appender by the head
-lock (``store.append``); its unique key ``decision:<event id>:<partner id>`` makes a record
-redelivered after a crash (the offset is committed after the database commit) a no-op.
+Reads ``read_committed`` (records of aborted relay transactions never arrive). Each poll's
+records are appended in one database transaction (``services/sink.py``), serialised with every
+other appender by the head lock (``store.append``). A record's unique key
+``decision:<event id>:<partner id>`` makes a record redelivered after a crash (the offset is
+committed after the database commit) a no-op: keys already chained are filtered out before
+the batch is appended, and ``store.append`` checks again under the head lock.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
+from typing import Any
 
 from aiokafka import ConsumerRecord
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.audit import store
+from services.audit import chain, store
+from services.audit.models import AuditEntry
 from services.kafka_client import KafkaConn
-from services.sink import TopicSink
+from services.sink import Table, TopicSink
 
 log = logging.getLogger("accord.audit")
 
+Decision = dict[str, Any]
 
-def append_record(session: Session, record: ConsumerRecord[bytes, bytes]) -> None:
+
+def parse_decision(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Decision] | None:
     try:
         doc = json.loads(record.value or b"")
     except ValueError:
@@ -31,11 +39,22 @@ def append_record(session: Session, record: ConsumerRecord[bytes, bytes]) -> Non
             "not a decision record; skipped",
             extra={"partition": record.partition, "offset": record.offset},
         )
-        return
+        return None
+    return chain.decision_key(str(doc["event_id"]), str(doc["partner_id"])), doc
+
+
+def chained_keys(session: Session, keys: Collection[str]) -> set[str]:
+    return set(session.scalars(select(AuditEntry.entry_key).where(AuditEntry.entry_key.in_(keys))))
+
+
+def append_decision(session: Session, doc: Decision) -> None:
     store.append_decision(session, doc)
+
+
+DECISIONS: Table[str, Decision] = Table(parse_decision, chained_keys, append_decision)
 
 
 def audit_sink(
     conn: KafkaConn, topic: str, group: str, sessions: sessionmaker[Session]
-) -> TopicSink:
-    return TopicSink(conn, topic, group, sessions, append_record)
+) -> TopicSink[str, Decision]:
+    return TopicSink(conn, topic, group, sessions, DECISIONS, name="audit")

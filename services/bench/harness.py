@@ -102,6 +102,7 @@ def relay_env(s: Settings) -> dict[str, str]:
     env["ACCORD_OPA_URL"] = s.opa_base_url
     # Several relays run side by side (instances, supervised restarts): any free health port.
     env.setdefault("ACCORD_RELAY_HEALTH_PORT", "0")
+    env.setdefault("ACCORD_SINK_HEALTH_PORT", "0")
     return env
 
 
@@ -119,12 +120,23 @@ def peak_rss_bytes(pid: int) -> int | None:
 class RelayProcess:
     """``accord relay`` as a child process that can be SIGKILLed and started again.
 
-    ``wrap`` prefixes the command (a profiler, e.g. ``py-spy record ... --``)."""
+    ``wrap`` prefixes the command (a profiler, e.g. ``py-spy record ... --``); ``command``
+    runs another of Accord's processes with the same settings (``sink``, ``api``), ``env``
+    adds to its environment."""
 
-    def __init__(self, s: Settings, log: Path, *, wrap: Sequence[str] = ()) -> None:
-        self._env = relay_env(s)
+    def __init__(
+        self,
+        s: Settings,
+        log: Path,
+        *,
+        wrap: Sequence[str] = (),
+        command: str = "relay",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._env = {**relay_env(s), **(env or {})}
         self._log = log
         self._wrap = list(wrap)
+        self._command = command
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.supervise = True  # False while a fault kills and restarts it on purpose
@@ -134,7 +146,7 @@ class RelayProcess:
         accord = Path(sys.executable).with_name("accord")
         with self._log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [*self._wrap, str(accord), "relay"],
+                [*self._wrap, str(accord), self._command],
                 env=self._env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

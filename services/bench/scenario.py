@@ -51,6 +51,19 @@ PARTNERS: tuple[tuple[str, str, str], ...] = (
     ("bench-legal", "legal_aid", "court_proceeding"),
     ("bench-benefits", "benefits", "benefits_eligibility"),
 )
+
+
+def partner_rows(n: int) -> list[tuple[str, str, str]]:
+    """``n`` partners: those of ``PARTNERS``, then more of the same types (``bench-vs-2``…)."""
+    rows = []
+    for i in range(n):
+        pid, ptype, purpose = PARTNERS[i % len(PARTNERS)]
+        rows.append(
+            (pid if i < len(PARTNERS) else f"{pid}-{i // len(PARTNERS) + 1}", ptype, purpose)
+        )
+    return rows
+
+
 SERVICES = ["victim_services", "shelter", "health", "behavioral_health", "housing", "legal_aid"]
 
 
@@ -106,17 +119,18 @@ class Scenario:
     payload_bytes: int = 1000
     agency_key: SigningKey = field(default_factory=SigningKey.generate)
     relay_key: PrivateKey = field(default_factory=PrivateKey.generate)
-    partner_keys: dict[str, PrivateKey] = field(
-        default_factory=lambda: {p: PrivateKey.generate() for p, _, _ in PARTNERS}
-    )
+    partner_keys: dict[str, PrivateKey] = field(default_factory=dict)  # made for each partner
     seed: int = 11
+    partners: int = len(PARTNERS)  # subscribed to the events (``partner_rows``)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)  # noqa: S311 - a load mix, not a secret
+        for pid in self.partner_ids:
+            self.partner_keys.setdefault(pid, PrivateKey.generate())
 
     @property
     def partner_ids(self) -> list[str]:
-        return [p for p, _, _ in PARTNERS]
+        return [p for p, _, _ in partner_rows(self.partners)]
 
     @property
     def consents(self) -> dict[str, list[JSON]]:
@@ -149,7 +163,7 @@ class Scenario:
                     {"id": f"sub-{pid}", "purpose": purpose, "event_types": [EVENT_TYPE]}
                 ],
             }
-            for pid, ptype, purpose in PARTNERS
+            for pid, ptype, purpose in partner_rows(self.partners)
         ]
         agency = {
             "id": AGENCY,

@@ -29,6 +29,7 @@ from nacl.public import Box, PrivateKey, PublicKey
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
@@ -454,6 +455,13 @@ async def put_partner(
     partner its Kafka principal afterwards with `accord kafka provision`."""
     Checker(request).partner(body)
     await _ensure_topic(request, partner_id)
+    # Async only for Kafka: the database work runs in the threadpool, never on the loop.
+    return await run_in_threadpool(_save_partner, partner_id, body, request, response)
+
+
+def _save_partner(
+    partner_id: str, body: PartnerBody, request: Request, response: Response
+) -> PartnerOut:
     s: Settings = request.app.state.settings
     with _sessions(request)() as session, session.begin():
         existing = session.get(models.Partner, partner_id)

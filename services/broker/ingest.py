@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from services.atrest import sealed, store
 from services.auth.deps import require
@@ -69,6 +70,21 @@ def event_key(survivor_id: SurvivorId, request: Request, _: AgencyPrincipal) -> 
     )
 
 
+def _agency_key(request: Request, agency_id: str) -> str | None:
+    with request.app.state.sessions() as session:
+        agency = session.get(Agency, agency_id)
+        return agency.public_key if agency is not None else None
+
+
+def _sealed(request: Request, raw: bytes, agency_id: str, survivor_id: str) -> bytes:
+    """The event sealed to its survivor (the data key may be created: a transaction)."""
+    with request.app.state.sessions() as session:
+        record = store.seal_inbound(session, raw, agency_id=agency_id, survivor_id=survivor_id)
+        session.commit()
+    return record
+
+
+# The handler is async (it awaits Kafka); its database work runs in the threadpool.
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -95,9 +111,7 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
             detail="An agency can only publish as itself: "
             f"source must be /agencies/{principal.subject}.",
         )
-    with request.app.state.sessions() as session:
-        agency = session.get(Agency, principal.subject)
-        agency_key = agency.public_key if agency is not None else None
+    agency_key = await run_in_threadpool(_agency_key, request, principal.subject)
     raw = await request.body()
     # Forward exactly the signed bytes: re-serialising would change what was signed.
     if not verify_event(json.loads(raw), agency_key):
@@ -124,11 +138,7 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
                 for path, keyword in problems
             ],
         )
-    with request.app.state.sessions() as session:
-        record = store.seal_inbound(
-            session, raw, agency_id=principal.subject, survivor_id=event.subject
-        )
-        session.commit()
+    record = await run_in_threadpool(_sealed, request, raw, principal.subject, event.subject)
     producer: AIOKafkaProducer = request.app.state.producer
     try:
         await producer.send_and_wait(

@@ -7,24 +7,31 @@ reason code and a description that never contains payload values are stored or s
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated
 
 from aiokafka import ConsumerRecord
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth.deps import SessionDep, require
 from services.auth.principals import Principal, Role
 from services.broker.models import RejectedEvent
 from services.kafka_client import KafkaConn
-from services.sink import TopicSink, as_row
+from services.sink import Table, TopicSink
+
+log = logging.getLogger("accord.rejections")
 
 router = APIRouter(prefix="/v1/events", tags=["ingest"])
 
 AgencyPrincipal = Annotated[Principal, Depends(require(Role.AGENCY))]
+
+
+Position = tuple[str, int, int]  # the inbound record's topic, partition, offset
 
 
 def rejected_from_record(record: ConsumerRecord[bytes, bytes]) -> RejectedEvent:
@@ -42,10 +49,41 @@ def rejected_from_record(record: ConsumerRecord[bytes, bytes]) -> RejectedEvent:
     )
 
 
+def parse_rejection(record: ConsumerRecord[bytes, bytes]) -> tuple[Position, RejectedEvent] | None:
+    try:
+        row = rejected_from_record(record)
+    except (ValueError, KeyError, TypeError):
+        log.error(
+            "not a dead letter; skipped",
+            extra={"partition": record.partition, "offset": record.offset},
+        )
+        return None
+    return (row.inbound_topic, row.inbound_partition, row.inbound_offset), row
+
+
+def stored_positions(session: Session, keys: Collection[Position]) -> set[Position]:
+    position = tuple_(
+        RejectedEvent.inbound_topic, RejectedEvent.inbound_partition, RejectedEvent.inbound_offset
+    )
+    rows = session.execute(
+        select(
+            RejectedEvent.inbound_topic,
+            RejectedEvent.inbound_partition,
+            RejectedEvent.inbound_offset,
+        ).where(position.in_(list(keys)))
+    )
+    return {(t, p, o) for t, p, o in rows}
+
+
+REJECTIONS: Table[Position, RejectedEvent] = Table(
+    parse_rejection, stored_positions, lambda session, row: session.add(row)
+)
+
+
 def rejection_sink(
     conn: KafkaConn, topic: str, group: str, sessions: sessionmaker[Session]
-) -> TopicSink:
-    return TopicSink(conn, topic, group, sessions, as_row(rejected_from_record))
+) -> TopicSink[Position, RejectedEvent]:
+    return TopicSink(conn, topic, group, sessions, REJECTIONS, name="rejections")
 
 
 class RejectedOut(BaseModel):

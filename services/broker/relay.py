@@ -124,8 +124,11 @@ class Relay:
         await self._consents.catch_up()
         await self._seen.catch_up()
         lap("views")
+        # In a thread: the poll's key fetch is a database query (and opening is crypto work);
+        # the loop stays free for the consumer's heartbeats and the producers.
         opened = iter(
-            unseal.unseal_all(
+            await asyncio.to_thread(
+                unseal.unseal_all,
                 [msg.value or b"" for msgs in batch.values() for msg in msgs],
                 self._keys.private_keys,
                 required=self._s.kafka_sealing == "required",
@@ -277,7 +280,7 @@ class Relay:
                 held = False
                 try:  # one registry snapshot per poll, shared by its partitions
                     started = time.perf_counter()
-                    snapshot = self._registry.snapshot()
+                    snapshot = await asyncio.to_thread(self._registry.snapshot)  # SQL: off the loop
                     await self._ensure_partner_topics(snapshot)
                     registry_ms = round((time.perf_counter() - started) * 1000, 1)
                 except (RegistryUnavailable, KafkaError) as exc:

@@ -13,11 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from services.broker import models as broker_models
 from services.consent import service
 from services.consent.fhir import FhirRefused, from_fhir, to_fhir
-from services.consent.schemas import Consent
+from services.consent.schemas import Consent, ConsentIn
 from services.consent.service import ConsentError
 from services.consent.views import Actor, _change, _fail, _now, _sessions, publish_snapshot
 from services.openapi import errors
@@ -164,17 +165,21 @@ async def import_fhir(
         Body(media_type=FHIR_JSON, description="A FHIR R4 Consent resource", examples=[_EXAMPLE]),
     ],
 ) -> FhirJSONResponse:
-    try:
+    def checked() -> ConsentIn:  # blocking: in the threadpool, never on the event loop
         with _sessions(request)() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             data = from_fhir(resource, survivor_id=survivor_id)
             named = {p for prov in data.provisions for p in prov.recipients.partners}
             if any(session.get(broker_models.Partner, p) is None for p in sorted(named)):
                 raise FhirRefused(["provision: an actor names a partner Accord does not know"])
+            return data
+
+    try:
+        data = await run_in_threadpool(checked)
     except ConsentError as exc:
         raise _fail(exc) from exc
     except FhirRefused as exc:
         raise HTTPException(422, detail=_problems(exc.problems)) from exc
-    consent = _change(request, actor, survivor_id, data, "grant")
+    consent = await run_in_threadpool(_change, request, actor, survivor_id, data, "grant")
     await publish_snapshot(request, survivor_id)
     return _exported(consent, status_code=201)

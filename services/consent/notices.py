@@ -4,6 +4,7 @@ the survivor's pseudonym, the consent id and version, and the instruction."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -32,17 +33,22 @@ def notice(consent: Consent, partner_id: str, at: datetime) -> dict[str, Any]:
 
 async def send_revocation_notices(state: Any, consent: Consent) -> list[str]:
     """Send the notices; returns the partner ids notified. ``state`` is the app's state."""
-    await state.audit_sink.catch_up()  # every release so far is in the audit chain
+    # Every release so far is in the audit chain: `accord sink` has stored the decisions topic
+    # up to its end as it stands now (TimeoutError if it does not within 10 s).
+    await state.audit_sink.catch_up()
     now = datetime.now(UTC)
     sent = []
-    for partner_id, partner_type in state.disclosures.recipients_under(consent.id):
+    # The audit chain is read and written in a thread: never a database call on the loop.
+    recipients = await asyncio.to_thread(state.disclosures.recipients_under, consent.id)
+    for partner_id, partner_type in recipients:
         doc = notice(consent, partner_id, now)
         await state.producer.send_and_wait(
             state.settings.partner_topic(partner_id),
             json.dumps(doc).encode(),
             key=consent.survivor_id.encode(),
         )
-        state.disclosures.record_notice(
+        await asyncio.to_thread(
+            state.disclosures.record_notice,
             survivor_id=consent.survivor_id,
             consent_id=consent.id,
             version=consent.version,

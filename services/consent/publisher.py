@@ -9,6 +9,7 @@ processes after the acknowledgement (R3). Snapshots that could not be published 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiokafka import AIOKafkaProducer
@@ -61,28 +62,41 @@ def mark_for_republish(session: Session, survivor_id: str) -> None:
 async def publish_committed(
     sessions: sessionmaker[Session], publisher: ConsentPublisher, survivor_id: str
 ) -> None:
-    """Publish the survivor's snapshot as committed now, then record that it was published."""
-    with sessions() as session:
-        survivor = session.get(models.Survivor, survivor_id)
-        assert survivor is not None
-        snap = snapshot(session=session, survivor=survivor)
-        # Sealed to the survivor (services/atrest/sealed.py): the broker holds only ids.
-        record = store.seal_snapshot(session, encode(snap), survivor_id=survivor_id)
-        session.commit()  # the survivor's data key, if this created it
+    """Publish the survivor's snapshot as committed now, then record that it was published.
+    The database work runs in a thread, never on the event loop."""
+
+    def sealed() -> tuple[Snapshot, bytes]:
+        with sessions() as session:
+            survivor = session.get(models.Survivor, survivor_id)
+            assert survivor is not None
+            snap = snapshot(session=session, survivor=survivor)
+            # Sealed to the survivor (services/atrest/sealed.py): the broker holds only ids.
+            record = store.seal_snapshot(session, encode(snap), survivor_id=survivor_id)
+            session.commit()  # the survivor's data key, if this created it
+        return snap, record
+
+    def published(seq: int) -> None:
+        with sessions() as session, session.begin():
+            mark_published(session=session, survivor_id=survivor_id, seq=seq)
+
+    snap, record = await asyncio.to_thread(sealed)
     await publisher.publish(survivor_id, record)
-    with sessions() as session, session.begin():
-        mark_published(session=session, survivor_id=survivor_id, seq=snap.seq)
+    await asyncio.to_thread(published, snap.seq)
 
 
-async def republish_pending(sessions: sessionmaker[Session], publisher: ConsentPublisher) -> int:
+def _pending(sessions: sessionmaker[Session]) -> list[str]:
     with sessions() as session:
-        pending = list(
+        return list(
             session.scalars(
                 select(models.Survivor.id).where(
                     models.Survivor.published_seq < models.Survivor.change_seq
                 )
             )
         )
+
+
+async def republish_pending(sessions: sessionmaker[Session], publisher: ConsentPublisher) -> int:
+    pending = await asyncio.to_thread(_pending, sessions)  # off the loop, as every query here
     for survivor_id in pending:
         await publish_committed(sessions, publisher, survivor_id)
     return len(pending)

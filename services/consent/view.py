@@ -9,6 +9,7 @@ batch is processed is seen by it (R3), and no cached consent outlives its revoca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -142,6 +143,11 @@ class KafkaConsentView(CompactedTable, _Records):
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         apply_change(self._state, key, value)
+
+    async def apply_fetched(self, records: list[ConsumerRecord]) -> None:
+        # The batch's key query runs in a thread; only one catch_up runs at a time (the relay
+        # awaits it before deciding), so the state is never read while it changes.
+        await asyncio.to_thread(self.apply_all, records)
 
     def apply_all(self, records: list[ConsumerRecord]) -> None:
         parsed = [read(rec.value) if rec.value is not None else None for rec in records]

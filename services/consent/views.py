@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
@@ -98,7 +99,8 @@ async def record_guardian(
 ) -> None:
     """Record a guardian of a minor; ``suspect`` bars them from everything and voids the
     consents they recorded (R5), from the moment this answers."""
-    try:
+
+    def save() -> None:  # blocking: in the threadpool, never on the event loop
         with _sessions(request)() as session, session.begin():
             survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
             service.record_guardian(
@@ -108,6 +110,9 @@ async def record_guardian(
                 relation=body.relation,
                 suspect=body.suspect,
             )
+
+    try:
+        await run_in_threadpool(save)
     except ConsentError as exc:
         raise _fail(exc) from exc
     await publish_snapshot(request, survivor_id)
@@ -266,7 +271,7 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
 )
 async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
-    consent = _change(request, actor, survivor_id, body, "grant")
+    consent = await run_in_threadpool(_change, request, actor, survivor_id, body, "grant")
     await publish_snapshot(request, survivor_id)
     return consent
 
@@ -280,7 +285,9 @@ async def amend(
     survivor_id: str, consent_id: str, body: ConsentIn, request: Request, actor: Actor
 ) -> Consent:
     """Replace the provisions (narrow or widen): a new version; the old one stays readable."""
-    consent = _change(request, actor, survivor_id, body, "amend", consent_id)
+    consent = await run_in_threadpool(
+        _change, request, actor, survivor_id, body, "amend", consent_id
+    )
     await publish_snapshot(request, survivor_id)
     return consent
 
@@ -293,9 +300,20 @@ async def amend(
 async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> Consent:
     """Revoke. Once this answers, no event the relay processes afterwards uses this consent (R3);
     partners that received data under it are sent a ``consent.revoked`` notice."""
-    consent = _change(request, actor, survivor_id, None, "revoke", consent_id)
+    consent = await run_in_threadpool(
+        _change, request, actor, survivor_id, None, "revoke", consent_id
+    )
     await publish_snapshot(request, survivor_id)
-    await send_revocation_notices(request.app.state, consent)
+    try:
+        await send_revocation_notices(request.app.state, consent)
+    except TimeoutError as exc:
+        log.error("revocation notices not sent: the audit sink is behind")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="The consent is revoked and in effect, but the partners that received data "
+            "under it could not be told yet (the audit log is behind). Operators: check that "
+            "`accord sink` runs.",
+        ) from exc
     return consent
 
 
@@ -392,7 +410,8 @@ async def preview(
         raise HTTPException(422, detail=f"Unknown event type {body.event_type!r}.")
     fields = body.fields if body.fields is not None else schemas.fields(body.event_type)
     now = _now()
-    try:
+
+    def facts() -> tuple[Any, ...]:  # blocking: in the threadpool, never on the event loop
         with _sessions(request)() as session:
             survivor = service.access(session=session, principal=actor, survivor_id=survivor_id)
             partner = session.get(broker_models.Partner, body.partner_id)
@@ -424,7 +443,10 @@ async def preview(
                         "provisions": [p.model_dump(mode="json") for p in body.draft.provisions],
                     }
                 )
-            recipient = recipient_of(partner, purpose)
+            return survivor, partner, agency, purpose, consents, recipient_of(partner, purpose)
+
+    try:
+        survivor, partner, agency, purpose, consents, recipient = await run_in_threadpool(facts)
     except ConsentError as exc:
         raise _fail(exc) from exc
     event = InboundEvent(

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
@@ -65,17 +66,22 @@ async def declare(
     """Declare a serious and imminent threat (R8). For the jurisdiction's duration, emergency
     services and law enforcement receive the emergency field set. Compliance reviews it."""
     _check(survivor_id)
-    assert staff.agency_id is not None
-    with request.app.state.sessions() as session, session.begin():
-        row = service.declare(
-            session=session,
-            survivor_id=survivor_id,
-            agency_id=staff.agency_id,
-            by=staff.subject,
-            data=body,
-            now=datetime.now(UTC),
-        )
-        out = _declaration(row)
+    agency_id = staff.agency_id
+    assert agency_id is not None
+
+    def save() -> DeclarationOut:  # blocking: in the threadpool, never on the event loop
+        with request.app.state.sessions() as session, session.begin():
+            row = service.declare(
+                session=session,
+                survivor_id=survivor_id,
+                agency_id=agency_id,
+                by=staff.subject,
+                data=body,
+                now=datetime.now(UTC),
+            )
+            return _declaration(row)
+
+    out = await run_in_threadpool(save)
     await publish_snapshot(request, survivor_id)
     return out
 
@@ -93,18 +99,23 @@ async def end_declaration(
     survivor_id: str, declaration_id: str, request: Request, staff: Supervisor
 ) -> DeclarationOut:
     """End a declaration before its duration runs out."""
-    assert staff.agency_id is not None
-    try:
+    agency_id = staff.agency_id
+    assert agency_id is not None
+
+    def save() -> DeclarationOut:  # blocking: in the threadpool, never on the event loop
         with request.app.state.sessions() as session, session.begin():
             row = service.end_declaration(
                 session=session,
                 survivor_id=survivor_id,
                 declaration_id=declaration_id,
-                agency_id=staff.agency_id,
+                agency_id=agency_id,
                 by=staff.subject,
                 now=datetime.now(UTC),
             )
-            out = _declaration(row)
+            return _declaration(row)
+
+    try:
+        out = await run_in_threadpool(save)
     except ConsentError as exc:
         raise HTTPException(exc.status, detail=exc.message) from exc
     await publish_snapshot(request, survivor_id)
@@ -118,20 +129,25 @@ async def record_court_order(
     """Record a court order (R9): exactly the fields it names go to the partner it names,
     until it expires. Compliance reviews it."""
     _check(survivor_id)
-    assert staff.agency_id is not None
-    try:
+    agency_id = staff.agency_id
+    assert agency_id is not None
+
+    def save() -> CourtOrderOut:  # blocking: in the threadpool, never on the event loop
         with request.app.state.sessions() as session, session.begin():
             if session.get(broker_models.Partner, body.recipient) is None:
                 raise ConsentError(422, f"Unknown partner {body.recipient!r}.")
             row = service.record_court_order(
                 session=session,
                 survivor_id=survivor_id,
-                agency_id=staff.agency_id,
+                agency_id=agency_id,
                 by=staff.subject,
                 data=body,
                 now=datetime.now(UTC),
             )
-            out = _order(session, row)
+            return _order(session, row)
+
+    try:
+        out = await run_in_threadpool(save)
     except ConsentError as exc:
         raise HTTPException(exc.status, detail=exc.message) from exc
     await publish_snapshot(request, survivor_id)

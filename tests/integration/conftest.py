@@ -42,8 +42,9 @@ from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
 from services.kafka_acl import delete_acls_under, provision
 from services.kafka_client import ADMIN, AUDIT, kafka
-from services.runtime import running_api, running_relay
+from services.runtime import running_api, running_relay, running_sinks
 from services.settings import Settings
+from services.sink_worker import SinkWorker
 from services.vocabulary import Category
 
 pytestmark = pytest.mark.integration
@@ -342,8 +343,18 @@ async def relay(settings: Settings, database: str, kafka_topics: list[str]) -> A
 
 
 @pytest.fixture(scope="session")
+async def sinks(
+    settings: Settings, database: str, kafka_topics: list[str]
+) -> AsyncIterator[SinkWorker]:
+    """The sink worker (audit chain, rejections) for the session, the code `accord sink` runs;
+    ``await sinks.catch_up()`` waits until both topics, as they stand, are stored."""
+    async with running_sinks(settings) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
 async def api(
-    settings: Settings, database: str, kafka_topics: list[str], relay: None
+    settings: Settings, database: str, kafka_topics: list[str], relay: None, sinks: SinkWorker
 ) -> AsyncIterator[str]:
     async with running_api(settings) as base:
         yield base

@@ -23,8 +23,9 @@ from services.broker import provenance
 from services.broker.partner import collect, tail
 from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_client import API, AUDIT, kafka
+from services.kafka_client import AUDIT, kafka
 from services.settings import Settings
+from services.sink_worker import SinkWorker
 from tests.integration.conftest import AGENCY_KEYS, cloudevent
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ async def dead_letters_and_decisions(
     settings: Settings, producer: AIOKafkaProducer, values: list[bytes], good_events: int
 ) -> tuple[dict[tuple[int, int], dict[str, Any]], list[dict[str, Any]], list[tuple[int, int]]]:
     async with (
-        tail(kafka(settings, API), settings.topic_deadletter) as dead,
+        tail(kafka(settings, AUDIT), settings.topic_deadletter) as dead,  # the sink worker
         tail(kafka(settings, AUDIT), settings.topic_decisions) as decided,
     ):
         positions = await publish_all(settings, producer, values)
@@ -203,7 +204,7 @@ def test_the_good_event_among_them_is_relayed_once_and_not_dead_lettered(known_b
 
 
 async def test_agency_lists_only_its_own_rejections_without_values(
-    api: str, database: str, known_bad: Any
+    api: str, database: str, known_bad: Any, sinks: SinkWorker
 ) -> None:
     sessions = make_sessionmaker(make_engine(database))
     with transaction(sessions) as session:
@@ -221,10 +222,7 @@ async def test_agency_lists_only_its_own_rejections_without_values(
                 "/v1/events/rejected", params=params, headers={"Authorization": f"Bearer {key}"}
             )
 
-        for _ in range(100):  # the API's sink copies dead letters within moments
-            if len((await listing(harbor)).json()["items"]) >= len(harbors):
-                break
-            await asyncio.sleep(0.2)
+        await sinks.catch_up()  # the sink worker has stored every dead letter so far
         mine = (await listing(harbor)).json()["items"]
         theirs = (await listing(valley)).json()["items"]
         assert (await listing(partner)).status_code == 403

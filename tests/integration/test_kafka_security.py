@@ -47,6 +47,7 @@ async def marked(settings: Settings, kafka_topics: list[str]) -> AsyncIterator[b
         for topic in (
             settings.topic_inbound,
             settings.topic_decisions,
+            settings.topic_deadletter,  # the rejection sink logs it as "not a dead letter"
             settings.partner_topic(SHELTER),
             settings.partner_topic(CLINIC),
         ):
@@ -154,6 +155,9 @@ READS: list[tuple[str, str, bool]] = [
     (kafka_client.partner(SHELTER), "topic_decisions", False),
     (kafka_client.agency(AGENCY), f"partner:{SHELTER}", False),
     (AUDIT, f"partner:{SHELTER}", False),
+    # The sink worker (accord-audit) stores the dead letters; the API only lists them (SQL).
+    (AUDIT, "topic_deadletter", True),
+    (API, "topic_deadletter", False),
 ]
 
 

@@ -62,7 +62,7 @@ def test_who_writes_and_reads_each_topic() -> None:
     assert who(Op.WRITE, S.topic_consents) == {API}
     assert who(Op.READ, S.topic_consents) == {RELAY}
     assert who(Op.WRITE, S.topic_deadletter) == {RELAY}
-    assert who(Op.READ, S.topic_deadletter) == {API}
+    assert who(Op.READ, S.topic_deadletter) == {AUDIT}  # the sink worker
     # Deliveries from the relay; unsealed consent.revoked notices from the API.
     assert who(Op.WRITE, S.partner_topic("pa")) == {RELAY, API}
     # The partner itself, and the API that serves its HTTP feed.
