@@ -64,7 +64,11 @@ def export_fhir(
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             if version is not None:
                 consent = service.version(
-                    session=session, survivor_id=survivor_id, consent_id=consent_id, number=version
+                    session=session,
+                    survivor_id=survivor_id,
+                    consent_id=consent_id,
+                    number=version,
+                    now=_now(),
                 )
                 return _exported(consent)
             service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)

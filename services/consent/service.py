@@ -254,13 +254,16 @@ def _consent(
             "recorded_at": row.recorded_at,
         }
     )
-    if now is not None and consent.status == "active" and _ended(consent.provisions, now):
-        return consent.model_copy(update={"status": "expired"})
-    return consent
+    if now is None:
+        return consent
+    return consent.model_copy(update={"status": status_at(consent.status, consent.provisions, now)})
 
 
-def _ended(provisions: list[Provision], now: datetime) -> bool:
-    return all(p.period.end is not None and p.period.end <= now for p in provisions)
+def status_at(stored: str, provisions: list[Provision], now: datetime) -> str:
+    """The status people see at ``now``: an active consent whose every provision has ended is
+    expired. Every answer of the API (grant, amend, list, versions) computes it here."""
+    ended = all(p.period.end is not None and p.period.end <= now for p in provisions)
+    return "expired" if stored == "active" and ended else stored
 
 
 def bump(session: Session, survivor: models.Survivor) -> None:
@@ -294,7 +297,7 @@ def _append(
     bump(session, survivor)
     session.flush()
     audit.consent_change(session, row)  # in this transaction: the change and its entry
-    return _consent(session, row)
+    return _consent(session, row, now=now)
 
 
 def _lock(session: Session, survivor: models.Survivor) -> None:
@@ -410,11 +413,14 @@ def current_consents(
     return [_consent(session, r, now=now, evidence=evidence) for r in rows]
 
 
-def version(*, session: Session, survivor_id: str, consent_id: str, number: int) -> Consent:
+def version(
+    *, session: Session, survivor_id: str, consent_id: str, number: int, now: datetime | None = None
+) -> Consent:
+    """One stored version; with ``now``, its status as seen then (``status_at``)."""
     row = session.get(models.ConsentVersion, (consent_id, number))
     if row is None or row.survivor_id != survivor_id:
         raise ConsentError(404, "No such consent version for this survivor.")
-    return _consent(session, row)
+    return _consent(session, row, now=now)
 
 
 # --- what the relay sees ---------------------------------------------------------------------

@@ -275,7 +275,11 @@ def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -
             last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
             return [
                 service.version(
-                    session=session, survivor_id=survivor_id, consent_id=consent_id, number=n
+                    session=session,
+                    survivor_id=survivor_id,
+                    consent_id=consent_id,
+                    number=n,
+                    now=_now(),
                 )
                 for n in range(1, last.version + 1)
             ]
@@ -297,7 +301,11 @@ def read_version(
         with _sessions(request)() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             return service.version(
-                session=session, survivor_id=survivor_id, consent_id=consent_id, number=number
+                session=session,
+                survivor_id=survivor_id,
+                consent_id=consent_id,
+                number=number,
+                now=_now(),
             )
     except ConsentError as exc:
         raise _fail(exc) from exc
