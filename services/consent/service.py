@@ -23,6 +23,7 @@ from services.atrest import store as atrest
 from services.audit import record as audit
 from services.auth.principals import Principal, Role
 from services.auth.service import issue_credential
+from services.broker.pipeline.model import SurvivorFacts
 from services.consent import models
 from services.consent.schemas import Consent, ConsentIn, Evidence, Provision, RecordedBy
 
@@ -435,6 +436,13 @@ class Snapshot:
     consents: list[dict[str, Any]]
     declarations: list[dict[str, Any]] = field(default_factory=list)
     court_orders: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def facts(self) -> SurvivorFacts:
+        """What the relay reads of this snapshot once published (the preview asks with it)."""
+        return SurvivorFacts(
+            tuple(self.consents), tuple(self.declarations), tuple(self.court_orders)
+        )
 
 
 def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:

@@ -7,6 +7,7 @@ Every change is acknowledged only after the relay's topic holds it (R3).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -361,23 +362,21 @@ async def preview(
                 raise ConsentError(
                     422, "Say which purpose: the partner has no subscription to this event type."
                 )
-            snap = service.snapshot(session=session, survivor=survivor)
-            consents = list(snap.consents)
+            facts = service.snapshot(session=session, survivor=survivor).facts
             if body.draft is not None:
                 _check_partners(session, body.draft)
                 by = service.recorded_by(session=session, principal=actor, survivor_id=survivor_id)
-                consents.append(
-                    {
-                        "id": "draft",
-                        "version": 0,
-                        "status": "active",
-                        "recorded_by": {
-                            **by.model_dump(mode="json", exclude={"relation"}),
-                            "suspect": False,
-                        },
-                        "provisions": [p.model_dump(mode="json") for p in body.draft.provisions],
-                    }
-                )
+                draft = {
+                    "id": "draft",
+                    "version": 0,
+                    "status": "active",
+                    "recorded_by": {
+                        **by.model_dump(mode="json", exclude={"relation"}),
+                        "suspect": False,
+                    },
+                    "provisions": [p.model_dump(mode="json") for p in body.draft.provisions],
+                }
+                facts = replace(facts, consents=(*facts.consents, draft))
             recipient = recipient_of(partner, purpose)
     except ConsentError as exc:
         raise _fail(exc) from exc
@@ -390,9 +389,7 @@ async def preview(
         data=dict.fromkeys(fields),
         survivor_age=body.age,
     )
-    item = build_input(
-        event, recipient, jurisdiction=agency.jurisdiction, consents=consents, now=now
-    )
+    item = build_input(event, recipient, jurisdiction=agency.jurisdiction, facts=facts, now=now)
     try:
         raw = await request.app.state.policy.decide([item])
     except PolicyUnavailable as exc:
