@@ -42,16 +42,17 @@ def _forbidden() -> ConsentError:
 
 
 def access(*, session: Session, principal: Principal, survivor_id: str) -> models.Survivor:
-    """The survivor, if ``principal`` may see and change their consents; else 403 or 404."""
+    """The survivor, if ``principal`` may see and change their consents; else 403.
+
+    An unknown id and a survivor the principal may not act for get the same answer, so no
+    one learns whether another agency serves a survivor of that id."""
     survivor = session.get(models.Survivor, survivor_id)
     if principal.role is Role.SURVIVOR:
         if principal.subject != survivor_id or survivor is None:
             raise _forbidden()
         return survivor
     if principal.role is Role.ADVOCATE:
-        if survivor is None:
-            raise ConsentError(404, "No survivor with this id.")
-        if survivor.agency_id != principal.agency_id:
+        if survivor is None or survivor.agency_id != principal.agency_id:
             raise _forbidden()
         return survivor
     if principal.role is Role.GUARDIAN:
