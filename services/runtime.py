@@ -22,6 +22,7 @@ from services.broker.survivor_keys import SqlSurvivorKeys
 from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
+from services.http_security import server_options
 from services.kafka_client import RELAY, kafka
 from services.keys import kek_ring, relay_key
 from services.settings import Settings
@@ -83,7 +84,12 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
 async def running_api(s: Settings) -> AsyncIterator[str]:
     """Serve the API with uvicorn on the current loop; yields its base URL."""
     config = uvicorn.Config(
-        create_app(s), host=s.api_host, port=s.api_port, log_level="warning", lifespan="on"
+        create_app(s),
+        host=s.api_host,
+        port=s.api_port,
+        log_level="warning",
+        lifespan="on",
+        **server_options(s),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="api")
