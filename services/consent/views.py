@@ -28,6 +28,7 @@ from services.consent.notices import send_revocation_notices
 from services.consent.publisher import ConsentPublisher, publish_committed
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
+from services.vocabulary import Purpose
 
 log = logging.getLogger("accord.consent")
 
@@ -176,10 +177,14 @@ def enroll(body: EnrollIn, request: Request) -> EnrollOut:
 
 
 def _check_partners(session: Session, data: ConsentIn) -> None:
-    named = {p for prov in data.provisions for p in prov.recipients.partners}
-    unknown = sorted(p for p in named if session.get(broker_models.Partner, p) is None)
-    if unknown:
-        raise ConsentError(422, f"Unknown partner(s): {', '.join(unknown)}.")
+    unknown = [
+        f"provisions[{i}].recipients.partners[{j}]"
+        for i, prov in enumerate(data.provisions)
+        for j, p in enumerate(prov.recipients.partners)
+        if session.get(broker_models.Partner, p) is None
+    ]
+    if unknown:  # where, never the id sent: it may be a name
+        raise ConsentError(422, f"No registered partner at {', '.join(unknown)}.")
 
 
 async def publish_snapshot(request: Request, survivor_id: str) -> None:
@@ -319,7 +324,9 @@ class PreviewIn(BaseModel):
     partner_id: str
     event_type: str = Field(description="Event type; a sample event of it is used if no fields.")
     fields: list[str] | None = Field(default=None, description="Field names; default: all.")
-    purpose: str | None = Field(default=None, description="Default: the partner's subscription.")
+    purpose: Purpose | None = Field(
+        default=None, description="Default: the partner's subscription."
+    )
     age: int | None = Field(default=None, ge=0, lt=130)
     draft: ConsentIn | None = Field(default=None, description="Try a consent before granting it.")
 
@@ -344,8 +351,12 @@ async def preview(
     """
     schemas = request.app.state.schemas
     if not schemas.known(body.event_type):
-        raise HTTPException(422, detail=f"Unknown event type {body.event_type!r}.")
-    fields = body.fields if body.fields is not None else schemas.fields(body.event_type)
+        raise HTTPException(422, detail="Unknown event type (event_type).")
+    declared = schemas.fields(body.event_type)
+    fields = body.fields if body.fields is not None else declared
+    unknown = [f"fields[{i}]" for i, name in enumerate(fields) if name not in declared]
+    if unknown:  # where, never the name sent: the answer lists the fields it judged
+        raise HTTPException(422, detail=f"Not a field of this event type: {', '.join(unknown)}.")
     now = _now()
     try:
         with _sessions(request)() as session:
@@ -353,7 +364,7 @@ async def preview(
             partner = session.get(broker_models.Partner, body.partner_id)
             agency = session.get(broker_models.Agency, survivor.agency_id)
             if partner is None or agency is None:
-                raise ConsentError(422, f"Unknown partner {body.partner_id!r}.")
+                raise ConsentError(422, "Unknown partner (partner_id).")
             purpose = body.purpose or next(
                 (s.purpose for s in partner.subscriptions if body.event_type in s.event_types),
                 None,

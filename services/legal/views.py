@@ -113,7 +113,7 @@ async def record_court_order(
     try:
         with request.app.state.sessions() as session, session.begin():
             if session.get(broker_models.Partner, body.recipient) is None:
-                raise ConsentError(422, f"Unknown partner {body.recipient!r}.")
+                raise ConsentError(422, "Unknown partner (recipient).")
             row = service.record_court_order(
                 session=session,
                 survivor_id=survivor_id,

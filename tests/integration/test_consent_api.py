@@ -204,7 +204,7 @@ async def test_R5_guardian_acts_for_the_minor_but_a_suspect_guardian_gets_403(
                     "recipients": {"partners": ["no-such-partner"], "partner_types": []},
                 }
             ),
-            "Unknown partner",
+            "No registered partner at provisions[0].recipients.partners[0]",
         ),
         (consent(provision(categories=["favourite_colour"])), "categories"),
         (

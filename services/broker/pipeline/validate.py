@@ -39,7 +39,7 @@ class SchemaRegistry:
     def errors(self, event_type: str, data: Mapping[str, Any]) -> list[str]:
         validator = self._validator(event_type)
         if validator is None:
-            return [f"unknown event type {event_type!r}"]
+            return ["unknown event type"]
         # Report where the data is wrong, never the offending value.
         return [
             f"{'/'.join(map(str, e.absolute_path)) or '(data)'}: {e.validator} violated"
