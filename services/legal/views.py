@@ -62,7 +62,8 @@ async def declare(
     survivor_id: str, body: DeclarationIn, request: Request, staff: Supervisor
 ) -> DeclarationOut:
     """Declare a serious and imminent threat (R8). For the jurisdiction's duration, emergency
-    services and law enforcement receive the emergency field set. Compliance reviews it."""
+    services and law enforcement of the event's jurisdiction (and of neighbouring ones it
+    names) receive the emergency field set. Compliance reviews it."""
     _check(survivor_id)
     assert staff.agency_id is not None
     with request.app.state.sessions() as session, session.begin():

@@ -398,9 +398,19 @@ def requests(t: Target) -> Iterator[tuple[Request, str]]:
             base = Request(method, template, path, query, body, content or "application/json")
             yield base, "valid"
             for name in path:
-                yield Request(method, template, {**path, name: "{canary}"}, query, body), name
+                yield (
+                    Request(
+                        method, template, {**path, name: "{canary}"}, query, body, base.content_type
+                    ),
+                    name,
+                )
             for name in query:
-                yield Request(method, template, path, {**query, name: "{canary}"}, body), name
+                yield (
+                    Request(
+                        method, template, path, {**query, name: "{canary}"}, body, base.content_type
+                    ),
+                    name,
+                )
             for leaf in leaves(body) if body is not None else ():
                 changed = replaced(body, leaf, "{canary}")
                 yield (
