@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import policy_data
+from services import openapi, policy_data
 from services.audit import views as audit_views
 from services.audit.checkpoints import Checkpointer
 from services.audit.disclosures import AuditDisclosureLog
@@ -162,4 +162,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_views.router)
     app.include_router(auth_views.router)
     app.include_router(dashboard_views.router)
+    openapi.install(app)  # every error of every route documented, one schema (services/openapi.py)
     return app

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from services import devstack
+from services.auth.principals import Role
 from services.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Accord: consent-governed case-event sharing.")
@@ -137,6 +140,76 @@ def kafka_rotate(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -
     typer.echo(principal)
 
 
+credentials = typer.Typer(
+    no_args_is_help=True, help="API keys, with database access (the first admin key)."
+)
+app.add_typer(credentials, name="credentials")
+
+_ROLE = typer.Option(..., "--role", help="The key's role.")
+_ROLE_FILTER = typer.Option(None, "--role", help="Only keys of this role.")
+_OUT = typer.Option(
+    None, "--out", help="Write the key to this new file (mode 0600) instead of printing it."
+)
+
+
+@credentials.command("issue")
+def credentials_issue(
+    role: Role = _ROLE,
+    subject: str = typer.Option(..., "--subject", help="Agency or partner id, or a staff id."),
+    agency: str | None = typer.Option(
+        None, "--agency", help="The agency an advocate or supervisor acts for."
+    ),
+    out: Path | None = _OUT,
+) -> None:
+    """Issue an API key; its secret is shown once (printed, or written to --out)."""
+    from services.auth import cli as auth_cli
+
+    try:
+        auth_cli.issue(
+            Settings(), typer.echo, role=role, subject=subject, agency_id=agency, out=out
+        )
+    except auth_cli.CredentialError as exc:
+        _fail(exc)
+
+
+@credentials.command("list")
+def credentials_list(
+    subject: str | None = typer.Option(None, "--subject", help="Only this subject's keys."),
+    role: Role | None = _ROLE_FILTER,
+) -> None:
+    """List keys (id, role, agency, when issued and revoked, subject); never a secret."""
+    from services.auth import cli as auth_cli
+
+    auth_cli.list_credentials(Settings(), typer.echo, subject=subject, role=role)
+
+
+@credentials.command("revoke")
+def credentials_revoke(
+    credential_id: str = typer.Argument(..., help="The <id> of acc_<id>_..."),
+) -> None:
+    """Revoke a key: it fails from its next request."""
+    from services.auth import cli as auth_cli
+
+    try:
+        auth_cli.revoke(Settings(), typer.echo, credential_id)
+    except auth_cli.CredentialError as exc:
+        _fail(exc)
+
+
+@credentials.command("rotate")
+def credentials_rotate(
+    credential_id: str = typer.Argument(..., help="The <id> of acc_<id>_..."),
+    out: Path | None = _OUT,
+) -> None:
+    """Replace a key: a new one for the same role and subject (shown once), the old one revoked."""
+    from services.auth import cli as auth_cli
+
+    try:
+        auth_cli.rotate(Settings(), typer.echo, credential_id, out=out)
+    except auth_cli.CredentialError as exc:
+        _fail(exc)
+
+
 audit = typer.Typer(no_args_is_help=True, help="The tamper-evident audit chain.")
 app.add_typer(audit, name="audit")
 
@@ -150,9 +223,39 @@ def audit_verify() -> None:
 
 
 keys = typer.Typer(
-    no_args_is_help=True, help="Data at rest: key-encryption keys and survivors' data keys."
+    no_args_is_help=True,
+    help="Data at rest: key-encryption keys and survivors' data keys; agencies' and "
+    "partners' key pairs.",
 )
 app.add_typer(keys, name="keys")
+
+
+@keys.command("agency-keypair")
+def keys_agency_keypair(
+    key_file: str = typer.Argument(..., help="A new file for the private signing key."),
+) -> None:
+    """An agency's Ed25519 key pair: the signing key into a new file (mode 0600); prints the
+    public key to register as the agency's public_key."""
+    from services.agency_client import new_signing_key_file
+
+    try:
+        typer.echo(new_signing_key_file(key_file))
+    except OSError as exc:
+        _fail(exc)
+
+
+@keys.command("partner-keypair")
+def keys_partner_keypair(
+    key_file: str = typer.Argument(..., help="A new file for the private key."),
+) -> None:
+    """A partner's Curve25519 key pair: the private key into a new file (mode 0600); prints
+    the public key to register as the partner's public_key."""
+    from services.sdk import new_key_file
+
+    try:
+        typer.echo(new_key_file(key_file))
+    except OSError as exc:
+        _fail(exc)
 
 
 @keys.command("status")
@@ -350,6 +453,34 @@ def api(
         **server_options(s),
         **tls,
     )
+
+
+@app.command("publish")
+def publish(
+    event_file: str = typer.Argument(..., help="The CloudEvent, as JSON."),
+    key_file: str = typer.Option(..., "--key-file", help="The agency's Ed25519 signing key."),
+    api: str | None = typer.Option(None, "--api", help="The Accord API's base URL."),
+    api_key: str = typer.Option(
+        ..., "--api-key", envvar="ACCORD_API_KEY", help="The agency's API key."
+    ),
+) -> None:
+    """As an agency: sign an event and publish it through POST /v1/events (the API seals it).
+    specversion, id and time are filled in when the file leaves them out."""
+    from services.agency_client import PublishError, complete, load_signing_key, read_event
+    from services.agency_client import publish as publish_event
+
+    s = Settings()
+    try:
+        event = complete(read_event(event_file))
+        answer = publish_event(
+            event,
+            load_signing_key(key_file),
+            api_url=api or f"http://{s.api_host}:{s.api_port}",
+            api_key=api_key,
+        )
+    except (PublishError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"{answer.get('id')} {answer.get('status')}")
 
 
 @app.command("tail")

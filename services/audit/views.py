@@ -24,6 +24,7 @@ from services.audit import record as audit_record
 from services.audit.models import AuditEntry
 from services.auth.deps import SessionDep, require
 from services.auth.principals import Principal, Role
+from services.openapi import DateTimeParam
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -53,9 +54,9 @@ class Filters:
 
 def filters(
     since: Annotated[
-        datetime | None, Query(alias="from", description="Decided at or after (ISO 8601)")
+        DateTimeParam | None, Query(alias="from", description="Decided at or after (RFC 3339)")
     ] = None,
-    until: Annotated[datetime | None, Query(alias="to", description="Decided before")] = None,
+    until: Annotated[DateTimeParam | None, Query(alias="to", description="Decided before")] = None,
     agency: Annotated[str | None, Query(pattern=NAME)] = None,
     partner: Annotated[str | None, Query(pattern=NAME)] = None,
     partner_type: Annotated[str | None, Query(pattern=NAME)] = None,
@@ -67,12 +68,9 @@ def filters(
     outcome: Annotated[Literal["allow", "partial", "deny"] | None, Query()] = None,
     survivor: Annotated[str | None, Query(pattern=NAME, description="Pseudonym")] = None,
 ) -> Filters:
-    def aware(t: datetime | None) -> datetime | None:
-        return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
-
     return Filters(
-        aware(since),
-        aware(until),
+        since,
+        until,
         agency,
         partner,
         partner_type,
@@ -292,6 +290,8 @@ def _threshold(request: Request) -> int:
     responses=RESPONSES,
 )
 def rules_report(_: Compliance, request: Request, f: FiltersDep) -> reports.RulesReport:
+    """Counts of released and withheld fields by rule and partner type, over the decisions
+    the filters select; a count below the threshold is shown as suppressed (R15)."""
     records = (
         json.loads(row.record)
         for rows in _chunks(_sessions(request), decisions_query(f))
@@ -309,10 +309,12 @@ def rules_report(_: Compliance, request: Request, f: FiltersDep) -> reports.Rule
 def consents_report(
     _: Compliance,
     request: Request,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[DateTimeParam | None, Query(alias="from")] = None,
+    until: Annotated[DateTimeParam | None, Query(alias="to")] = None,
     period: Annotated[reports.Period, Query()] = "day",
 ) -> reports.ConsentReport:
+    """Consent grants, amendments and revocations per period; counts below the threshold
+    are suppressed (R15)."""
     query = select(AuditEntry).where(AuditEntry.kind == "consent_change")
     if since is not None:
         query = query.where(AuditEntry.at >= since)
@@ -330,12 +332,24 @@ def consents_report(
 # --- review of legal-basis releases ----------------------------------------------------------
 
 
+# A decision the policy flagged because the survivor's age is unknown and this partner would
+# have received a minor's mandated report (R5): reviewed whatever its outcome. Records are
+# stored as canonical JSON, so the flag list reads exactly so.
+AGE_UNKNOWN = '"flags":["age_unknown"]'
+
+
+def _age_unknown(record: dict[str, Any]) -> bool:
+    return "age_unknown" in (record.get("flags") or [])
+
+
 def pending_reviews_query() -> Select[AuditEntry]:
     review = aliased(AuditEntry)
     legal = or_(*(_has(AuditEntry.basis, b) for b in chain.LEGAL_BASES))
+    released = and_(AuditEntry.outcome != "deny", legal)
+    flagged = AuditEntry.record.contains(AGE_UNKNOWN, autoescape=True)
     reviewed = exists().where(review.entry_key == literal("review:").concat(AuditEntry.entry_key))
     return select(AuditEntry).where(
-        and_(AuditEntry.kind == "decision", AuditEntry.outcome != "deny", legal, ~reviewed)
+        and_(AuditEntry.kind == "decision", or_(released, flagged), ~reviewed)
     )
 
 
@@ -344,8 +358,10 @@ def pending_reviews_query() -> Select[AuditEntry]:
     response_model=DecisionPage,
     summary="Legal-basis releases awaiting review",
     description="Releases made under mandated_reporting (R5), imminent_danger (R8) or "
-    "court_order (R9) that compliance has not yet marked reviewed, in chain order. These are "
-    "individual records for review, not aggregate counts.",
+    "court_order (R9), and decisions flagged age_unknown (the survivor's age is unknown and "
+    "the partner would have received a minor's mandated report, R5), that compliance has not "
+    "yet marked reviewed, in chain order. These are individual records for review, not "
+    "aggregate counts.",
     responses=RESPONSES,
 )
 def pending_reviews(
@@ -380,11 +396,14 @@ class ReviewOut(BaseModel):
 def mark_reviewed(
     seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Compliance, request: Request
 ) -> ReviewOut:
+    """Record that the calling compliance officer reviewed the release at `seq`; the review
+    is an audit entry of its own, and removes the release from the pending list."""
     with _sessions(request)() as session, session.begin():
         row = session.get(AuditEntry, seq)
         record = json.loads(row.record) if row is not None else {}
         legal = set(record.get("basis") or []) & set(chain.LEGAL_BASES)
-        if row is None or row.kind != "decision" or not legal or not record.get("released"):
+        release = bool(legal) and bool(record.get("released"))
+        if row is None or row.kind != "decision" or not (release or _age_unknown(record)):
             raise HTTPException(404, detail="No legal-basis release at this seq.")
         done = audit_record.review(
             session, record, row.entry_key, principal.subject, datetime.now(UTC)

@@ -44,6 +44,15 @@ def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+# Each role check made by `require`, with its roles: services/openapi.py documents its 403.
+_ROLE_CHECKS: dict[Callable[..., object], frozenset[str]] = {}
+
+
+def role_check_roles(call: Callable[..., object] | None) -> frozenset[str] | None:
+    """The roles ``call`` admits if it is a role check made by ``require``, else None."""
+    return _ROLE_CHECKS.get(call) if call is not None else None
+
+
 def require(*roles: Role) -> Callable[[Principal], Principal]:
     allowed = frozenset(roles)
 
@@ -55,4 +64,5 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
             )
         return principal
 
+    _ROLE_CHECKS[check] = frozenset(r.value for r in allowed)
     return check

@@ -70,7 +70,12 @@ def revoke_credential(*, session: Session, credential_id: str) -> bool:
 def rotate_credential(*, session: Session, principal: Principal) -> str:
     """A new key for the same role, subject and agency; the presented one is revoked in the
     same transaction, so it stops working as soon as the new one exists."""
-    cred = session.get(Credential, principal.credential_id, with_for_update=True)
+    return rotate_credential_id(session=session, credential_id=principal.credential_id)
+
+
+def rotate_credential_id(*, session: Session, credential_id: str) -> str:
+    """``rotate_credential`` by id (the operator's ``accord credentials rotate``)."""
+    cred = session.get(Credential, credential_id, with_for_update=True)
     if cred is None or cred.revoked_at is not None:
         raise LookupError("This key is no longer valid.")
     cred.revoked_at = datetime.now(UTC)

@@ -5,14 +5,14 @@ credentials table on every call; there is no cache)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.auth import service
+from services.auth import issuing, service
 from services.auth.deps import CurrentPrincipal, require
 from services.auth.models import Credential
 from services.auth.principals import Principal, Role
@@ -67,6 +67,8 @@ def _out(c: Credential) -> CredentialOut:
     responses=AUTH,
 )
 def rotate(principal: CurrentPrincipal, request: Request) -> RotatedOut:
+    """Any role: a new key for the same subject and role, shown only in this answer; the
+    calling key is revoked in the same transaction."""
     with _sessions(request)() as session, session.begin():
         try:
             key = service.rotate_credential(session=session, principal=principal)
@@ -77,6 +79,70 @@ def rotate(principal: CurrentPrincipal, request: Request) -> RotatedOut:
         credential_id=key.split("_")[1],
         revoked_credential_id=principal.credential_id,
     )
+
+
+class IssueIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"role": "advocate", "subject": "adv-17", "agency_id": "riverbend-aid"}]
+        },
+    )
+    role: Literal["agency", "partner", "advocate", "supervisor", "compliance"] = Field(
+        description="Survivors and guardians get keys by enrollment code; admins from "
+        "`accord credentials issue`."
+    )
+    subject: str = Field(
+        min_length=1,
+        max_length=128,
+        description="The registered agency's or partner's id, or a staff member's id.",
+    )
+    agency_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The registered agency an advocate or supervisor acts for.",
+    )
+
+
+class IssuedOut(BaseModel):
+    api_key: str = Field(description="Shown once: only its SHA-256 is stored.")
+    credential: CredentialOut
+
+
+@router.post(
+    "/admin/credentials",
+    response_model=IssuedOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Issue a key for an agency, a partner, an advocate, a supervisor or compliance "
+    "staff; the secret is shown once",
+    responses={
+        **ADMIN_ONLY,
+        422: {"description": "Where the request is wrong (never what it contained)"},
+    },
+)
+def issue(body: IssueIn, _: Admin, request: Request) -> IssuedOut:
+    """A new API key for a registered agency or partner, or for staff of a registered agency
+    (advocates, supervisors) or compliance. The secret is in this answer only; admins' keys
+    come from `accord credentials issue`, survivors' and guardians' from enrollment codes."""
+    role = Role(body.role)
+    with _sessions(request)() as session, session.begin():
+        problems = issuing.check(session, role, body.subject, body.agency_id)
+        if problems:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=[
+                    {"loc": ["body", p.field], "msg": p.message, "type": "value_error"}
+                    for p in problems
+                ],
+            )
+        key = service.issue_credential(
+            session=session, role=role, subject=body.subject, agency_id=body.agency_id
+        )
+        session.flush()
+        cred = session.get(Credential, key.split("_")[1])
+        assert cred is not None
+        # Every response carries Cache-Control: no-store (services/http_security.py).
+        return IssuedOut(api_key=key, credential=_out(cred))
 
 
 @router.get(
@@ -90,6 +156,7 @@ def list_credentials(
     request: Request,
     subject: Annotated[str, Query(min_length=1, max_length=128)],
 ) -> list[CredentialOut]:
+    """A subject's credentials, oldest first: id, role, when created and revoked."""
     with _sessions(request)() as session:
         rows = session.scalars(
             select(Credential).where(Credential.subject == subject).order_by(Credential.created_at)
@@ -104,6 +171,7 @@ def list_credentials(
     responses={**ADMIN_ONLY, 404: {"description": "No such credential"}},
 )
 def revoke(credential_id: KeyId, _: Admin, request: Request) -> CredentialOut:
+    """Revoke one credential by its id; revoking it again changes nothing."""
     with _sessions(request)() as session, session.begin():
         service.revoke_credential(session=session, credential_id=credential_id)
         cred = session.get(Credential, credential_id)

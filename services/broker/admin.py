@@ -56,7 +56,18 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class AgencyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Harbor Street Outreach",
+                    "jurisdiction": "state-a",
+                    "public_key": "5Dq8vQvVh3v7kq0fJ0c6o1vXQmYb3m2gkq3Kx2mN1aU=",
+                }
+            ]
+        },
+    )
     name: str = Field(min_length=1, max_length=200)
     jurisdiction: str = Field(description="A jurisdiction the policies know (R12).")
     public_key: str | None = Field(
@@ -81,7 +92,17 @@ class AgreementBody(BaseModel):
 
 
 class SubscriptionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_types": ["accord.referral.made", "accord.case.identified"],
+                    "purpose": "service_referral",
+                }
+            ]
+        },
+    )
     event_types: list[str] = Field(min_length=1)
     purpose: str
 
@@ -91,7 +112,36 @@ class SubscriptionOut(SubscriptionBody):
 
 
 class PartnerBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Lighthouse Shelter",
+                    "type": "shelter",
+                    "jurisdiction": "state-a",
+                    "vetted": True,
+                    "training_attested_until": "2030-01-01T00:00:00Z",
+                    "public_key": "q1Yb0b2l7F3w9hX4m8dJr6tT2uV0cS5eA1kP7nZ3xQE=",
+                    "agreements": [
+                        {
+                            "id": "mou-lighthouse-2026",
+                            "purposes": ["service_referral"],
+                            "categories": ["identity", "contact", "service_need"],
+                            "valid_from": "2026-01-01T00:00:00Z",
+                            "valid_until": "2030-01-01T00:00:00Z",
+                        }
+                    ],
+                    "subscriptions": {
+                        "sub-lighthouse-2026": {
+                            "event_types": ["accord.referral.made"],
+                            "purpose": "service_referral",
+                        }
+                    },
+                }
+            ]
+        },
+    )
     name: str = Field(min_length=1, max_length=200)
     type: str = Field(description="A partner type of the vocabulary.")
     jurisdiction: str
@@ -114,7 +164,9 @@ class PartnerBody(BaseModel):
 
 
 class PartnerPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"status": "suspended"}]}
+    )
     status: Literal["active", "suspended"] | None = None
     vetted: bool | None = None
     training_attested_until: AwareDatetime | None = None
@@ -336,13 +388,15 @@ async def _ensure_topic(request: Request, partner_id: str) -> None:
     summary="Register or replace an agency",
     responses={
         **AUTH_RESPONSES,
-        201: {"description": "Created"},
+        201: {"description": "Created", "model": AgencyOut},
         422: {"description": "Bad input"},
     },
 )
 def put_agency(
     agency_id: ItemId, body: AgencyBody, request: Request, response: Response, _: Admin
 ) -> AgencyOut:
+    """Create the agency (201) or replace its name, jurisdiction and signing key (200).
+    Give it its Kafka principal afterwards with `accord kafka provision`."""
     Checker(request).agency(body)
     with _sessions(request)() as session, session.begin():
         row = session.get(models.Agency, agency_id)
@@ -356,13 +410,19 @@ def put_agency(
 
 @router.get("/agencies", response_model=list[AgencyOut], responses=AUTH_RESPONSES)
 def list_agencies(request: Request, _: Admin) -> list[AgencyOut]:
+    """Every registered agency, by id."""
     with _sessions(request)() as session:
         rows = session.scalars(select(models.Agency).order_by(models.Agency.id))
         return [_agency_out(r) for r in rows]
 
 
-@router.get("/agencies/{agency_id}", response_model=AgencyOut, responses=AUTH_RESPONSES)
+@router.get(
+    "/agencies/{agency_id}",
+    response_model=AgencyOut,
+    responses={**AUTH_RESPONSES, 404: {"description": "No such agency"}},
+)
 def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
+    """One agency."""
     with _sessions(request)() as session:
         row = session.get(models.Agency, agency_id)
         if row is None:
@@ -379,7 +439,7 @@ def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
     summary="Register or replace a partner (its agreements; subscriptions if given)",
     responses={
         **AUTH_RESPONSES,
-        201: {"description": "Created, with its topic"},
+        201: {"description": "Created, with its topic", "model": PartnerOut},
         409: {"description": "An agreement or subscription id belongs to another partner"},
         422: {
             "description": "Unknown type, purpose, category, event type or jurisdiction; "
@@ -391,6 +451,9 @@ def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
 async def put_partner(
     partner_id: ItemId, body: PartnerBody, request: Request, response: Response, _: Admin
 ) -> PartnerOut:
+    """Create the partner (201, with its Kafka topic) or replace it (200). Agreement and
+    subscription ids are global: one already used by another partner is a 409. Give the
+    partner its Kafka principal afterwards with `accord kafka provision`."""
     Checker(request).partner(body)
     await _ensure_topic(request, partner_id)
     s: Settings = request.app.state.settings
@@ -424,14 +487,20 @@ async def put_partner(
 
 @router.get("/partners", response_model=list[PartnerOut], responses=AUTH_RESPONSES)
 def list_partners(request: Request, _: Admin) -> list[PartnerOut]:
+    """Every registered partner, by id, with its agreements and subscriptions."""
     s: Settings = request.app.state.settings
     with _sessions(request)() as session:
         rows = session.scalars(select(models.Partner).order_by(models.Partner.id))
         return [_partner_out(r, s) for r in rows]
 
 
-@router.get("/partners/{partner_id}", response_model=PartnerOut, responses=AUTH_RESPONSES)
+@router.get(
+    "/partners/{partner_id}",
+    response_model=PartnerOut,
+    responses={**AUTH_RESPONSES, 404: {"description": "No such partner"}},
+)
 def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
+    """One partner, with its agreements and subscriptions."""
     with _sessions(request)() as session:
         row = session.get(models.Partner, partner_id)
         if row is None:
@@ -443,9 +512,15 @@ def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
     "/partners/{partner_id}",
     response_model=PartnerOut,
     summary="Change a partner's status (suspend, reactivate), vetting, training or key",
-    responses={**AUTH_RESPONSES, 422: {"description": "Bad input"}},
+    responses={
+        **AUTH_RESPONSES,
+        404: {"description": "No such partner"},
+        422: {"description": "Bad input"},
+    },
 )
 def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: Admin) -> PartnerOut:
+    """Change only the fields given; a suspended partner receives nothing from the next
+    event on (cut its Kafka access too: `accord kafka revoke`)."""
     p = Problems()
     _check_key(p, ["public_key"], body.public_key, curve=True)
     p.raise_if_any()
@@ -469,7 +544,8 @@ def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: A
     summary="Subscribe a partner to event types for a purpose (or replace the subscription)",
     responses={
         **AUTH_RESPONSES,
-        201: {"description": "Created"},
+        201: {"description": "Created", "model": SubscriptionOut},
+        404: {"description": "No such partner"},
         409: {"description": "The id belongs to another partner's subscription"},
         422: {"description": "Unknown purpose or event type"},
     },
@@ -482,6 +558,7 @@ def put_subscription(
     response: Response,
     _: Admin,
 ) -> SubscriptionOut:
+    """Create (201) or replace (200) one subscription of the partner."""
     p = Problems()
     Checker(request).subscription(p, [], body)
     p.raise_if_any()
@@ -507,6 +584,7 @@ def put_subscription(
 def delete_subscription(
     partner_id: ItemId, subscription_id: ItemId, request: Request, _: Admin
 ) -> None:
+    """Remove one subscription: the partner receives no more events under it."""
     with _sessions(request)() as session, session.begin():
         row = session.get(models.Subscription, subscription_id)
         if row is None or row.partner_id != partner_id:

@@ -16,7 +16,25 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
 class CloudEvent(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "specversion": "1.0",
+                    "id": "harbor-2026-000123",
+                    "source": "/agencies/harbor-outreach",
+                    "type": "accord.referral.made",
+                    "subject": "sv-7f3a9c",
+                    "time": "2026-03-02T10:15:00Z",
+                    "datacontenttype": "application/json",
+                    "data": {"age": 34, "referral_reason": "housing", "urgency": "high"},
+                    "accordsignature": "<base64 Ed25519 signature over the canonical event>",
+                }
+            ]
+        },
+    )
 
     specversion: Literal["1.0"]
     id: str = Field(pattern=ID_PATTERN)

@@ -294,6 +294,9 @@ async def get_feed(
         float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to wait for a first item.")
     ] = 0,
 ) -> FeedPage:
+    """The calling partner's deliveries after `cursor` (or its acknowledged position), each
+    still sealed to the partner's key, as on its Kafka topic. Long-polls up to `wait`
+    seconds for a first item. Unacknowledged deliveries come again: acknowledge them."""
     feed = Feed(request.app.state.settings, partner.subject)
     try:
         return await read(feed, cursor=cursor, limit=limit, wait_s=wait)
@@ -307,7 +310,12 @@ async def get_feed(
 
 
 class AckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"delivery_ids": ["harbor-2026-000123/lighthouse-shelter"]}]
+        },
+    )
     cursor: str | None = Field(default=None, max_length=4096)
     delivery_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_LIMIT)
 
@@ -409,6 +417,8 @@ async def acknowledge(feed: Feed, body: AckIn) -> AckOut:
     },
 )
 async def ack(body: AckIn, request: Request, partner: PartnerPrincipal) -> AckOut:
+    """Acknowledge everything up to a `cursor`, or single deliveries by `ids`; the position
+    is committed in Kafka, so it survives restarts. Acknowledging twice does nothing more."""
     feed = Feed(request.app.state.settings, partner.subject)
     try:
         return await acknowledge(feed, body)

@@ -86,6 +86,9 @@ def event_key(survivor_id: SurvivorId, request: Request, _: AgencyPrincipal) -> 
     },
 )
 async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipal) -> Accepted:
+    """Accept one event signed by the calling agency (`accordsignature`, Ed25519 over its
+    canonical JSON), about one survivor (`subject`), whose `data` matches its type's schema.
+    202 once Kafka holds it; the relay then decides, per partner, what is delivered."""
     if event.agency_id != principal.subject:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
@@ -108,11 +111,18 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Unknown event type (type)."
         )
-    problems = schemas.errors(event.type, event.data)
+    problems = schemas.problems(event.type, event.data)
     if problems:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail={"message": "The event's data does not match its schema.", "errors": problems},
+            detail=[
+                {
+                    "loc": ["body", "data", *path],
+                    "msg": f"The event's data does not match its schema ({keyword}).",
+                    "type": "schema",
+                }
+                for path, keyword in problems
+            ],
         )
     with request.app.state.sessions() as session:
         record = store.seal_inbound(

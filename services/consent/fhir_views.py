@@ -20,6 +20,7 @@ from services.consent.fhir import FhirRefused, from_fhir, to_fhir
 from services.consent.schemas import Consent
 from services.consent.service import ConsentError
 from services.consent.views import Actor, _change, _fail, _now, _sessions, publish_snapshot
+from services.openapi import errors
 
 router = APIRouter(prefix="/v1", tags=["consent", "fhir"])
 
@@ -33,8 +34,73 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
+_CODES = "https://accord.example/fhir/CodeSystem"
+_EXAMPLE: dict[str, Any] = {
+    "resourceType": "Consent",
+    "status": "active",
+    "scope": {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                "code": "patient-privacy",
+            }
+        ]
+    },
+    "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+    "patient": {"reference": "Patient/sv-7f3a9c"},
+    "policyRule": {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]
+    },
+    "provision": {
+        "type": "permit",
+        "period": {"start": "2026-03-01T00:00:00Z"},
+        "actor": [
+            {
+                "role": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP",
+                        }
+                    ]
+                },
+                "reference": {
+                    "type": "Organization",
+                    "identifier": {"system": f"{_CODES}/partner-type", "value": "shelter"},
+                },
+            }
+        ],
+        "action": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                        "code": "disclose",
+                    }
+                ]
+            }
+        ],
+        "purpose": [{"system": f"{_CODES}/purpose", "code": "service_referral"}],
+        "class": [
+            {"system": f"{_CODES}/data-category", "code": "identity"},
+            {"system": f"{_CODES}/data-category", "code": "contact"},
+        ],
+    },
+    "sourceAttachment": {"title": "signed release, intake 2026-03-01"},
+}
+
+
 class FhirJSONResponse(JSONResponse):
     media_type = FHIR_JSON
+
+
+def _problems(refused: list[str]) -> list[dict[str, Any]]:
+    """Each ``<JSON path>: <what is wrong>`` as the API's problem shape."""
+    out: list[dict[str, Any]] = []
+    for problem in refused:
+        path, _, why = problem.partition(": ")
+        out.append({"loc": ["body", path], "msg": why, "type": "fhir"})
+    return out
 
 
 def _exported(consent: Consent, status_code: int = 200) -> FhirJSONResponse:
@@ -82,7 +148,7 @@ def export_fhir(
     "/survivors/{survivor_id}/consents/fhir",
     status_code=201,
     response_class=FhirJSONResponse,
-    responses={201: _FHIR_RESPONSE[200], **_REFUSED},
+    responses={201: _FHIR_RESPONSE[200], **_REFUSED, **errors(404, 503)},
     summary="Import a FHIR R4 Consent as a new consent",
     description="Grant a consent given as a FHIR R4 `Consent` resource (active, scope "
     "`patient-privacy`, `patient` = `Patient/<this survivor's pseudonym>`). The provision tree "
@@ -98,7 +164,8 @@ async def import_fhir(
     request: Request,
     actor: Actor,
     resource: Annotated[
-        dict[str, Any], Body(media_type=FHIR_JSON, description="A FHIR R4 Consent resource")
+        dict[str, Any],
+        Body(media_type=FHIR_JSON, description="A FHIR R4 Consent resource", examples=[_EXAMPLE]),
     ],
 ) -> FhirJSONResponse:
     try:
@@ -111,7 +178,7 @@ async def import_fhir(
     except ConsentError as exc:
         raise _fail(exc) from exc
     except FhirRefused as exc:
-        raise HTTPException(422, detail=exc.problems) from exc
+        raise HTTPException(422, detail=_problems(exc.problems)) from exc
     consent = _change(request, actor, survivor_id, data, "grant")
     await publish_snapshot(request, survivor_id)
     return _exported(consent, status_code=201)

@@ -82,6 +82,32 @@ Status = Literal["active", "revoked", "expired"]
 class ConsentIn(Strict):
     """A grant, or a new version that narrows (or widens) an existing consent."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "provisions": [
+                        {
+                            "type": "permit",
+                            "recipients": {"partners": [], "partner_types": ["shelter"]},
+                            "purposes": ["service_referral"],
+                            "categories": ["identity", "contact", "service_need"],
+                            "period": {"start": "2026-03-01T00:00:00Z", "end": None},
+                        },
+                        {
+                            "type": "deny",
+                            "recipients": {"partners": [], "partner_types": ["*"]},
+                            "purposes": ["*"],
+                            "categories": ["location"],
+                            "period": {"start": "2026-03-01T00:00:00Z", "end": None},
+                        },
+                    ],
+                    "evidence": {"kind": "form_reference", "reference": "intake form 2026-03-01"},
+                }
+            ]
+        }
+    )
+
     provisions: list[Provision] = Field(min_length=1, max_length=50)
     evidence: Evidence
 

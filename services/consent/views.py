@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth.deps import require
@@ -28,6 +28,7 @@ from services.consent.notices import send_revocation_notices
 from services.consent.publisher import ConsentPublisher, publish_committed
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
+from services.openapi import errors
 from services.vocabulary import Purpose
 
 log = logging.getLogger("accord.consent")
@@ -56,6 +57,7 @@ def _fail(exc: ConsentError) -> HTTPException:
 
 
 class SurvivorIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"survivor_id": "sv-7f3a9c"}]})
     survivor_id: str = Field(pattern=PSEUDONYM, description="Pseudonymous id, never a name.")
 
 
@@ -64,7 +66,7 @@ class SurvivorOut(BaseModel):
     agency_id: str
 
 
-@router.post("/survivors", status_code=201, response_model=SurvivorOut)
+@router.post("/survivors", status_code=201, response_model=SurvivorOut, responses=errors(409))
 def register_survivor(body: SurvivorIn, request: Request, advocate: Advocate) -> SurvivorOut:
     """An advocate registers a survivor of their agency (by pseudonym)."""
     assert advocate.agency_id is not None
@@ -82,12 +84,17 @@ def register_survivor(body: SurvivorIn, request: Request, advocate: Advocate) ->
 
 
 class GuardianIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"guardian_id": "gd-41b2", "relation": "aunt", "suspect": False}]
+        }
+    )
     guardian_id: str = Field(pattern=PSEUDONYM)
     relation: str = Field(min_length=1, max_length=64)
     suspect: bool = False
 
 
-@router.put("/survivors/{survivor_id}/guardians", status_code=204)
+@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(404, 503))
 async def record_guardian(
     survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
@@ -109,6 +116,7 @@ async def record_guardian(
 
 
 class EnrollmentIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "survivor"}]})
     role: Literal["survivor", "guardian"] = "survivor"
     guardian_id: str | None = Field(default=None, pattern=PSEUDONYM)
 
@@ -118,7 +126,7 @@ class EnrollmentOut(BaseModel):
     expires_at: datetime
 
 
-@router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201)
+@router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201, responses=errors(404))
 def issue_code(
     survivor_id: str, body: EnrollmentIn, request: Request, advocate: Advocate
 ) -> EnrollmentOut:
@@ -154,6 +162,9 @@ def issue_code(
 
 
 class EnrollIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"code": "3f9a1c2e-Xk4mQ8rT2vLp9sWz"}]}
+    )
     code: str = Field(min_length=3, max_length=64)
 
 
@@ -162,7 +173,11 @@ class EnrollOut(BaseModel):
     role: str
 
 
-@router.post("/enroll", response_model=EnrollOut)
+@router.post(
+    "/enroll",
+    response_model=EnrollOut,
+    responses={401: {"description": "The code is wrong, used or expired"}},
+)
 def enroll(body: EnrollIn, request: Request) -> EnrollOut:
     """Exchange an enrollment code (the credential for this call) for an API key."""
     try:
@@ -235,8 +250,12 @@ def _change(
         raise _fail(exc) from exc
 
 
-@router.get("/survivors/{survivor_id}/consents", response_model=list[Consent])
+@router.get(
+    "/survivors/{survivor_id}/consents", response_model=list[Consent], responses=errors(404)
+)
 def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Consent]:
+    """The survivor's consents, each at its latest version, with its status now (active,
+    expired or revoked)."""
     try:
         with _sessions(request)() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
@@ -245,7 +264,12 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
         raise _fail(exc) from exc
 
 
-@router.post("/survivors/{survivor_id}/consents", status_code=201, response_model=Consent)
+@router.post(
+    "/survivors/{survivor_id}/consents",
+    status_code=201,
+    response_model=Consent,
+    responses=errors(404, 503),
+)
 async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
     consent = _change(request, actor, survivor_id, body, "grant")
@@ -253,7 +277,11 @@ async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Acto
     return consent
 
 
-@router.put("/survivors/{survivor_id}/consents/{consent_id}", response_model=Consent)
+@router.put(
+    "/survivors/{survivor_id}/consents/{consent_id}",
+    response_model=Consent,
+    responses={**errors(404, 503), 409: {"description": "The consent was revoked"}},
+)
 async def amend(
     survivor_id: str, consent_id: str, body: ConsentIn, request: Request, actor: Actor
 ) -> Consent:
@@ -263,7 +291,11 @@ async def amend(
     return consent
 
 
-@router.post("/survivors/{survivor_id}/consents/{consent_id}/revoke", response_model=Consent)
+@router.post(
+    "/survivors/{survivor_id}/consents/{consent_id}/revoke",
+    response_model=Consent,
+    responses={**errors(404, 503), 409: {"description": "Already revoked"}},
+)
 async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> Consent:
     """Revoke. Once this answers, no event the relay processes afterwards uses this consent (R3);
     partners that received data under it are sent a ``consent.revoked`` notice."""
@@ -273,8 +305,13 @@ async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Act
     return consent
 
 
-@router.get("/survivors/{survivor_id}/consents/{consent_id}/versions", response_model=list[Consent])
+@router.get(
+    "/survivors/{survivor_id}/consents/{consent_id}/versions",
+    response_model=list[Consent],
+    responses=errors(404),
+)
 def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> list[Consent]:
+    """Every version of one consent, oldest first (an amendment adds one; none is erased)."""
     try:
         with _sessions(request)() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
@@ -294,7 +331,9 @@ def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -
 
 
 @router.get(
-    "/survivors/{survivor_id}/consents/{consent_id}/versions/{number}", response_model=Consent
+    "/survivors/{survivor_id}/consents/{consent_id}/versions/{number}",
+    response_model=Consent,
+    responses=errors(404),
 )
 def read_version(
     survivor_id: str,
@@ -303,6 +342,7 @@ def read_version(
     request: Request,
     actor: Actor,
 ) -> Consent:
+    """One version of a consent, as it was recorded."""
     try:
         with _sessions(request)() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
@@ -321,6 +361,18 @@ def read_version(
 
 
 class PreviewIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "partner_id": "lighthouse-shelter",
+                    "event_type": "accord.referral.made",
+                    "fields": ["survivor_name", "phone", "service_needs", "hiv_status"],
+                    "age": 34,
+                }
+            ]
+        }
+    )
     partner_id: str
     event_type: str = Field(description="Event type; a sample event of it is used if no fields.")
     fields: list[str] | None = Field(default=None, description="Field names; default: all.")
@@ -341,7 +393,9 @@ class PreviewOut(BaseModel):
     policy_revision: str
 
 
-@router.post("/survivors/{survivor_id}/preview", response_model=PreviewOut)
+@router.post(
+    "/survivors/{survivor_id}/preview", response_model=PreviewOut, responses=errors(404, 503)
+)
 async def preview(
     survivor_id: str, request: Request, actor: Actor, body: Annotated[PreviewIn, Body()]
 ) -> PreviewOut:
@@ -417,7 +471,11 @@ async def preview(
     )
 
 
-@router.get("/survivors/{survivor_id}/disclosures", response_model=list[DisclosureOut])
+@router.get(
+    "/survivors/{survivor_id}/disclosures",
+    response_model=list[DisclosureOut],
+    responses=errors(404),
+)
 def disclosures(survivor_id: str, request: Request, actor: Actor) -> list[DisclosureOut]:
     """Every release of data about the survivor, and every notice sent about it (R14)."""
     try:

@@ -12,6 +12,18 @@ class Strict(BaseModel):
 
 
 class DeclarationIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "justification": "Credible threat reported by the survivor this morning; "
+                    "the exploiter knows the current address.",
+                    "tell_survivor": True,
+                }
+            ]
+        }
+    )
+
     justification: str = Field(min_length=20, max_length=4000, description="Why, in writing (R8).")
     tell_survivor: bool = Field(
         default=True, description="False only if telling the survivor would endanger them."
@@ -28,6 +40,21 @@ class DeclarationOut(BaseModel):
 
 
 class CourtOrderIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "reference": "2026-FC-00417",
+                    "court": "Family Court, State A",
+                    "recipient": "metro-police",
+                    "fields": ["survivor_name", "date_of_birth"],
+                    "expires_at": "2026-09-30T00:00:00Z",
+                    "justification": "Order to disclose identity for the protective order.",
+                }
+            ]
+        }
+    )
+
     reference: str = Field(min_length=1, max_length=128)
     court: str = Field(min_length=1, max_length=200)
     recipient: str = Field(pattern=PARTNER_ID, description="The partner the order names.")

@@ -22,6 +22,7 @@ from services.consent.views import publish_snapshot
 from services.legal import service
 from services.legal.models import CourtOrder, Declaration
 from services.legal.schemas import CourtOrderIn, CourtOrderOut, DeclarationIn, DeclarationOut
+from services.openapi import errors
 
 router = APIRouter(prefix="/v1/survivors/{survivor_id}", tags=["legal bases"])
 
@@ -57,7 +58,7 @@ def _check(survivor_id: str) -> None:
         raise HTTPException(422, detail="The survivor id is not a valid pseudonym.")
 
 
-@router.post("/declarations", status_code=201, response_model=DeclarationOut)
+@router.post("/declarations", status_code=201, response_model=DeclarationOut, responses=errors(503))
 async def declare(
     survivor_id: str, body: DeclarationIn, request: Request, staff: Supervisor
 ) -> DeclarationOut:
@@ -80,7 +81,15 @@ async def declare(
     return out
 
 
-@router.post("/declarations/{declaration_id}/end", response_model=DeclarationOut)
+@router.post(
+    "/declarations/{declaration_id}/end",
+    response_model=DeclarationOut,
+    responses={
+        **errors(503),
+        404: {"description": "No such declaration by your agency for this survivor"},
+        409: {"description": "Already ended"},
+    },
+)
 async def end_declaration(
     survivor_id: str, declaration_id: str, request: Request, staff: Supervisor
 ) -> DeclarationOut:
@@ -103,7 +112,7 @@ async def end_declaration(
     return out
 
 
-@router.post("/court-orders", status_code=201, response_model=CourtOrderOut)
+@router.post("/court-orders", status_code=201, response_model=CourtOrderOut, responses=errors(503))
 async def record_court_order(
     survivor_id: str, body: CourtOrderIn, request: Request, staff: Supervisor
 ) -> CourtOrderOut:

@@ -367,7 +367,11 @@ async def test_legal_basis_releases_await_review_and_reviewing_is_chained(
     row = (await chained(sessions, {key}))[key]
     pending = (await compliance.get("/v1/audit/reviews", params={"limit": 500})).json()
     assert row.seq in {i["seq"] for i in pending["items"]}
-    assert all(set(i["record"]["basis"]) & set(chain.LEGAL_BASES) for i in pending["items"])
+    assert all(
+        set(i["record"]["basis"]) & set(chain.LEGAL_BASES)
+        or "age_unknown" in i["record"].get("flags", [])
+        for i in pending["items"]
+    )
     done = await compliance.post(f"/v1/audit/reviews/{row.seq}")
     assert done.status_code == 201, done.text
     assert (await compliance.post(f"/v1/audit/reviews/{row.seq}")).status_code == 409
@@ -380,6 +384,36 @@ async def test_legal_basis_releases_await_review_and_reviewing_is_chained(
         review = session.get(AuditEntry, done.json()["review_seq"])
         assert review is not None and review.kind == "review"
         assert json.loads(review.record)["by"] == "cmp-1"
+
+
+async def test_an_unknown_age_where_a_report_was_due_awaits_review(
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    relay: None,
+    compliance: httpx.AsyncClient,
+    sessions: sessionmaker[Session],
+) -> None:
+    """Neither age nor date_of_birth: nothing goes to child welfare (no report without a
+    basis), but that decision is flagged age_unknown and waits in the review queue, denied as
+    it is, until compliance marks it reviewed; other partners' decisions are not flagged."""
+    watched = [p["id"] for p in RULE_PARTNERS]
+    no_age = {k: v for k, v in SCREENING.items() if k not in ("age", "date_of_birth")}
+    survivor = f"sv-aud-{uuid.uuid4().hex[:8]}"
+    event = cloudevent("harbor-outreach", survivor, no_age, type="accord.screening.completed")
+    out = await publish_and_collect(settings, producer, event, watched)
+    cps = out.decisions["rules-cps-a"]
+    assert (cps["outcome"], cps["flags"], cps["review_required"]) == ("deny", ["age_unknown"], True)
+    key, other = (chain.decision_key(event["id"], p) for p in ("rules-cps-a", "rules-vs"))
+    rows = await chained(sessions, {key, other})
+    pending = (await compliance.get("/v1/audit/reviews", params={"limit": 500})).json()
+    seqs = {i["seq"] for i in pending["items"]}
+    assert rows[key].seq in seqs
+    assert rows[other].seq not in seqs  # not flagged: victim services get no mandated report
+    done = await compliance.post(f"/v1/audit/reviews/{rows[key].seq}")
+    assert done.status_code == 201, done.text
+    assert (await compliance.post(f"/v1/audit/reviews/{rows[other].seq}")).status_code == 404
+    pending = (await compliance.get("/v1/audit/reviews", params={"limit": 500})).json()
+    assert rows[key].seq not in {i["seq"] for i in pending["items"]}
 
 
 async def test_the_survivors_disclosures_are_read_from_the_chain(

@@ -103,9 +103,10 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/audit/reviews"):                                    "401 403 403 403 403 403 403 ok  403",  # noqa: E501
     ("POST", "/v1/audit/reviews/{seq}"):                             "401 403 403 403 403 403 403 ok  403",  # noqa: E501
     ("GET", "/v1/audit/verify"):                                     "401 403 403 403 403 403 403 ok  403",  # noqa: E501
-    # Credentials: every principal rotates its own key; admins list and revoke anyone's.
+    # Credentials: every principal rotates its own key; admins issue, list and revoke anyone's.
     ("POST", "/v1/credentials/rotate"):                              "401 ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
     ("GET", "/v1/admin/credentials"):                                "401 403 403 403 403 403 403 403 ok",  # noqa: E501
+    ("POST", "/v1/admin/credentials"):                               "401 403 403 403 403 403 403 403 ok",  # noqa: E501
     ("POST", "/v1/admin/credentials/{credential_id}/revoke"):        "401 403 403 403 403 403 403 403 ok",  # noqa: E501
 }
 # fmt: on

@@ -159,8 +159,12 @@ async def test_a_refused_resource_gets_422_naming_every_problem_and_stores_nothi
     refused = await import_(me, survivor, resource)
     assert refused.status_code == 422
     detail = refused.json()["detail"]
-    assert "provision.provision[1].data: data references are not supported" in detail
-    assert any(p.startswith("provision.securityLabel:") for p in detail)
+    assert {
+        "loc": ["body", "provision.provision[1].data"],
+        "msg": "data references are not supported",
+        "type": "fhir",
+    } in detail
+    assert any(p["loc"] == ["body", "provision.securityLabel"] for p in detail)
     assert "secret-obs-1" not in refused.text
     assert (await me("GET", f"/v1/survivors/{survivor}/consents")).json() == []
 
@@ -177,7 +181,7 @@ async def test_an_unknown_partner_or_another_patient_is_refused(
     other = example("permit", "sv-someone-else")
     refused = await import_(me, survivor, other)
     assert refused.status_code == 422
-    assert refused.json()["detail"][0].startswith("patient.reference:")
+    assert refused.json()["detail"][0]["loc"] == ["body", "patient.reference"]
     assert "sv-someone-else" not in refused.text
     as_json = await me("POST", f"/v1/survivors/{survivor}/consents/fhir", other)  # application/json
     assert as_json.status_code == 422 and as_json.json() == refused.json()

@@ -196,6 +196,31 @@ async def test_R4_R12_the_same_survivor_at_18_gets_no_mandated_report(
     assert got(out, "rules-cps-a") == {}
 
 
+async def test_R4_R5_unknown_age_is_judged_as_an_adult_and_flagged_where_a_report_was_due(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    """Neither age nor date_of_birth: R4 holds (a "*" consent does not reach the police), no
+    mandated report goes out (R5 needs a known minor), and only the decision for the partner a
+    minor's report would have gone to is flagged age_unknown for review."""
+    survivor = f"sv-{uuid.uuid4().hex[:10]}"
+    await set_consents(settings, producer, survivor, permit(["*"], ["*"], ["*"]))
+    no_age = {k: v for k, v in SCREENING.items() if k not in ("age", "date_of_birth")}
+    out = await run(settings, producer, no_age, survivor=survivor)
+    cps = out.decisions["rules-cps-a"]
+    assert "mandated_reporting" not in cps["basis"]
+    assert set(cps["field_basis"].values()) <= {"consent"}  # only what the consent gives
+    assert got(out, "rules-police-a") == {}
+    assert "R4" in rules_for(out, "rules-police-a", "survivor_name")
+    flagged = {p for p, d in out.decisions.items() if d["flags"]}
+    assert flagged == {"rules-cps-a"}
+    assert out.decisions["rules-cps-a"]["flags"] == ["age_unknown"]
+    assert out.decisions["rules-cps-a"]["review_required"] is True
+    # With the age given the same event is an ordinary minor's case: reported, not flagged.
+    minor = await run(settings, producer, {**no_age, "date_of_birth": "2015-01-01"})
+    assert set(got(minor, "rules-cps-a")) >= MANDATED - {"age"}
+    assert all(d["flags"] == [] for d in minor.decisions.values())
+
+
 async def test_R7_shelter_location_never_leaves_whatever_the_consent_says(
     settings: Settings, producer: AIOKafkaProducer
 ) -> None:

@@ -64,6 +64,7 @@ def test_valid_decision_is_parsed() -> None:
         {"allow": True, "fields": ["password"]},  # a field the event does not have
         {"allow": True, "fields": "age"},
         {"allow": True, "fields": ["age"], "consents": [{"id": "c"}]},  # malformed consent
+        {"allow": True, "fields": ["age"], "flags": "age_unknown"},  # flags not a list
     ],
 )
 def test_malformed_decision_denies_every_field_R1(raw: Any) -> None:
@@ -113,6 +114,14 @@ def test_denied_pair_gives_only_a_decision_record() -> None:
     out = _records({"allow": False, "fields": [], "withheld": [], "reasons": ["R4"]})
     assert [r.topic for r in out] == ["decisions"]
     assert json.loads(out[0].value)["outcome"] == "deny"
+    assert json.loads(out[0].value)["flags"] == []
+
+
+def test_an_age_unknown_flag_reaches_the_decision_record() -> None:
+    flagged = {"allow": False, "fields": [], "withheld": [], "reasons": ["R2"]}
+    out = _records({**flagged, "review_required": True, "flags": ["age_unknown"]})
+    record = json.loads(out[0].value)
+    assert (record["flags"], record["review_required"]) == (["age_unknown"], True)
 
 
 def test_decision_records_never_contain_field_values() -> None:

@@ -88,6 +88,7 @@ refusal(item, rule) := {
 	"consents": [],
 	"obligations": [],
 	"review_required": false,
+	"flags": [],
 	"policy_revision": policy_revision,
 }
 
@@ -111,7 +112,8 @@ judgement(item) := {
 	"reasons": sort(allowing | denying),
 	"consents": sort(union({side.consents[cat] | some cat in by_consent})),
 	"obligations": obligations(event.classified, released),
-	"review_required": needs_review(bases),
+	"review_required": needs_review(bases, known.age_unknown_report),
+	"flags": flags(known),
 	"policy_revision": policy_revision,
 } if {
 	event := event_shape(item.event.type, item.event.fields)
@@ -144,6 +146,7 @@ facts(item) := {
 	"needed_categories": necessity.needed_categories(item),
 	"barred_categories": sensitivity.barred_categories(item),
 	"mandated_fields": reporting.mandated_fields(item),
+	"age_unknown_report": reporting.age_unknown_report(item),
 	"emergency_fields": legal_basis.emergency_fields(item),
 	"court_order_fields": legal_basis.court_order_fields(item),
 }
@@ -224,9 +227,19 @@ obligations(classified, released) := [{"kind": "redisclosure_notice", "rule": "R
 
 # METADATA
 # title: Imminent-danger and court-order releases are reviewed by compliance
+# description: So is a decision flagged age_unknown (R5).
 # custom:
 #   rule: R8
-needs_review(bases) if {
+needs_review(bases, age_unknown_report) if {
 	some basis in bases
 	basis in {"imminent_danger", "court_order"}
-} else := false
+} else := age_unknown_report
+
+# METADATA
+# title: What a reviewer should know of the decision
+# description: age_unknown - the survivor's age is unknown, and this partner would have received a minor's mandated report.
+# custom:
+#   rule: R5
+flags(known) := ["age_unknown"] if known.age_unknown_report == true
+
+else := []

@@ -75,6 +75,7 @@ test_R1_missing_or_non_object_input_denies if {
 		testing.nothing_released(d)
 		d.withheld == []
 		d.reasons == ["R1"]
+		d.flags == []
 	}
 }
 

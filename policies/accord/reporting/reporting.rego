@@ -2,9 +2,14 @@
 # title: Reporting by age (R4 adults, R5 minors)
 # description: >-
 #   A survivor is a minor only if the item carries a numeric age below the jurisdiction's
-#   age of majority. A missing or null age is not a minor: R5 does not trigger and R4's
-#   protections apply. The functions of an item delegate to functions of the age, the
-#   jurisdiction and the partner only, so a batch computes them once per kind of case.
+#   age of majority. A missing or null age (the event gave neither `age` nor
+#   `date_of_birth`) may be either: it gets the stricter side of both. R4's protections
+#   apply (no restricted recipient without named consent) and R5 releases nothing (no one
+#   is reported without a basis), but a decision for a partner that would have received the
+#   mandated report of a minor is flagged `age_unknown` and goes to compliance review, so a
+#   child whose age was not recorded is not silently left unreported. The functions of an
+#   item delegate to functions of the age, the jurisdiction and the partner only, so a
+#   batch computes them once per kind of case.
 package accord.reporting
 
 import data.accord.jurisdiction
@@ -55,6 +60,14 @@ else := false
 #   rule: R5
 mandated_report_recipient(partner, age, jurisdiction_id) if {
 	minor_in(age, jurisdiction_id)
+	reports_go_to(partner, jurisdiction_id)
+}
+
+# METADATA
+# title: The partner is a mandated-report recipient of the jurisdiction (whatever the age)
+# custom:
+#   rule: R5
+reports_go_to(partner, jurisdiction_id) if {
 	partner.type in jurisdiction.settings(jurisdiction_id).mandated_report.recipients
 	partner_in_event_jurisdiction(partner, jurisdiction_id)
 }
@@ -79,3 +92,15 @@ mandated_fields_for(partner, age, jurisdiction_id) := {field |
 	mandated_report_recipient(partner, age, jurisdiction_id)
 	some field in jurisdiction.settings(jurisdiction_id).mandated_report.fields
 }
+
+# METADATA
+# title: The age is unknown and this partner would receive a minor's mandated report
+# description: >-
+#   Flags the decision `age_unknown` and requires review; nothing more is released.
+# custom:
+#   rule: R5
+age_unknown_report(item) if unknown_age_report(item.partner, age(item), jurisdiction.of(item))
+
+else := false
+
+unknown_age_report(partner, null, jurisdiction_id) if reports_go_to(partner, jurisdiction_id)

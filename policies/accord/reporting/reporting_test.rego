@@ -113,6 +113,48 @@ test_R5_unknown_age_triggers_no_mandated_report if {
 	testing.nothing_released(decision.decide(unknown))
 }
 
+test_R5_unknown_age_to_a_mandated_report_recipient_is_flagged_for_review if {
+	unknown := testing.patched(testing.minor_case("state-a", cps("cps-a"), "mandated_report", []), "/event/survivor/age", null)
+	d := decision.decide(unknown)
+	d.flags == ["age_unknown"]
+	d.review_required == true
+	d.basis == []
+	no_survivor := decision.decide(json.remove(unknown, ["/event/survivor"]))
+	no_survivor.flags == ["age_unknown"]
+	no_survivor.review_required == true
+}
+
+test_R5_unknown_age_flag_follows_the_jurisdictions_recipients if {
+	# state-b sends mandated reports to law enforcement too; state-a does not.
+	police_b := testing.patched(testing.minor_case("state-b", testing.police, "investigation", []), "/event/survivor/age", null)
+	decision.decide(police_b).flags == ["age_unknown"]
+	police_a := testing.patched(testing.minor_case("state-a", testing.police, "investigation", []), "/event/survivor/age", null)
+	decision.decide(police_a).flags == []
+	decision.decide(police_a).review_required == false
+	elsewhere := object.union(cps("cps-b"), {"jurisdiction": "state-b"})
+	other := testing.patched(testing.minor_case("state-a", elsewhere, "mandated_report", []), "/event/survivor/age", null)
+	decision.decide(other).flags == []
+}
+
+test_R5_a_known_age_is_never_flagged if {
+	minor := decision.decide(testing.minor_case("state-a", cps("cps-a"), "mandated_report", []))
+	minor.flags == []
+	minor.review_required == false
+	adult := decision.decide(testing.patched(testing.minor_case("state-a", cps("cps-a"), "mandated_report", []), "/event/survivor/age", 30))
+	adult.flags == []
+	adult.review_required == false
+	decision.decide(testing.base).flags == []
+}
+
+test_R5_unknown_age_releases_under_consent_as_for_an_adult if {
+	care := testing.consent([testing.permit(["child_welfare"], ["care_coordination"], ["contact"])])
+	unknown := testing.patched(testing.minor_case("state-a", cps("cps-a"), "care_coordination", [care]), "/event/survivor/age", null)
+	d := decision.decide(unknown)
+	testing.released(d) == {"phone"}
+	d.basis == ["consent"]
+	d.flags == ["age_unknown"]
+}
+
 test_R5_state_a_law_enforcement_gets_no_mandated_report if {
 	testing.nothing_released(decision.decide(testing.minor_case("state-a", testing.police, "investigation", [])))
 }

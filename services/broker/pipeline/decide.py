@@ -128,6 +128,7 @@ def parse_decision(raw: Any, *, event_fields: Sequence[str]) -> Decision:
             review_required=bool(raw.get("review_required", False)),
             policy_revision=str(raw.get("policy_revision", "unknown")),
             field_basis={str(k): str(v) for k, v in dict(raw.get("field_basis", {})).items()},
+            flags=_strings(raw.get("flags", [])),
         )
     except (KeyError, TypeError, ValueError):
         return Decision.deny(fields=list(event_fields), rule="R1")

@@ -63,6 +63,7 @@ def decision_record(judged: Judged, *, decided_at: datetime) -> JSON:
         "consents": [{"id": cid, "version": ver} for cid, ver in d.consents],
         "obligations": list(d.obligations),
         "review_required": d.review_required,
+        "flags": list(d.flags),
         "policy_revision": d.policy_revision,
         "decided_at": _ts(decided_at),
     }

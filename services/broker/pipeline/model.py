@@ -103,6 +103,8 @@ class Decision:
     review_required: bool
     policy_revision: str
     field_basis: dict[str, str] = field(default_factory=dict)
+    # What a reviewer should know: "age_unknown" (R5, policies/README.md).
+    flags: tuple[str, ...] = ()
 
     @classmethod
     def deny(cls, *, fields: list[str], rule: str, revision: str = "unknown") -> Decision:

@@ -3,7 +3,7 @@
 PyNaCl ``Box`` between the relay's static Curve25519 key and the partner's registered public
 key (XSalsa20-Poly1305, a random 24-byte nonce per message). The shared key is computed once
 per partner and cached, so sealing costs about 5 µs per delivery, against about 100 µs for a
-sealed box plus an Ed25519 signature (measurements in ../shared/design/architecture.md);
+sealed box plus an Ed25519 signature (measured when the design was chosen, docs/relay.md);
 at the relay's target rates that difference is most of a core. A ``Box`` already proves to
 the partner that the relay sent it: only the relay's and the partner's private keys can
 produce it. It does not prove it to a third party (the partner could forge it too); that

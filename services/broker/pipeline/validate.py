@@ -37,13 +37,23 @@ class SchemaRegistry:
         return self._validator(event_type) is not None
 
     def errors(self, event_type: str, data: Mapping[str, Any]) -> list[str]:
+        if not self.known(event_type):
+            return ["unknown event type"]  # never the type sent: it may be any text
+        return [
+            f"{'/'.join(map(str, path)) or '(data)'}: {keyword} violated"
+            for path, keyword in self.problems(event_type, data)
+        ]
+
+    def problems(
+        self, event_type: str, data: Mapping[str, Any]
+    ) -> list[tuple[list[str | int], str]]:
+        """Where the data of a known type is wrong and which keyword it violates, never the
+        offending value."""
         validator = self._validator(event_type)
         if validator is None:
-            return ["unknown event type"]
-        # Report where the data is wrong, never the offending value.
+            return []
         return [
-            f"{'/'.join(map(str, e.absolute_path)) or '(data)'}: {e.validator} violated"
-            for e in validator.iter_errors(dict(data))
+            (list(e.absolute_path), str(e.validator)) for e in validator.iter_errors(dict(data))
         ]
 
     def fields(self, event_type: str) -> list[str]:
