@@ -242,6 +242,9 @@ def bodies(t: Target) -> dict[tuple[str, str], list[Any]]:
             {"event_types": ["accord.referral.made"], "purpose": "service_referral"}
         ],
         ("POST", "/v1/feed/ack"): [{"cursor": "e30"}, {"delivery_ids": ["dlv-echo"]}],
+        ("POST", "/v1/admin/credentials"): [
+            {"role": "advocate", "subject": "adv-echo-2", "agency_id": "harbor-outreach"}
+        ],
         ("POST", "/v1/survivors"): [{"survivor_id": f"sv-echo-new-{uuid.uuid4().hex[:6]}"}],
         ("PUT", f"{survivors}/guardians"): [
             {"guardian_id": "gd-echo-2", "relation": "aunt", "suspect": False}
@@ -299,6 +302,7 @@ STORES = {
     ("PATCH", "/v1/admin/partners/{partner_id}"),
     ("PUT", "/v1/admin/partners/{partner_id}/subscriptions/{subscription_id}"),
     ("POST", "/v1/survivors"),
+    ("POST", "/v1/admin/credentials"),  # the issued key's credential: role, subject, agency
     ("POST", "/v1/survivors/{survivor_id}/consents"),
     ("PUT", "/v1/survivors/{survivor_id}/consents/{consent_id}"),
     ("POST", "/v1/survivors/{survivor_id}/consents/fhir"),
