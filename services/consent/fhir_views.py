@@ -148,7 +148,7 @@ def export_fhir(
     "/survivors/{survivor_id}/consents/fhir",
     status_code=201,
     response_class=FhirJSONResponse,
-    responses={201: _FHIR_RESPONSE[200], **_REFUSED, **errors(404, 503)},
+    responses={201: _FHIR_RESPONSE[200], **_REFUSED, **errors(503)},
     summary="Import a FHIR R4 Consent as a new consent",
     description="Grant a consent given as a FHIR R4 `Consent` resource (active, scope "
     "`patient-privacy`, `patient` = `Patient/<this survivor's pseudonym>`). The provision tree "

@@ -94,7 +94,8 @@ class GuardianIn(BaseModel):
     suspect: bool = False
 
 
-@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(404, 503))
+# An unknown survivor answers 403 as another agency's does (service.access): no 404 here.
+@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(503))
 async def record_guardian(
     survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
@@ -126,7 +127,7 @@ class EnrollmentOut(BaseModel):
     expires_at: datetime
 
 
-@router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201, responses=errors(404))
+@router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201)
 def issue_code(
     survivor_id: str, body: EnrollmentIn, request: Request, advocate: Advocate
 ) -> EnrollmentOut:
@@ -250,9 +251,7 @@ def _change(
         raise _fail(exc) from exc
 
 
-@router.get(
-    "/survivors/{survivor_id}/consents", response_model=list[Consent], responses=errors(404)
-)
+@router.get("/survivors/{survivor_id}/consents", response_model=list[Consent])
 def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Consent]:
     """The survivor's consents, each at its latest version, with its status now (active,
     expired or revoked)."""
@@ -268,7 +267,7 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
     "/survivors/{survivor_id}/consents",
     status_code=201,
     response_model=Consent,
-    responses=errors(404, 503),
+    responses=errors(503),
 )
 async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
@@ -393,9 +392,7 @@ class PreviewOut(BaseModel):
     policy_revision: str
 
 
-@router.post(
-    "/survivors/{survivor_id}/preview", response_model=PreviewOut, responses=errors(404, 503)
-)
+@router.post("/survivors/{survivor_id}/preview", response_model=PreviewOut, responses=errors(503))
 async def preview(
     survivor_id: str, request: Request, actor: Actor, body: Annotated[PreviewIn, Body()]
 ) -> PreviewOut:
@@ -474,7 +471,6 @@ async def preview(
 @router.get(
     "/survivors/{survivor_id}/disclosures",
     response_model=list[DisclosureOut],
-    responses=errors(404),
 )
 def disclosures(survivor_id: str, request: Request, actor: Actor) -> list[DisclosureOut]:
     """Every release of data about the survivor, and every notice sent about it (R14)."""
