@@ -39,6 +39,8 @@ from services.http_security import HttpSecurity
 from services.kafka_client import API, AUDIT, kafka
 from services.keys import audit_key, kek_ring
 from services.legal import views as legal_views
+from services.observability import views as observability_views
+from services.observability.readiness import OpaCheck, standard_checks
 from services.settings import Settings
 
 log = logging.getLogger("accord.api")
@@ -80,6 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = AIOKafkaProducer(**kafka(s, API).kwargs(), acks="all", enable_idempotence=True)
         await producer.start()
         app.state.producer = producer
+        opa_check = OpaCheck(s.opa_base_url)
+        # GET /readyz (services/observability/views.py)
+        app.state.readiness_checks = standard_checks(
+            metadata=producer.client.fetch_all_metadata, engine=engine, opa=opa_check
+        )
         publisher = ConsentPublisher(producer, s.topic_consents)
         app.state.consent_publisher = publisher
         # R14 reads releases from the audit chain (services/audit/disclosures.py).
@@ -116,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop.set()
             await asyncio.gather(*background, return_exceptions=True)
             await producer.stop()
+            await opa_check.aclose()
             engine.dispose()
 
     app = FastAPI(
@@ -162,5 +170,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_views.router)
     app.include_router(auth_views.router)
     app.include_router(dashboard_views.router)
+    app.include_router(observability_views.router)
     openapi.install(app)  # every error of every route documented, one schema (services/openapi.py)
     return app

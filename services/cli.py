@@ -10,7 +10,13 @@ from services import devstack
 from services.auth.principals import Role
 from services.settings import Settings
 
-app = typer.Typer(no_args_is_help=True, help="Accord: consent-governed case-event sharing.")
+# No pretty exceptions: rich's boxed tracebacks (with locals, which may hold secrets) would
+# break the one-JSON-object-per-line logs; services/logs.py logs a crash as JSON instead.
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Accord: consent-governed case-event sharing.",
+    pretty_exceptions_enable=False,
+)
 dev = typer.Typer(no_args_is_help=True, help="The local stack: Kafka, OPA and PostgreSQL.")
 app.add_typer(dev, name="dev")
 
@@ -404,7 +410,8 @@ def relay() -> None:
     logs.configure()
 
     async def forever() -> None:
-        async with running_relay(Settings()) as task:
+        s = Settings()
+        async with running_relay(s, health_port=s.relay_health_port) as task:
             await task
 
     asyncio.run(forever())
@@ -427,6 +434,8 @@ def api(
     ),
 ) -> None:
     """Serve the HTTP API."""
+    import logging
+
     import uvicorn
 
     from services import logs
@@ -443,8 +452,9 @@ def api(
     s = Settings().model_copy(update={k: v for k, v in given.items() if v is not None})
     try:
         tls = tls_options(s)  # ACCORD_API_TLS_CERT / ACCORD_API_TLS_KEY: serve HTTPS
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    except ValueError as exc:  # a JSON line like every other, not a usage-error box
+        logging.getLogger("accord.api").error(str(exc))
+        raise typer.Exit(2) from exc
     uvicorn.run(
         create_app(s),
         host=s.api_host,

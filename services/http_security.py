@@ -34,11 +34,14 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.observability.metrics import API_AUTH_FAILURES, API_RATE_LIMITED
 from services.settings import Settings
 
 log = logging.getLogger("accord.api.access")
 
 ENROLL_PATH = "/v1/enroll"
+# Probes and scrapes (services/observability/views.py): answered every few seconds, not logged.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_TRACKED_KEYS = 50_000  # per bucket set; the least recently used are forgotten beyond this
 
 SECURITY_HEADERS: dict[str, str] = {
@@ -185,7 +188,10 @@ class HttpSecurity:
                 status = message["status"]
                 if status == 401:
                     wait = self._failed(ip, key, enroll=enroll, now=time.monotonic())
-                    if wait > 0:
+                    if wait == 0:
+                        API_AUTH_FAILURES.inc()
+                    else:  # answered 429 instead: counted as such
+                        API_RATE_LIMITED.inc()
                         throttled, status = True, 429
                         await self._answer(
                             send,
@@ -203,17 +209,22 @@ class HttpSecurity:
         try:
             await self.app(scope, replay, send_secured)
         finally:
-            route = scope.get("route")
-            log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    # The template, never the path: path and query may carry what was sent.
-                    "route": getattr(route, "path", None) or "(no route)",
-                    "status": status,
-                    "ms": round((time.monotonic() - started) * 1000, 1),
-                },
-            )
+            if scope["path"] not in QUIET_PATHS:
+                self._log(scope, status, started)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                # The template, never the path: path and query may carry what was sent.
+                "route": getattr(route, "path", None) or "(no route)",
+                "status": status,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
 
     def _failed(self, ip: str, key: str | None, *, enroll: bool, now: float) -> float:
         """Count one authentication failure; seconds to wait if a bucket was already empty

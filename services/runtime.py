@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 import uvicorn
+from sqlalchemy import Engine
 
 from services.api import create_app
 from services.broker import topics
@@ -25,6 +26,8 @@ from services.devstack import opa
 from services.http_security import server_options
 from services.kafka_client import RELAY, kafka
 from services.keys import kek_ring, relay_key
+from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
+from services.observability.server import running_health
 from services.settings import Settings
 
 
@@ -41,9 +44,34 @@ async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
     return WasmPolicy(wasm, data, fallback=server, workers=s.opa_concurrency)
 
 
+def relay_checks(relay: Relay, engine: Engine, opa_check: OpaCheck) -> dict[str, Check]:
+    """The relay is ready when Kafka, the database and OPA answer, it has inbound partitions
+    and it is not holding a batch."""
+
+    async def topics_of_consumer() -> object:
+        if relay.consumer is None:
+            raise RuntimeError("the relay's consumer is not started")
+        return await relay.consumer.topics()
+
+    async def assigned() -> bool:
+        return relay.consumer is not None and bool(relay.consumer.assignment())
+
+    async def not_holding() -> bool:
+        return relay.held_cause is None
+
+    return {
+        **standard_checks(metadata=topics_of_consumer, engine=engine, opa=opa_check),
+        "partitions_assigned": assigned,
+        "not_holding": not_holding,
+    }
+
+
 @asynccontextmanager
-async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[asyncio.Task[None]]:
-    """Start a relay as a task on the current loop; stop it (cleanly) on exit."""
+async def running_relay(
+    s: Settings, *, clock: Clock = utcnow, health_port: int | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Start a relay as a task on the current loop; stop it (cleanly) on exit. With
+    ``health_port`` (0: any free port), serve its /healthz, /readyz and /metrics too."""
     await topics.ensure_topics(kafka(s, RELAY), topics.core_topics(s))
     engine = make_engine(s.sqlalchemy_url)
     sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
@@ -70,7 +98,17 @@ async def running_relay(s: Settings, *, clock: Clock = utcnow) -> AsyncIterator[
             )
             task = asyncio.create_task(relay.run(stop), name="relay")
             try:
-                yield task
+                async with AsyncExitStack() as health:
+                    if health_port is not None:
+                        opa_check = OpaCheck(s.opa_base_url)
+                        health.push_async_callback(opa_check.aclose)
+                        checks = relay_checks(relay, engine, opa_check)
+                        await health.enter_async_context(
+                            running_health(
+                                s.relay_health_host, health_port, lambda: readiness(checks)
+                            )
+                        )
+                    yield task
             finally:
                 stop.set()
                 await task
@@ -90,6 +128,7 @@ async def running_api(s: Settings) -> AsyncIterator[str]:
         log_level="warning",
         lifespan="on",
         **server_options(s),
+        log_config=None,  # the process's own (JSON) logging, not uvicorn's coloured lines
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="api")

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     policy_engine: Literal["opa", "wasm"] = "opa"
     relay_retry_initial_s: float = Field(default=0.2, gt=0)
     relay_retry_max_s: float = Field(default=5.0, gt=0)
+    # The relay's /healthz, /readyz and /metrics (docs/operations.md). Several instances on one
+    # host each need their own port: set it per instance, or 0 for any free port (logged).
+    relay_health_host: str = "127.0.0.1"
+    relay_health_port: int = Field(default=9101, ge=0, le=65535)
 
     # Events older than this (or keyed by an id already relayed within it) are refused.
     replay_window_s: int = Field(default=7 * 24 * 3600, gt=0)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import chain
 from services.audit.models import AuditCheckpoint, AuditEntry, AuditHead
+from services.observability import metrics
 
 HEAD_ID = 1
 CHUNK = 1000
@@ -147,9 +148,12 @@ def verify_database(sessions: sessionmaker[Session], verify_key: VerifyKey) -> c
         for entry in iter_entries(session):
             verifier.feed(entry)
         cps = [as_checkpoint(r) for r in session.scalars(select(AuditCheckpoint))]
-        return verifier.finish(
+        report = verifier.finish(
             cps, verify_key, pruned_through=head.pruned_through if head else None
         )
+    metrics.AUDIT_CHAIN_OK.set(1 if report.ok else 0)  # /metrics of the verifying process
+    metrics.AUDIT_CHAIN_VERIFIED.set_to_current_time()
+    return report
 
 
 def prune(session: Session, key: SigningKey, *, before: datetime, now: datetime) -> int:

@@ -94,6 +94,8 @@ def relay_env(s: Settings) -> dict[str, str]:
     env["ACCORD_KAFKA_CA_FILE"] = str(kafka_client.ca_path(s))
     env["ACCORD_KAFKA_CREDENTIALS_FILE"] = str(kafka_client.credentials_path(s))
     env["ACCORD_OPA_URL"] = s.opa_base_url
+    # Several relays run side by side (instances, supervised restarts): any free health port.
+    env.setdefault("ACCORD_RELAY_HEALTH_PORT", "0")
     return env
 
 

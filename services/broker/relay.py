@@ -46,6 +46,7 @@ from services.broker.survivor_keys import SurvivorKeys
 from services.compacted import ViewUnavailable
 from services.consent.view import ConsentView
 from services.kafka_client import RELAY, kafka
+from services.observability import metrics
 from services.settings import Settings
 
 log = logging.getLogger("accord.relay")
@@ -66,6 +67,7 @@ class BatchResult:
     rejected: int
     accepted: dict[str, datetime]  # replay-guard keys of the accepted events, with their time
     stages_ms: dict[str, float]  # where the poll's processing time went, shared by its partitions
+    tally: metrics.BatchTally  # what the partition's share adds to the metrics once committed
 
 
 class _Laps:
@@ -105,6 +107,11 @@ class Relay:
         self._schemas = schemas
         self._clock = clock
         self._known_topics: set[str] = set()
+        # For /readyz (services/observability): the consumer once started, and why a batch is
+        # held while it is (None: nothing held).
+        self.consumer: AIOKafkaConsumer | None = None
+        self.held_cause: str | None = None
+        self._held: set[TopicPartition] = set()  # the partitions of the held batch
 
     async def process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], snapshot: RegistrySnapshot
@@ -135,6 +142,7 @@ class Relay:
 
         out: dict[TopicPartition, list[OutRecord]] = {tp: [] for tp in batch}
         rejected: Counter[TopicPartition] = Counter()
+        tallies = {tp: metrics.BatchTally() for tp in batch}
         pairs: list[tuple[InboundEvent, Recipient]] = []
         pair_tps: list[TopicPartition] = []
         inputs = []
@@ -157,6 +165,7 @@ class Relay:
                 )
                 if not isinstance(checked, InboundEvent):
                     rejected[tp] += 1
+                    tallies[tp].dead_letters[checked.code] += 1
                     log.warning(
                         f"event rejected: {checked.code}",
                         extra={
@@ -202,6 +211,10 @@ class Relay:
         for judgement, tp in zip(judged, pair_tps, strict=True):
             judged_by_tp[tp].append(judgement)
         for tp, mine in judged_by_tp.items():
+            for j in mine:
+                rules = [*j.decision.reasons, *(r for w in j.decision.withheld for r in w.rules)]
+                tallies[tp].decided(deliver.outcome(j.decision), j.recipient.partner_type, rules)
+            tallies[tp].relayed = len(batch[tp]) - rejected[tp]
             out[tp].extend(
                 deliver.records(
                     mine,
@@ -221,6 +234,7 @@ class Relay:
                 rejected=rejected[tp],
                 accepted=accepted[tp],
                 stages_ms=lap.ms,
+                tally=tallies[tp],
             )
             for tp, msgs in batch.items()
         }
@@ -242,6 +256,7 @@ class Relay:
         )
         producers = PartitionProducers(self._s)
         await consumer.start()
+        self.consumer = consumer
         consumer.subscribe([self._s.topic_inbound], listener=_Handover(consumer, producers))
         log.info("relay started", extra={"group": self._s.relay_group})
         backoff = self._s.relay_retry_initial_s
@@ -249,7 +264,11 @@ class Relay:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self._s.relay_max_batch)
                 await producers.close_unassigned(consumer.assignment())
+                _observe_assignment(consumer, producers)
                 if not batch:
+                    # A held batch is fetched again after its rewind; only if its partitions
+                    # went to another instance is nothing held any more.
+                    self._release(unless_assigned=consumer.assignment())
                     continue
                 held = False
                 try:  # one registry snapshot per poll, shared by its partitions
@@ -258,7 +277,7 @@ class Relay:
                     await self._ensure_partner_topics(snapshot)
                     registry_ms = round((time.perf_counter() - started) * 1000, 1)
                 except (RegistryUnavailable, KafkaError) as exc:
-                    _hold(consumer, batch, exc)
+                    self._hold(consumer, batch, exc)
                     await _sleep_unless(stop, backoff)
                     backoff = min(backoff * 2, self._s.relay_retry_max_s)
                     continue
@@ -272,7 +291,7 @@ class Relay:
                         try:
                             await take_over(consumer, producers, tp)
                         except KafkaError as exc:
-                            _hold(consumer, {tp: msgs}, exc)
+                            self._hold(consumer, {tp: msgs}, exc)
                             held = True
                             await producers.close(tp)
                         continue
@@ -288,9 +307,12 @@ class Relay:
                         RegistryUnavailable,
                         KafkaError,
                     ) as exc:
-                        _hold(consumer, ready, exc)
+                        self._hold(consumer, ready, exc)
                         held = True
                     else:
+                        metrics.record_stages(
+                            {"registry": registry_ms, **next(iter(results.values())).stages_ms}
+                        )
                         # Each partition has its own transactional producer: commit them
                         # side by side rather than one round trip after another.
                         delivered = await asyncio.gather(
@@ -305,9 +327,12 @@ class Relay:
                     backoff = min(backoff * 2, self._s.relay_retry_max_s)
                 else:
                     backoff = self._s.relay_retry_initial_s
+                    self._release()
         finally:
+            self.consumer = None
             await consumer.stop()
             await producers.close_all()
+            log.info("relay stopped")
 
     async def _deliver(
         self,
@@ -335,9 +360,12 @@ class Relay:
             return True
         except KafkaError as exc:
             await producers.close(tp)  # start clean: a new producer, fenced in
-            _hold(consumer, {tp: msgs}, exc)
+            self._hold(consumer, {tp: msgs}, exc)
             return False
         producers.committed(tp, result.offsets[tp])  # before any await
+        commit_ms = round((time.perf_counter() - started) * 1000, 1)
+        metrics.record_batch(result.tally)
+        metrics.record_stages({"commit": commit_ms})
         # The replay guard's copy of the seen topic may lag this commit's markers for a moment:
         # remember its keys here so a replay in the very next poll is still refused.
         self._seen.remember(result.accepted)
@@ -351,11 +379,33 @@ class Relay:
                 "stages_ms": {
                     "registry": registry_ms,
                     **result.stages_ms,
-                    "commit": round((time.perf_counter() - started) * 1000, 1),
+                    "commit": commit_ms,
                 },
             },
         )
         return True
+
+    def _hold(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        exc: Exception,
+    ) -> None:
+        cause = metrics.hold_cause(exc)
+        metrics.RELAY_HELD_BATCHES.labels(cause).inc()
+        metrics.RELAY_HOLDING.set(1)
+        self.held_cause = cause
+        self._held |= set(batch)
+        _hold(consumer, batch, exc)
+
+    def _release(self, *, unless_assigned: set[TopicPartition] | None = None) -> None:
+        """A poll delivered (or the held partitions were revoked): nothing is held."""
+        if unless_assigned is not None and self._held & unless_assigned:
+            return
+        self._held.clear()
+        if self.held_cause is not None:
+            self.held_cause = None
+            metrics.RELAY_HOLDING.set(0)
 
     async def _commit(self, producer: AIOKafkaProducer, result: BatchResult) -> None:
         sends: list[asyncio.Future[object]] = []
@@ -475,6 +525,15 @@ async def take_over(
         consumer.seek(tp, committed)
     else:
         await consumer.seek_to_beginning(tp)
+
+
+def _observe_assignment(consumer: AIOKafkaConsumer, producers: PartitionProducers) -> None:
+    """Assigned partitions and, per partition, the committed inbound records not relayed yet
+    (the last stable offset of the latest fetch minus this instance's last commit)."""
+    assigned = consumer.assignment()
+    metrics.RELAY_ASSIGNED_PARTITIONS.set(len(assigned))
+    done = {tp: at for tp in assigned if (at := producers.resume_at(tp)) is not None}
+    metrics.record_lag(metrics.RELAY_LAG, metrics.partition_lags(consumer, done))
 
 
 def _not_yet_committed(

@@ -58,6 +58,10 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/docs"):                                                "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
     ("GET", "/docs/oauth2-redirect"):                                "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
     ("GET", "/redoc"):                                               "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
+    # Probes and scrapes: public by design (check names, true/false, bounded metrics).
+    ("GET", "/healthz"):                                             "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
+    ("GET", "/readyz"):                                              "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
+    ("GET", "/metrics"):                                             "ok  ok  ok  ok  ok  ok  ok  ok  ok",  # noqa: E501
     # Ingest, rejections and the keys events are sealed with: agencies only.
     ("POST", "/v1/events"):                                          "401 ok  403 403 403 403 403 403 403",  # noqa: E501
     ("GET", "/v1/events/rejected"):                                  "401 ok  403 403 403 403 403 403 403",  # noqa: E501

@@ -11,6 +11,7 @@ If OPA answers but an item's decision is missing or malformed, that item is deni
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from services.broker.pipeline.model import (
     SurvivorFacts,
     Withheld,
 )
+from services.observability.metrics import OPA_REQUEST_SECONDS
 
 POLICY_PACKAGE = "accord/decision"
 BATCH_RULE = "batch"
@@ -156,13 +158,16 @@ class OpaPolicy:
         await self._client.__aexit__(None, None, None)
 
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
                 answer = await self._client.query_rule(
                     {"items": list(items)}, POLICY_PACKAGE, BATCH_RULE
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            OPA_REQUEST_SECONDS.labels("unavailable").observe(time.perf_counter() - started)
             raise PolicyUnavailable(f"OPA unavailable: {type(exc).__name__}") from exc
+        OPA_REQUEST_SECONDS.labels("ok").observe(time.perf_counter() - started)
         result = answer.get("result") if isinstance(answer, dict) else None
         if not isinstance(result, list) or len(result) != len(items):
             # A missing or short result means the policy is broken: deny each item.

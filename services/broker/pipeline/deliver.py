@@ -11,7 +11,14 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from services.broker.pipeline.model import JSON, InboundEvent, Judged, OutRecord, Rejection
+from services.broker.pipeline.model import (
+    JSON,
+    Decision,
+    InboundEvent,
+    Judged,
+    OutRecord,
+    Rejection,
+)
 from services.broker.pipeline.project import project
 from services.broker.pipeline.seal import Sealer, delivery_id
 
@@ -43,6 +50,11 @@ def delivery_payload(event: InboundEvent, judged: Judged) -> JSON:
     }
 
 
+def outcome(d: Decision) -> str:
+    """``allow`` (every field released), ``partial`` (some withheld) or ``deny`` (nothing)."""
+    return "deny" if not d.allow else ("partial" if d.withheld else "allow")
+
+
 def decision_record(judged: Judged, *, decided_at: datetime) -> JSON:
     e, r, d = judged.event, judged.recipient, judged.decision
     return {
@@ -54,7 +66,7 @@ def decision_record(judged: Judged, *, decided_at: datetime) -> JSON:
         "partner_id": r.partner_id,
         "partner_type": r.partner_type,
         "purpose": r.purpose,
-        "outcome": "deny" if not d.allow else ("partial" if d.withheld else "allow"),
+        "outcome": outcome(d),
         "released": list(d.fields),
         "withheld": [{"field": w.field, "rules": list(w.rules)} for w in d.withheld],
         "field_basis": d.field_basis,
