@@ -30,8 +30,7 @@ def _fail(exc: Exception) -> None:
 def dev_up() -> None:
     """Install what is missing and start Kafka, OPA and PostgreSQL (idempotent)."""
     try:
-        for line in devstack.up(Settings()):
-            typer.echo(line)
+        devstack.up(Settings(), echo=typer.echo)
     except devstack.StackError as exc:
         _fail(exc)
 
@@ -374,17 +373,25 @@ def faults(
     outage_s: float = typer.Option(10.0, min=1, help="Seconds OPA and PostgreSQL stay down."),
     seed: int | None = typer.Option(None, help="Seed of the fault timing (default: random)."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep the logs' temp directory."),
+    budget_s: float = typer.Option(
+        690.0, min=60, help="Seconds for the whole run; faults beyond it fail (not run)."
+    ),
 ) -> None:
     """Kill the relay, restart Kafka, stop OPA and PostgreSQL (private instances), each during a
     stream of events; print fault → sent / delivered / duplicated / lost / undecided; exit 1
     unless the last columns are all 0."""
     from services.bench.faults import Params, run
 
-    params = Params(events=events, rate=rate, outage_s=outage_s, seed=seed, keep=keep)
+    params = Params(
+        events=events, rate=rate, outage_s=outage_s, seed=seed, keep=keep, budget_s=budget_s
+    )
     try:
         ok = run(params, typer.echo)
     except devstack.StackError as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the private servers are stopped already
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        raise typer.Exit(130) from None
     raise typer.Exit(0 if ok else 1)
 
 

@@ -259,8 +259,7 @@ def _print(
 def run_demo(s: Settings) -> None:
     # Kafka clients log transient retries (a new topic's leader election) at WARNING.
     logging.basicConfig(level=logging.ERROR)
-    for line in devstack.up(s):
-        typer.echo(line)
+    devstack.up(s, echo=typer.echo)
     asyncio.run(_run(Settings()))  # re-read: `up` wrote the stack's addresses
 
 

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.admin import (
     CreateAclsRequest_v1,
@@ -564,17 +564,28 @@ async def revoke(s: Settings, principal: str, *, timeout_s: float = 15.0) -> lis
     return deleted
 
 
+async def _authenticates(conn: KafkaConn) -> bool:
+    """Whether ``conn``'s principal passes a SASL handshake with the (first) bootstrap broker.
+
+    One bare connection, not a client: AIOKafkaClient logs every refused attempt at ERROR,
+    and these probes expect refusals (a credential not yet applied, or one just deleted)."""
+    host, _, port = conn.bootstrap.split(",")[0].strip().rpartition(":")
+    kwargs = conn.kwargs()
+    del kwargs["bootstrap_servers"]
+    try:
+        probe = await create_conn(host, int(port), request_timeout_ms=5000, **kwargs)
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    probe.close()
+    return True
+
+
 async def _until_refused(conn: KafkaConn, *, deadline: float) -> None:
     """Wait until ``conn`` no longer authenticates (its credential deleted or replaced)."""
     loop = asyncio.get_running_loop()
     while True:
-        client = AIOKafkaClient(**conn.kwargs())
-        try:
-            await client.bootstrap()
-        except KafkaError:
+        if not await _authenticates(conn):
             return
-        finally:
-            await client.close()
         if loop.time() > deadline:
             raise ProvisioningError(f"{conn.principal} still authenticates")
         await asyncio.sleep(0.1)
@@ -596,14 +607,8 @@ async def _until_authenticated(s: Settings, principals: Iterable[str], *, timeou
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     for principal in principals:
-        while True:
-            client = AIOKafkaClient(**kafka_client.kafka(s, principal).kwargs())
-            try:
-                await client.bootstrap()
-                break
-            except KafkaError:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-            finally:
-                await client.close()
+        conn = kafka_client.kafka(s, principal)
+        while not await _authenticates(conn):
+            if loop.time() > deadline:
+                raise ProvisioningError(f"{principal} does not authenticate yet")
+            await asyncio.sleep(0.1)

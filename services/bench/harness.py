@@ -76,7 +76,13 @@ RELAY_SETTINGS = (
     "relay_group",
     "relay_transactional_id",
     "database_url",
+    # The keys: without them a relay under another state dir makes keys of its own, and every
+    # survivor's data key fails to open ("a wrapped data key does not open under its KEK").
+    "state_dir",
+    "keks",
+    "kek_active",
     "relay_private_key",
+    "audit_signing_key",
     "opa_timeout_s",
     "opa_batch_size",
     "opa_concurrency",
@@ -134,6 +140,10 @@ class RelayProcess:
                 stderr=subprocess.STDOUT,
             )
         self.starts += 1
+
+    @property
+    def log_file(self) -> Path:
+        return self._log
 
     @property
     def pid(self) -> int:
@@ -389,14 +399,18 @@ async def check(
     *,
     sent: int,
     timeout_s: float = 240,
+    partner_timeout_s: float = 60,
 ) -> tuple[Tally, list[JSON], dict[str, list[JSON]]]:
-    """Read back the decision topic and every partner topic, and tally them."""
+    """Read back the decision topic and every partner topic, and tally them.
+
+    The timeouts bound the wait for records that never come (a lost one): a caller that knows
+    the relay committed everything already can keep them short."""
     raw = await read_all(s, s.topic_decisions, until=len(expected.released), timeout_s=timeout_s)
     decisions = [json.loads(v) for v in raw]
     deliveries: dict[str, list[JSON]] = {}
     for pid in partner_ids:
         want = sum(1 for _, p in expected.delivered if p == pid)
-        records = await read_all(s, s.partner_topic(pid), until=want, timeout_s=60)
+        records = await read_all(s, s.partner_topic(pid), until=want, timeout_s=partner_timeout_s)
         open_record = opener(pid)
         deliveries[pid] = [open_record(v) for v in records]
     return tally(expected, decisions, deliveries, sent=sent), decisions, deliveries
@@ -405,9 +419,10 @@ async def check(
 TABLE_HEAD = ("fault", "sent", "decided", "delivered", "duplicated", "lost", "undecided", "wrong")
 
 
-def table(rows: Sequence[tuple[str, Tally]]) -> list[str]:
-    """The fault table: one line per fault, the exactly-once columns last."""
-    width = max([len(TABLE_HEAD[0]), *(len(name) for name, _ in rows)])
+def table(rows: Sequence[tuple[str, Tally]], *, width: int = 0) -> list[str]:
+    """The fault table: one line per fault, the exactly-once columns last; the first column
+    at least ``width`` wide."""
+    width = max([width, len(TABLE_HEAD[0]), *(len(name) for name, _ in rows)])
     lines = [f"{TABLE_HEAD[0]:<{width}}" + "".join(f"{h:>11}" for h in TABLE_HEAD[1:])]
     for name, t in rows:
         cells = (t.sent, t.decided, t.delivered, t.duplicated, t.lost, t.undecided, t.mismatched)

@@ -96,17 +96,34 @@ async def committed(admin: AIOKafkaAdminClient, group: str) -> int:
     return sum(max(o.offset, 0) for o in offsets.values())
 
 
-async def rate_until(s: Settings, group: str, total: int, *, timeout_s: float) -> float:
-    """Events per second the group committed, from its first commit until ``total``."""
+async def rate_until(
+    s: Settings,
+    group: str,
+    total: int,
+    *,
+    timeout_s: float,
+    echo: Echo | None = None,
+    what: str = "",
+    every_s: float = 5.0,
+) -> float:
+    """Events per second the group committed, from its first commit until ``total``.
+
+    With ``echo``, a line every ``every_s`` says how far ``what`` got: this phase can take
+    minutes on a loaded machine and would otherwise print nothing."""
     admin = AIOKafkaAdminClient(**kafka_client.kafka(s, kafka_client.ADMIN).kwargs())
     await admin.start()
     try:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        begun = loop.time()
+        deadline = begun + timeout_s
+        next_line = begun + every_s
         first: tuple[float, int] | None = None
         while loop.time() < deadline:
             done = await committed(admin, group)
             now = loop.time()
+            if echo is not None and now >= next_line:
+                next_line = now + every_s
+                echo(f"    {what}: {done}/{total} events relayed after {now - begun:.0f} s")
             if done and first is None:
                 first = (now, done)
             if done >= total:
@@ -192,7 +209,7 @@ async def measure_baseline(s: Settings, scenario: Scenario, n: int, echo: Echo) 
     stop = asyncio.Event()
     task = asyncio.create_task(passthrough(sb, [t.name for t in partner_topics], n, stop))
     try:
-        eps = await rate_until(sb, sb.relay_group, n, timeout_s=120)
+        eps = await rate_until(sb, sb.relay_group, n, timeout_s=120, echo=echo, what="(a) baseline")
     finally:
         stop.set()
         await task
@@ -394,7 +411,9 @@ async def measure_relay(
     relay = RelayProcess(sr, log, wrap=wrap)
     relay.start()
     try:
-        r.relay_eps = await rate_until(sr, sr.relay_group, p.events, timeout_s=150)
+        r.relay_eps = await rate_until(
+            sr, sr.relay_group, p.events, timeout_s=150, echo=echo, what="(c) relay"
+        )
         batches, rejected = relay_batches(log)
         if rejected:
             echo(f"! the relay rejected benchmark events: {dict(rejected)} (see README)")

@@ -11,6 +11,7 @@ and nothing is lost (R1, R3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -459,7 +460,14 @@ class PartitionProducers:
                 acks="all",
                 linger_ms=5,
             )
-            await producer.start()  # init_transactions: fences the partition's previous owner
+            try:
+                await producer.start()  # init_transactions: fences the partition's previous owner
+            except BaseException:
+                # Closed here, or it is garbage-collected open ("Unclosed AIOKafkaProducer");
+                # the caller holds the batch and takes the partition over again.
+                with contextlib.suppress(KafkaError):
+                    await producer.stop()
+                raise
             self._by_tp[tp] = producer
         return self._by_tp[tp]
 

@@ -7,10 +7,11 @@ every Accord process finds the stack. ``down`` stops only the processes ``up`` s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.devstack import kafka, opa, postgres
-from services.devstack.process import StackError, stop
+from services.devstack.process import StackError, Steps, stop
 from services.settings import Settings
 
 __all__ = ["ServiceStatus", "StackError", "down", "status", "up"]
@@ -34,9 +35,15 @@ def _write_env(s: Settings) -> None:
     env.chmod(0o600)
 
 
-def up(s: Settings) -> list[str]:
+def up(s: Settings, echo: Callable[[str], None] | None = None) -> list[str]:
+    """Start what is not running; with ``echo``, say each step as it begins and each service
+    once it is up (a fresh machine takes minutes: apt-get, ``go install``, Maven)."""
     s.state_dir.mkdir(parents=True, exist_ok=True)
-    lines = [postgres.up(s), opa.up(s), kafka.up(s)]
+    steps = Steps(echo)
+    lines = []
+    for service in (postgres, opa, kafka):
+        lines.append(service.up(s, steps))
+        steps(lines[-1])
     _write_env(s)
     return lines
 

@@ -22,7 +22,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services import kafka_acl, kafka_client
 from services.devstack import tls
-from services.devstack.process import Managed, StackError, port_open, run, spawn, wait_until
+from services.devstack.process import (
+    QUIET,
+    Managed,
+    StackError,
+    Steps,
+    port_open,
+    run,
+    spawn,
+    wait_until,
+)
 from services.settings import REPO_ROOT, Settings
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -46,11 +55,12 @@ def lib_dir(s: Settings) -> str:
     return str(_lib(s))
 
 
-def ensure_jars(s: Settings) -> None:
+def ensure_jars(s: Settings, steps: Steps = QUIET) -> None:
     lib = _lib(s)
     marker = lib / ".complete"
     if marker.exists():
         return
+    steps(f"kafka: fetching Kafka {s.kafka_version}'s jars with Maven into {lib}", slow=True)
     lib.mkdir(parents=True, exist_ok=True)
     run(
         [
@@ -117,7 +127,7 @@ def cluster_id_for_cli() -> str:
             return cluster_id
 
 
-def ensure_formatted(s: Settings, config: str) -> None:
+def ensure_formatted(s: Settings, config: str, steps: Steps = QUIET) -> None:
     data = s.state_dir / "kafka" / "data"
     # Storage formatted before SASL (no super user in its metadata) could never be reached.
     marker = s.state_dir / "kafka" / "formatted-with-scram"
@@ -128,6 +138,7 @@ def ensure_formatted(s: Settings, config: str) -> None:
                 "`accord dev down`, delete it (or `make clean`), then `accord dev up`"
             )
         return
+    steps("kafka: formatting the storage (KRaft, with the super user's credential)")
     cluster_id = cluster_id_for_cli()
     admin_password = kafka_client.load_credentials(s)[kafka_client.ADMIN]
     # The super user must exist before the broker starts: nobody else could create it.
@@ -167,21 +178,60 @@ def healthy(s: Settings) -> bool:
     return port_open(s.kafka_port) and asyncio.run(_ready(s))
 
 
-def up(s: Settings) -> str:
+GROUP, TRANSACTION = 0, 1  # FindCoordinator's key types
+
+
+async def _coordinators(s: Settings) -> bool:
+    """True once the broker coordinates consumer groups and transactions.
+
+    A new broker creates ``__consumer_offsets`` and ``__transaction_state`` on the first
+    FindCoordinator and answers COORDINATOR_NOT_AVAILABLE until their leaders are elected;
+    clients retry, but aiokafka logs each try at ERROR (a healthy first `make demo` showed
+    ``GroupCoordinatorNotAvailableError``). Asking here, until both answer, makes a started
+    broker a ready one."""
+    admin = AIOKafkaAdminClient(
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), request_timeout_ms=3000
+    )
+    try:
+        await admin.start()
+        for kind in (GROUP, TRANSACTION):
+            await admin.find_coordinator("accord-readiness-probe", kind)
+        return True
+    except Exception:  # not available yet, or the broker is still starting
+        return False
+    finally:
+        await admin.close()
+
+
+def _wait_for_coordinators(s: Settings, proc: Managed) -> None:
+    wait_until(
+        lambda: asyncio.run(_coordinators(s)),
+        what="kafka's group and transaction coordinators",
+        timeout_s=90,
+        log_file=proc.log_file,
+    )
+
+
+def up(s: Settings, steps: Steps = QUIET) -> str:
     proc = managed(s)
     if proc.pid() is not None and healthy(s):
         asyncio.run(kafka_acl.provision(s))  # idempotent: grants added since are applied
+        _wait_for_coordinators(s, proc)  # a broker started before this check existed
         return f"kafka already running (pid {proc.pid()})"
     if proc.pid() is None and port_open(s.kafka_port):
         raise StackError(
             f"port {s.kafka_port} is taken by a process this stack did not start; "
             "set ACCORD_KAFKA_PORT to another port"
         )
-    ensure_jars(s)
+    ensure_jars(s, steps)
     config = render_config(s)
-    ensure_formatted(s, config)
+    ensure_formatted(s, config, steps)
+    steps(f"kafka: starting the broker on {s.bootstrap_servers}, waiting until it answers")
     if proc.pid() is None:
         spawn(proc, _java(s, "kafka.Kafka", config), env=dict(os.environ))
     wait_until(lambda: healthy(s), what="kafka", timeout_s=90, log_file=proc.log_file)
+    steps("kafka: waiting for the group and transaction coordinators")
+    _wait_for_coordinators(s, proc)
+    steps("kafka: creating the principals' credentials and ACLs")
     asyncio.run(kafka_acl.provision(s))
     return f"kafka {s.kafka_version} on {s.bootstrap_servers}, SASL_SSL (pid {proc.pid()})"

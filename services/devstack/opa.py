@@ -9,8 +9,10 @@ import urllib.request
 from pathlib import Path
 
 from services.devstack.process import (
+    QUIET,
     Managed,
     StackError,
+    Steps,
     port_open,
     run,
     spawn,
@@ -28,10 +30,11 @@ def binary(s: Settings) -> Path:
     return s.cache_dir / f"opa-{s.opa_version}" / "opa"
 
 
-def ensure_binary(s: Settings) -> Path:
+def ensure_binary(s: Settings, steps: Steps = QUIET) -> Path:
     opa = binary(s)
     if opa.exists():
         return opa
+    steps(f"opa: building OPA {s.opa_version} with go install into {opa.parent}", slow=True)
     opa.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GOBIN=str(opa.parent), CGO_ENABLED="0")
     run(
@@ -67,7 +70,7 @@ def _served_revision(s: Settings) -> str | None:
         return None
 
 
-def up(s: Settings) -> str:
+def up(s: Settings, steps: Steps = QUIET) -> str:
     proc = managed(s)
     revision = policy_revision(s.policies_dir)
     if proc.pid() is not None and _served_revision(s) != revision:
@@ -79,7 +82,8 @@ def up(s: Settings) -> str:
             f"port {s.opa_port} is taken by a process this stack did not start; "
             "set ACCORD_OPA_PORT to another port"
         )
-    opa = ensure_binary(s)
+    opa = ensure_binary(s, steps)
+    steps(f"opa: starting on {s.opa_base_url}")
     meta = s.state_dir / "opa" / "meta.json"
     meta.parent.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({"revision": revision}))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from services.devstack.process import Managed, StackError, port_open, run, wait_until
+from services.devstack.process import QUIET, Managed, StackError, Steps, port_open, run, wait_until
 from services.settings import Settings
 
 USER = "accord"
@@ -32,13 +32,14 @@ def managed(s: Settings) -> Managed:
     )
 
 
-def bin_dir() -> Path:
+def bin_dir(steps: Steps = QUIET) -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
         if os.geteuid() != 0:
             raise StackError(
                 "PostgreSQL is not installed: run `apt-get install postgresql` as root"
             )
+        steps("postgres: installing Debian's postgresql with apt-get", slow=True)
         run(["apt-get", "update", "-qq"], what="apt-get update")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         run(
@@ -66,10 +67,11 @@ def url(s: Settings, database: str = "accord") -> str:
     return f"postgresql+psycopg://{USER}:{_password(s)}@127.0.0.1:{s.postgres_port}/{database}"
 
 
-def _ensure_cluster(s: Settings, bindir: Path) -> None:
+def _ensure_cluster(s: Settings, bindir: Path, steps: Steps) -> None:
     data = data_dir(s)
     if (data / "PG_VERSION").exists():
         return
+    steps(f"postgres: creating a cluster in {data} (initdb)")
     data.mkdir(parents=True, exist_ok=True)
     pwfile = data.parent / "pwfile"
     pwfile.write_text(_password(s) + "\n")
@@ -132,7 +134,7 @@ def ensure_database(s: Settings, *names: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def up(s: Settings) -> str:
+def up(s: Settings, steps: Steps = QUIET) -> str:
     proc = managed(s)
     if proc.pid() is not None and healthy(s):
         _ensure_databases(s)
@@ -142,8 +144,9 @@ def up(s: Settings) -> str:
             f"port {s.postgres_port} is taken by a process this stack did not start; "
             "set ACCORD_POSTGRES_PORT to another port"
         )
-    bindir = bin_dir()
-    _ensure_cluster(s, bindir)
+    bindir = bin_dir(steps)
+    _ensure_cluster(s, bindir, steps)
+    steps(f"postgres: starting on 127.0.0.1:{s.postgres_port}")
     proc.log_file.parent.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         proc.log_file.touch()

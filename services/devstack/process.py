@@ -16,6 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class Steps:
+    """One line per step of a long start-up, each with the seconds since it began.
+
+    ``accord dev up`` takes minutes on a fresh machine (apt-get, ``go install``, Maven); these
+    lines say what it is doing meanwhile. Without ``echo`` nothing is printed."""
+
+    def __init__(self, echo: Callable[[str], None] | None = None, *, prefix: str = "") -> None:
+        self._echo = echo
+        self._prefix = prefix
+        self._started = time.monotonic()
+
+    def __call__(self, what: str, *, slow: bool = False) -> None:
+        if self._echo is not None:
+            note = " (only the first time; may take minutes)" if slow else ""
+            elapsed = time.monotonic() - self._started
+            self._echo(f"{self._prefix}[{elapsed:6.1f} s] {what}{note}")
+
+
+QUIET = Steps()
+
+
 class StackError(RuntimeError):
     """A service could not be installed, started or reached; the message says what to do."""
 
