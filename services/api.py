@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -58,6 +59,16 @@ async def _republish_forever(
             await asyncio.wait_for(stop.wait(), timeout=2.0)
         except TimeoutError:
             pass
+
+
+# A location part is a field name, an index, or a key the client chose (of a mapping, or an
+# extra field): only name-shaped keys are repeated, anything else may be case data.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def _where(part: str | int) -> str:
+    text = str(part)
+    return text if isinstance(part, int) or _NAME.fullmatch(text) else "(key)"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -129,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Say where the request is wrong, never echo what it contained (it may be case data).
         errors = [
-            {"loc": [str(part) for part in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            {"loc": [_where(part) for part in e["loc"]], "msg": e["msg"], "type": e["type"]}
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)

@@ -477,7 +477,21 @@ def sink() -> None:
 
 
 @app.command("api")
-def api() -> None:
+def api(
+    host: str | None = typer.Option(None, help="Address to listen on (ACCORD_API_HOST)."),
+    port: int | None = typer.Option(None, help="Port to listen on (ACCORD_API_PORT)."),
+    proxy_headers: bool | None = typer.Option(
+        None,
+        "--proxy-headers/--no-proxy-headers",
+        help="Behind a reverse proxy: the client address is X-Forwarded-For's, on connections "
+        "from a trusted forwarder only (ACCORD_API_PROXY_HEADERS; default: the socket's peer).",
+    ),
+    forwarded_allow_ips: str | None = typer.Option(
+        None,
+        help="Comma-separated addresses of the trusted forwarders "
+        "(ACCORD_API_FORWARDED_ALLOW_IPS; default 127.0.0.1).",
+    ),
+) -> None:
     """Serve the HTTP API."""
     import logging
 
@@ -485,16 +499,29 @@ def api() -> None:
 
     from services import logs
     from services.api import create_app
-    from services.http_security import tls_options
+    from services.http_security import server_options, tls_options
 
     logs.configure()
-    s = Settings()
+    given = {
+        "api_host": host,
+        "api_port": port,
+        "api_proxy_headers": proxy_headers,
+        "api_forwarded_allow_ips": forwarded_allow_ips,
+    }
+    s = Settings().model_copy(update={k: v for k, v in given.items() if v is not None})
     try:
         tls = tls_options(s)  # ACCORD_API_TLS_CERT / ACCORD_API_TLS_KEY: serve HTTPS
     except ValueError as exc:  # a JSON line like every other, not a usage-error box
         logging.getLogger("accord.api").error(str(exc))
         raise typer.Exit(2) from exc
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, **tls)
+    uvicorn.run(
+        create_app(s),
+        host=s.api_host,
+        port=s.api_port,
+        log_config=None,
+        **server_options(s),
+        **tls,
+    )
 
 
 @app.command("publish")

@@ -1,23 +1,31 @@
 """HTTP hardening for the Accord API, as one ASGI middleware (``HttpSecurity``):
 
-- **Rate limits.** Authentication failures (any 401) are counted per client IP and per
-  credential id (the ``<id>`` of ``acc_<id>_<secret>``, or of an enrollment code); once a
-  bucket is empty, requests from that IP or for that id answer 429 with ``Retry-After``
-  until it refills. ``POST /v1/enroll`` is also limited per client IP whatever its outcome.
-  Token buckets, in memory, per process: enough for one API process; several processes
-  behind a balancer each keep their own (the limits then multiply by the process count).
+- **Rate limits on failures only.** Authentication failures (any 401) are counted per client
+  IP and per credential id (the ``<id>`` of ``acc_<id>_<secret>``, or of an enrollment code);
+  failed enrollments also per client IP, on a tighter budget. Once a bucket is empty, a
+  further *failure* from that IP or for that id answers 429 with ``Retry-After`` instead of
+  401, until the bucket refills. A valid key or code always passes: others' failures (behind
+  a proxy or a NAT every client shares an address; anyone may send a wrong secret with a
+  known key id) never lock anyone out. Guessing stays hopeless (keys carry 256 random bits,
+  enrollment codes 64 bits for 15 minutes); the 429 tells a client to stop. Token buckets,
+  in memory, per process (several processes behind a balancer each keep their own).
 - **Request size.** A body over ``max_event_bytes`` answers 413, whether the client declared
   a ``Content-Length`` or streamed it chunked (the body is counted as it arrives).
 - **Security headers** on every response (the dashboard sets its own stricter CSP first).
+- **Access log** without request content: method, route template (``/v1/survivors/
+  {survivor_id}/consents``, never the path or query sent), status and duration, as one JSON
+  line per request (uvicorn's own access log, which prints the path and query, is off).
 - **TLS.** ``tls_options`` turns ``api_tls_cert``/``api_tls_key`` into uvicorn's arguments.
 
-The client IP is the socket's peer. Behind a reverse proxy, run uvicorn with
-``--proxy-headers --forwarded-allow-ips <proxy>`` so the peer is the real client.
+The client IP is the socket's peer. Behind a reverse proxy, run ``accord api --proxy-headers
+--forwarded-allow-ips <proxy>``: uvicorn then takes the client from ``X-Forwarded-For`` only
+on connections from those addresses (``server_options``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -29,10 +37,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.observability.metrics import API_AUTH_FAILURES, API_RATE_LIMITED
 from services.settings import Settings
 
+log = logging.getLogger("accord.api.access")
+
 ENROLL_PATH = "/v1/enroll"
-# Probes and scrapes (services/observability/views.py): never 401, and never refused 429 for
-# other clients' failures from the same address (a load balancer, Prometheus).
-OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes and scrapes (services/observability/views.py): answered every few seconds, not logged.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_TRACKED_KEYS = 50_000  # per bucket set; the least recently used are forgotten beyond this
 
 SECURITY_HEADERS: dict[str, str] = {
@@ -103,6 +112,16 @@ def enrollment_code_id(body: bytes) -> str | None:
     return f"code:{code.strip().partition('-')[0][:64]}"
 
 
+def server_options(s: Settings) -> dict[str, Any]:
+    """uvicorn's arguments for the client address (proxy headers from trusted forwarders
+    only) and for its access log (off: ``HttpSecurity`` writes one without the path)."""
+    return {
+        "proxy_headers": s.api_proxy_headers,
+        "forwarded_allow_ips": s.api_forwarded_allow_ips,
+        "access_log": False,
+    }
+
+
 def tls_options(s: Settings) -> dict[str, Any]:
     """uvicorn's TLS arguments from settings: both files or neither."""
     if bool(s.api_tls_cert) != bool(s.api_tls_key):
@@ -151,26 +170,10 @@ class HttpSecurity:
         key = credential_id(headers.get("authorization"))
         if enroll:
             key = enrollment_code_id(body)
-        now = time.monotonic()
-        wait = max(
-            self.failures_by_ip.wait(ip, now),
-            self.failures_by_key.wait(key, now) if key else 0.0,
-            self.enroll_by_ip.wait(ip, now) if enroll else 0.0,
-        )
-        if wait > 0 and scope["path"] not in OPERATIONS_PATHS:
-            API_RATE_LIMITED.inc()
-            await self._answer(
-                send,
-                429,
-                {"detail": "Too many attempts; retry later."},
-                secure=secure,
-                extra={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
-            return
-        if enroll:
-            self.enroll_by_ip.take(ip, now)
-
+        started = time.monotonic()
+        status = 500  # what the log says if the app fails before it answers
         sent = False
+        throttled = False  # this request failed authentication with an empty bucket
 
         async def replay() -> Message:
             nonlocal sent
@@ -180,17 +183,61 @@ class HttpSecurity:
             return await receive()
 
         async def send_secured(message: Message) -> None:
+            nonlocal status, throttled
             if message["type"] == "http.response.start":
-                if message["status"] == 401:
-                    API_AUTH_FAILURES.inc()
-                    later = time.monotonic()
-                    self.failures_by_ip.take(ip, later)
-                    if key:
-                        self.failures_by_key.take(key, later)
+                status = message["status"]
+                if status == 401:
+                    wait = self._failed(ip, key, enroll=enroll, now=time.monotonic())
+                    if wait == 0:
+                        API_AUTH_FAILURES.inc()
+                    else:  # answered 429 instead: counted as such
+                        API_RATE_LIMITED.inc()
+                        throttled, status = True, 429
+                        await self._answer(
+                            send,
+                            429,
+                            {"detail": "Too many failed attempts; retry later."},
+                            secure=secure,
+                            extra={"Retry-After": str(max(1, math.ceil(wait)))},
+                        )
+                        return
                 message["headers"] = _secured(list(message.get("headers", [])), secure)
+            elif throttled:
+                return  # the body of the 401 that the 429 replaced
             await send(message)
 
-        await self.app(scope, replay, send_secured)
+        try:
+            await self.app(scope, replay, send_secured)
+        finally:
+            if scope["path"] not in QUIET_PATHS:
+                self._log(scope, status, started)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                # The template, never the path: path and query may carry what was sent.
+                "route": getattr(route, "path", None) or "(no route)",
+                "status": status,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+
+    def _failed(self, ip: str, key: str | None, *, enroll: bool, now: float) -> float:
+        """Count one authentication failure; seconds to wait if a bucket was already empty
+        (0: answer the 401 as it is)."""
+        buckets = [(self.failures_by_ip, ip)]
+        if key:
+            buckets.append((self.failures_by_key, key))
+        if enroll:
+            buckets.append((self.enroll_by_ip, ip))
+        wait = max(b.wait(k, now) for b, k in buckets)
+        for b, k in buckets:
+            b.take(k, now)
+        return wait
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         length = headers.get("content-length")

@@ -126,6 +126,11 @@ MUTATIONS: tuple[Mutation, ...] = (
        "\tdeclaration.agency == agency.id\n"),
     _m("R8", LEG, "every partner type is an emergency recipient",
        "\tpartner_type in settings.recipients\n"),
+    _m("R8", LEG, "partners of every jurisdiction are emergency recipients",
+       "\temergency_jurisdiction(partner_jurisdiction, jurisdiction_id)\n"),
+    _m("R8", LEG, "a configured neighbouring jurisdiction is not a recipient",
+       "\tpartner_jurisdiction in jurisdiction.settings(jurisdiction_id)"
+       ".imminent_danger.neighbouring_jurisdictions\n", "\tfalse\n"),
     _m("R8", D, "legal-basis releases are not reviewed",
        '\tbasis in {"imminent_danger", "court_order"}\n', "\tfalse\n"),
     # R9 court order

@@ -24,6 +24,7 @@ from services.broker.survivor_keys import SqlSurvivorKeys
 from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
+from services.http_security import server_options
 from services.kafka_client import RELAY, kafka
 from services.keys import kek_ring, relay_key
 from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
@@ -130,6 +131,7 @@ async def running_api(s: Settings) -> AsyncIterator[str]:
         port=s.api_port,
         log_level="warning",
         lifespan="on",
+        **server_options(s),
         log_config=None,  # the process's own (JSON) logging, not uvicorn's coloured lines
     )
     server = uvicorn.Server(config)

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # Behind a reverse proxy: take the client address (for the rate limits) from
+    # X-Forwarded-For, only on connections from these comma-separated addresses.
+    api_proxy_headers: bool = False
+    api_forwarded_allow_ips: str = "127.0.0.1"
     max_event_bytes: int = 256 * 1024
     # Inbound events and consent snapshots sealed to their survivor (services/atrest/sealed.py).
     # "optional" also reads plaintext records: only while publishers move to sealing
@@ -121,7 +125,8 @@ class Settings(BaseSettings):
     api_tls_cert: str = ""
     api_tls_key: str = Field(default="", repr=False)
     # Token buckets (services/http_security.py): authentication failures per client IP and
-    # per credential id, and POST /v1/enroll per client IP; each a minute's worth of burst.
+    # per credential id, and failed POST /v1/enroll per client IP; each a minute's worth of
+    # burst. Only failures are counted and refused: a valid key always passes.
     auth_failures_per_minute: int = Field(default=30, ge=1)
     enroll_per_minute: int = Field(default=10, ge=1)
 

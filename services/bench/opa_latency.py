@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from services import policy_data
 from services.broker.pipeline.decide import OpaPolicy, build_input, parse_decision
-from services.broker.pipeline.model import JSON, Agreement, InboundEvent, Recipient
+from services.broker.pipeline.model import JSON, Agreement, InboundEvent, Recipient, SurvivorFacts
 from services.settings import Settings
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -177,10 +177,10 @@ def build_items(n: int, settings: Settings, *, seed: int = 7) -> list[JSON]:
                 event,
                 _recipient(partner, jurisdiction),
                 jurisdiction=jurisdiction,
-                consents=_consents(rng, partner[1]),
+                facts=SurvivorFacts(
+                    tuple(_consents(rng, partner[1])), tuple(declarations), tuple(court_orders)
+                ),
                 now=NOW,
-                declarations=declarations,
-                court_orders=court_orders,
             )
         )
     return items

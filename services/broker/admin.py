@@ -322,9 +322,11 @@ def _taken(
 
 
 def _conflict(what: str, ids: list[str]) -> HTTPException:
+    # How many, never which: the answer repeats nothing the request carried.
     return HTTPException(
         status.HTTP_409_CONFLICT,
-        detail=f"{what} id(s) {', '.join(ids)} belong to another partner; choose other ids.",
+        detail=f"{len(ids)} {what.lower()} id(s) of the request belong to another partner "
+        "(these ids are global); choose other ids.",
     )
 
 

@@ -123,7 +123,7 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
     schemas: SchemaRegistry = request.app.state.schemas
     if not schemas.known(event.type):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"Unknown event type {event.type!r}."
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Unknown event type (type)."
         )
     problems = schemas.problems(event.type, event.data)
     if problems:

@@ -192,18 +192,15 @@ class Relay:
                 key = event_key(checked.agency_id, checked.id)
                 accepted[tp][key] = checked.time
                 out[tp].append(OutRecord(self._s.topic_seen, *seen_record(key, checked.time)))
-                sid = checked.survivor_id
-                facts = {
-                    "consents": self._consents.consents_for(sid),
-                    "declarations": self._consents.declarations_for(sid),
-                    "court_orders": self._consents.court_orders_for(sid),
-                }
+                facts = self._consents.facts_for(checked.survivor_id)
                 jurisdiction = snapshot.jurisdictions[checked.agency_id]
                 for recipient in snapshot.recipients(checked.type, publisher=checked.agency_id):
                     pairs.append((checked, recipient))
                     pair_tps.append(tp)
                     inputs.append(
-                        build_input(checked, recipient, jurisdiction=jurisdiction, now=now, **facts)
+                        build_input(
+                            checked, recipient, jurisdiction=jurisdiction, facts=facts, now=now
+                        )
                     )
         lap("validate")
         judged = await decide_all(

@@ -288,7 +288,8 @@ class _Reader:
             elif r5 and key in r5:
                 self.refuse(where, "an element of FHIR R5, not R4; Accord reads FHIR R4")
             elif key not in allowed:
-                self.refuse(where, f"not an element of {what}")
+                # Named by where it is, not by its name: an unknown name is the sender's text.
+                self.refuse(path or "(resource)", f"has an element that is not part of {what}")
 
     def obj(self, value: Any, path: str) -> dict[str, Any] | None:
         if isinstance(value, dict):

@@ -131,7 +131,11 @@ def export_fhir(
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             if version is not None:
                 consent = service.version(
-                    session=session, survivor_id=survivor_id, consent_id=consent_id, number=version
+                    session=session,
+                    survivor_id=survivor_id,
+                    consent_id=consent_id,
+                    number=version,
+                    now=_now(),
                 )
                 return _exported(consent)
             service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
@@ -145,7 +149,7 @@ def export_fhir(
     "/survivors/{survivor_id}/consents/fhir",
     status_code=201,
     response_class=FhirJSONResponse,
-    responses={201: _FHIR_RESPONSE[200], **_REFUSED, **errors(404, 503)},
+    responses={201: _FHIR_RESPONSE[200], **_REFUSED, **errors(503)},
     summary="Import a FHIR R4 Consent as a new consent",
     description="Grant a consent given as a FHIR R4 `Consent` resource (active, scope "
     "`patient-privacy`, `patient` = `Patient/<this survivor's pseudonym>`). The provision tree "

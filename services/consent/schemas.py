@@ -34,9 +34,9 @@ class Recipients(Strict):
     def _some(self) -> Self:
         if not self.partners and not self.partner_types:
             raise ValueError("name at least one partner or partner type")
-        for p in self.partners:
-            if not re.fullmatch(PARTNER_ID, p):
-                raise ValueError(f"{p!r} is not a partner id")
+        for i, p in enumerate(self.partners):
+            if not re.fullmatch(PARTNER_ID, p):  # where, never what: it may be a name
+                raise ValueError(f"partners[{i}] is not a partner id")
         return self
 
 

@@ -23,6 +23,7 @@ from services.atrest import store as atrest
 from services.audit import record as audit
 from services.auth.principals import Principal, Role
 from services.auth.service import issue_credential
+from services.broker.pipeline.model import SurvivorFacts
 from services.consent import models
 from services.consent.schemas import Consent, ConsentIn, Evidence, Provision, RecordedBy
 
@@ -41,16 +42,17 @@ def _forbidden() -> ConsentError:
 
 
 def access(*, session: Session, principal: Principal, survivor_id: str) -> models.Survivor:
-    """The survivor, if ``principal`` may see and change their consents; else 403 or 404."""
+    """The survivor, if ``principal`` may see and change their consents; else 403.
+
+    An unknown id and a survivor the principal may not act for get the same answer, so no
+    one learns whether another agency serves a survivor of that id."""
     survivor = session.get(models.Survivor, survivor_id)
     if principal.role is Role.SURVIVOR:
         if principal.subject != survivor_id or survivor is None:
             raise _forbidden()
         return survivor
     if principal.role is Role.ADVOCATE:
-        if survivor is None:
-            raise ConsentError(404, "No survivor with this id.")
-        if survivor.agency_id != principal.agency_id:
+        if survivor is None or survivor.agency_id != principal.agency_id:
             raise _forbidden()
         return survivor
     if principal.role is Role.GUARDIAN:
@@ -254,13 +256,16 @@ def _consent(
             "recorded_at": row.recorded_at,
         }
     )
-    if now is not None and consent.status == "active" and _ended(consent.provisions, now):
-        return consent.model_copy(update={"status": "expired"})
-    return consent
+    if now is None:
+        return consent
+    return consent.model_copy(update={"status": status_at(consent.status, consent.provisions, now)})
 
 
-def _ended(provisions: list[Provision], now: datetime) -> bool:
-    return all(p.period.end is not None and p.period.end <= now for p in provisions)
+def status_at(stored: str, provisions: list[Provision], now: datetime) -> str:
+    """The status people see at ``now``: an active consent whose every provision has ended is
+    expired. Every answer of the API (grant, amend, list, versions) computes it here."""
+    ended = all(p.period.end is not None and p.period.end <= now for p in provisions)
+    return "expired" if stored == "active" and ended else stored
 
 
 def bump(session: Session, survivor: models.Survivor) -> None:
@@ -294,7 +299,7 @@ def _append(
     bump(session, survivor)
     session.flush()
     audit.consent_change(session, row)  # in this transaction: the change and its entry
-    return _consent(session, row)
+    return _consent(session, row, now=now)
 
 
 def _lock(session: Session, survivor: models.Survivor) -> None:
@@ -410,11 +415,14 @@ def current_consents(
     return [_consent(session, r, now=now, evidence=evidence) for r in rows]
 
 
-def version(*, session: Session, survivor_id: str, consent_id: str, number: int) -> Consent:
+def version(
+    *, session: Session, survivor_id: str, consent_id: str, number: int, now: datetime | None = None
+) -> Consent:
+    """One stored version; with ``now``, its status as seen then (``status_at``)."""
     row = session.get(models.ConsentVersion, (consent_id, number))
     if row is None or row.survivor_id != survivor_id:
         raise ConsentError(404, "No such consent version for this survivor.")
-    return _consent(session, row)
+    return _consent(session, row, now=now)
 
 
 # --- what the relay sees ---------------------------------------------------------------------
@@ -429,6 +437,13 @@ class Snapshot:
     consents: list[dict[str, Any]]
     declarations: list[dict[str, Any]] = field(default_factory=list)
     court_orders: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def facts(self) -> SurvivorFacts:
+        """What the relay reads of this snapshot once published (the preview asks with it)."""
+        return SurvivorFacts(
+            tuple(self.consents), tuple(self.declarations), tuple(self.court_orders)
+        )
 
 
 def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:

@@ -13,12 +13,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiokafka import ConsumerRecord
 
 from services.atrest import sealed
 from services.atrest.envelope import Unreadable
+from services.broker.pipeline.model import JSON, SurvivorFacts
 from services.broker.registry import RegistryUnavailable
 from services.compacted import CompactedTable, ViewUnavailable
 from services.kafka_client import KafkaConn
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from services.broker.pipeline.unseal import Keys
     from services.broker.survivor_keys import SurvivorKeys
 
-JSON = dict[str, Any]
 log = logging.getLogger("accord.consent.view")
 
 
@@ -38,28 +38,18 @@ ConsentViewUnavailable = ViewUnavailable
 class ConsentView(Protocol):
     async def catch_up(self) -> None: ...
 
-    def consents_for(self, survivor_id: str) -> Sequence[JSON]: ...
-
-    def declarations_for(self, survivor_id: str) -> Sequence[JSON]: ...
-
-    def court_orders_for(self, survivor_id: str) -> Sequence[JSON]: ...
+    def facts_for(self, survivor_id: str) -> SurvivorFacts: ...
 
 
 class _Records:
     _state: dict[str, tuple[int, JSON]]
 
-    def _get(self, survivor_id: str, key: str) -> Sequence[JSON]:
+    def facts_for(self, survivor_id: str) -> SurvivorFacts:
         held = self._state.get(survivor_id)
-        return list(held[1].get(key, [])) if held else []
+        return SurvivorFacts.of(held[1]) if held else SurvivorFacts()
 
     def consents_for(self, survivor_id: str) -> Sequence[JSON]:
-        return self._get(survivor_id, "consents")
-
-    def declarations_for(self, survivor_id: str) -> Sequence[JSON]:
-        return self._get(survivor_id, "declarations")
-
-    def court_orders_for(self, survivor_id: str) -> Sequence[JSON]:
-        return self._get(survivor_id, "court_orders")
+        return list(self.facts_for(survivor_id).consents)
 
 
 class StaticConsentView(_Records):

@@ -7,6 +7,7 @@ Every change is acknowledged only after the relay's topic holds it (R3).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from services.consent.publisher import ConsentPublisher, publish_committed
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
 from services.openapi import errors
+from services.vocabulary import Purpose
 
 log = logging.getLogger("accord.consent")
 
@@ -93,7 +95,8 @@ class GuardianIn(BaseModel):
     suspect: bool = False
 
 
-@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(404, 503))
+# An unknown survivor answers 403 as another agency's does (service.access): no 404 here.
+@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(503))
 async def record_guardian(
     survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
@@ -129,7 +132,7 @@ class EnrollmentOut(BaseModel):
     expires_at: datetime
 
 
-@router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201, responses=errors(404))
+@router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201)
 def issue_code(
     survivor_id: str, body: EnrollmentIn, request: Request, advocate: Advocate
 ) -> EnrollmentOut:
@@ -195,10 +198,14 @@ def enroll(body: EnrollIn, request: Request) -> EnrollOut:
 
 
 def _check_partners(session: Session, data: ConsentIn) -> None:
-    named = {p for prov in data.provisions for p in prov.recipients.partners}
-    unknown = sorted(p for p in named if session.get(broker_models.Partner, p) is None)
-    if unknown:
-        raise ConsentError(422, f"Unknown partner(s): {', '.join(unknown)}.")
+    unknown = [
+        f"provisions[{i}].recipients.partners[{j}]"
+        for i, prov in enumerate(data.provisions)
+        for j, p in enumerate(prov.recipients.partners)
+        if session.get(broker_models.Partner, p) is None
+    ]
+    if unknown:  # where, never the id sent: it may be a name
+        raise ConsentError(422, f"No registered partner at {', '.join(unknown)}.")
 
 
 async def publish_snapshot(request: Request, survivor_id: str) -> None:
@@ -249,9 +256,7 @@ def _change(
         raise _fail(exc) from exc
 
 
-@router.get(
-    "/survivors/{survivor_id}/consents", response_model=list[Consent], responses=errors(404)
-)
+@router.get("/survivors/{survivor_id}/consents", response_model=list[Consent])
 def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Consent]:
     """The survivor's consents, each at its latest version, with its status now (active,
     expired or revoked)."""
@@ -267,7 +272,7 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
     "/survivors/{survivor_id}/consents",
     status_code=201,
     response_model=Consent,
-    responses=errors(404, 503),
+    responses=errors(503),
 )
 async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
@@ -330,7 +335,11 @@ def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -
             last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
             return [
                 service.version(
-                    session=session, survivor_id=survivor_id, consent_id=consent_id, number=n
+                    session=session,
+                    survivor_id=survivor_id,
+                    consent_id=consent_id,
+                    number=n,
+                    now=_now(),
                 )
                 for n in range(1, last.version + 1)
             ]
@@ -355,7 +364,11 @@ def read_version(
         with _sessions(request)() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             return service.version(
-                session=session, survivor_id=survivor_id, consent_id=consent_id, number=number
+                session=session,
+                survivor_id=survivor_id,
+                consent_id=consent_id,
+                number=number,
+                now=_now(),
             )
     except ConsentError as exc:
         raise _fail(exc) from exc
@@ -380,7 +393,9 @@ class PreviewIn(BaseModel):
     partner_id: str
     event_type: str = Field(description="Event type; a sample event of it is used if no fields.")
     fields: list[str] | None = Field(default=None, description="Field names; default: all.")
-    purpose: str | None = Field(default=None, description="Default: the partner's subscription.")
+    purpose: Purpose | None = Field(
+        default=None, description="Default: the partner's subscription."
+    )
     age: int | None = Field(default=None, ge=0, lt=130)
     draft: ConsentIn | None = Field(default=None, description="Try a consent before granting it.")
 
@@ -395,9 +410,7 @@ class PreviewOut(BaseModel):
     policy_revision: str
 
 
-@router.post(
-    "/survivors/{survivor_id}/preview", response_model=PreviewOut, responses=errors(404, 503)
-)
+@router.post("/survivors/{survivor_id}/preview", response_model=PreviewOut, responses=errors(503))
 async def preview(
     survivor_id: str, request: Request, actor: Actor, body: Annotated[PreviewIn, Body()]
 ) -> PreviewOut:
@@ -407,17 +420,21 @@ async def preview(
     """
     schemas = request.app.state.schemas
     if not schemas.known(body.event_type):
-        raise HTTPException(422, detail=f"Unknown event type {body.event_type!r}.")
-    fields = body.fields if body.fields is not None else schemas.fields(body.event_type)
+        raise HTTPException(422, detail="Unknown event type (event_type).")
+    declared = schemas.fields(body.event_type)
+    fields = body.fields if body.fields is not None else declared
+    unknown = [f"fields[{i}]" for i, name in enumerate(fields) if name not in declared]
+    if unknown:  # where, never the name sent: the answer lists the fields it judged
+        raise HTTPException(422, detail=f"Not a field of this event type: {', '.join(unknown)}.")
     now = _now()
 
-    def facts() -> tuple[Any, ...]:  # blocking: in the threadpool, never on the event loop
+    def read() -> tuple[Any, ...]:  # blocking: in the threadpool, never on the event loop
         with _sessions(request)() as session:
             survivor = service.access(session=session, principal=actor, survivor_id=survivor_id)
             partner = session.get(broker_models.Partner, body.partner_id)
             agency = session.get(broker_models.Agency, survivor.agency_id)
             if partner is None or agency is None:
-                raise ConsentError(422, f"Unknown partner {body.partner_id!r}.")
+                raise ConsentError(422, "Unknown partner (partner_id).")
             purpose = body.purpose or next(
                 (s.purpose for s in partner.subscriptions if body.event_type in s.event_types),
                 None,
@@ -426,27 +443,25 @@ async def preview(
                 raise ConsentError(
                     422, "Say which purpose: the partner has no subscription to this event type."
                 )
-            snap = service.snapshot(session=session, survivor=survivor)
-            consents = list(snap.consents)
+            facts = service.snapshot(session=session, survivor=survivor).facts
             if body.draft is not None:
                 _check_partners(session, body.draft)
                 by = service.recorded_by(session=session, principal=actor, survivor_id=survivor_id)
-                consents.append(
-                    {
-                        "id": "draft",
-                        "version": 0,
-                        "status": "active",
-                        "recorded_by": {
-                            **by.model_dump(mode="json", exclude={"relation"}),
-                            "suspect": False,
-                        },
-                        "provisions": [p.model_dump(mode="json") for p in body.draft.provisions],
-                    }
-                )
-            return survivor, partner, agency, purpose, consents, recipient_of(partner, purpose)
+                draft = {
+                    "id": "draft",
+                    "version": 0,
+                    "status": "active",
+                    "recorded_by": {
+                        **by.model_dump(mode="json", exclude={"relation"}),
+                        "suspect": False,
+                    },
+                    "provisions": [p.model_dump(mode="json") for p in body.draft.provisions],
+                }
+                facts = replace(facts, consents=(*facts.consents, draft))
+            return survivor, partner, agency, purpose, facts, recipient_of(partner, purpose)
 
     try:
-        survivor, partner, agency, purpose, consents, recipient = await run_in_threadpool(facts)
+        survivor, partner, agency, purpose, facts, recipient = await run_in_threadpool(read)
     except ConsentError as exc:
         raise _fail(exc) from exc
     event = InboundEvent(
@@ -458,9 +473,7 @@ async def preview(
         data=dict.fromkeys(fields),
         survivor_age=body.age,
     )
-    item = build_input(
-        event, recipient, jurisdiction=agency.jurisdiction, consents=consents, now=now
-    )
+    item = build_input(event, recipient, jurisdiction=agency.jurisdiction, facts=facts, now=now)
     try:
         raw = await request.app.state.policy.decide([item])
     except PolicyUnavailable as exc:
@@ -480,7 +493,6 @@ async def preview(
 @router.get(
     "/survivors/{survivor_id}/disclosures",
     response_model=list[DisclosureOut],
-    responses=errors(404),
 )
 def disclosures(survivor_id: str, request: Request, actor: Actor) -> list[DisclosureOut]:
     """Every release of data about the survivor, and every notice sent about it (R14)."""

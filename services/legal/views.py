@@ -64,7 +64,8 @@ async def declare(
     survivor_id: str, body: DeclarationIn, request: Request, staff: Supervisor
 ) -> DeclarationOut:
     """Declare a serious and imminent threat (R8). For the jurisdiction's duration, emergency
-    services and law enforcement receive the emergency field set. Compliance reviews it."""
+    services and law enforcement of the event's jurisdiction (and of neighbouring ones it
+    names) receive the emergency field set. Compliance reviews it."""
     _check(survivor_id)
     agency_id = staff.agency_id
     assert agency_id is not None
@@ -135,7 +136,7 @@ async def record_court_order(
     def save() -> CourtOrderOut:  # blocking: in the threadpool, never on the event loop
         with request.app.state.sessions() as session, session.begin():
             if session.get(broker_models.Partner, body.recipient) is None:
-                raise ConsentError(422, f"Unknown partner {body.recipient!r}.")
+                raise ConsentError(422, "Unknown partner (recipient).")
             row = service.record_court_order(
                 session=session,
                 survivor_id=survivor_id,

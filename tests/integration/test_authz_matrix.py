@@ -17,9 +17,11 @@ about a survivor.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -392,3 +394,87 @@ async def test_dashboard_routes_need_the_cookie(api: str, world: World) -> None:
                 if r.status_code >= 500 or (kind == "cookie" and r.is_success):
                     wrong.append(f"{method} {path} as {column} (no cookie): {r.status_code}")
     assert not wrong, "\n".join(wrong)
+
+
+# --- no existence oracle ------------------------------------------------------------------------
+
+FHIR_EXAMPLE = Path(__file__).parents[1] / "unit" / "fhir_examples" / "permit.json"
+
+
+def _valid_body(method: str, path: str, survivor: str) -> Any:
+    """A body the handler accepts, so the request reaches the survivor check (an empty one
+    would be refused by validation first, the same for any id). None: the route has none."""
+    if path.endswith("/consents/fhir"):
+        doc: dict[str, Any] = json.loads(FHIR_EXAMPLE.read_text())
+        old = doc["patient"]["reference"]
+        return json.loads(FHIR_EXAMPLE.read_text().replace(old, f"Patient/{survivor}"))
+    return {
+        ("PUT", "/v1/survivors/{survivor_id}/guardians"): {
+            "guardian_id": "gd-oracle",
+            "relation": "parent",
+        },
+        ("POST", "/v1/survivors/{survivor_id}/enrollment-codes"): {},
+        ("POST", "/v1/survivors/{survivor_id}/consents"): CONSENT,
+        ("PUT", "/v1/survivors/{survivor_id}/consents/{consent_id}"): CONSENT,
+        ("POST", "/v1/survivors/{survivor_id}/preview"): {
+            "partner_id": SHELTER,
+            "event_type": "accord.referral.made",
+        },
+        ("POST", "/v1/survivors/{survivor_id}/declarations"): {
+            "justification": "A credible threat to the survivor's life tonight."
+        },
+        ("POST", "/v1/survivors/{survivor_id}/court-orders"): {
+            "reference": "2026-CV-0099",
+            "court": "State B District Court",
+            "recipient": SHELTER,
+            "fields": ["survivor_name"],
+            "expires_at": "2030-01-01T00:00:00Z",
+            "justification": "Order compelling disclosure",
+        },
+    }.get((method, path))
+
+
+async def test_another_agencys_staff_cannot_tell_a_real_survivor_from_an_unknown_id(
+    api: str, world: World
+) -> None:
+    """On every route about a survivor, each role of another agency (or another survivor)
+    gets the same status and the same body for the real survivor as for an id no one ever
+    registered: answers do not reveal whether a survivor exists."""
+    with transaction(make_sessionmaker(make_engine(world.database))) as session:
+        others = {
+            **world.other_keys,
+            "agency": issue_credential(session=session, role=Role.AGENCY, subject="valley-school"),
+            "supervisor": issue_credential(
+                session=session,
+                role=Role.SUPERVISOR,
+                subject="sup-oracle",
+                agency_id="valley-school",
+            ),
+        }
+    routes = {(m, p): r for m, p, r in app_routes()}
+    wrong, refused, compared = [], 0, 0
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        for method, path in MATRIX:
+            route = routes[(method, path)]
+            if "{survivor_id}" not in path:
+                continue
+            if isinstance(route, APIRoute) and route.body_field is not None:
+                assert _valid_body(method, path, "x") is not None, f"no body for {method} {path}"
+            for column, key in others.items():
+                if expected(method, path)[column] != "ok":
+                    continue
+                answers = []
+                for survivor in (world.survivor_id, f"sv-{uuid.uuid4().hex[:10]}"):
+                    url = path.format(**{**_params(world), "survivor_id": survivor})
+                    body = _valid_body(method, path, survivor)
+                    answers.append(await http.request(method, url, json=body, headers=_auth(key)))
+                real, unknown = answers
+                compared += 1
+                refused += real.status_code == 403
+                where = f"{method} {path} as another {column}"
+                if real.status_code != unknown.status_code:
+                    wrong.append(f"{where}: {real.status_code} real, {unknown.status_code} unknown")
+                elif not real.is_success and real.content != unknown.content:
+                    wrong.append(f"{where}: bodies differ ({real.text} / {unknown.text})")
+    assert not wrong, "\n".join(wrong)
+    assert compared >= 20 and refused >= 15  # the routes were really reached and refused

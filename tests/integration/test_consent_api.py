@@ -204,7 +204,7 @@ async def test_R5_guardian_acts_for_the_minor_but_a_suspect_guardian_gets_403(
                     "recipients": {"partners": ["no-such-partner"], "partner_types": []},
                 }
             ),
-            "Unknown partner",
+            "No registered partner at provisions[0].recipients.partners[0]",
         ),
         (consent(provision(categories=["favourite_colour"])), "categories"),
         (
@@ -334,6 +334,28 @@ async def test_R3_expired_consent_shares_nothing(
         event = await publish(settings, producer, survivor)
         got = await received(settings, partner, expect=1, timeout_s=6)
     assert event not in {d["id"] for d in got}
+
+
+async def test_every_answer_gives_a_consent_the_status_the_list_gives(
+    api: str, staff: dict[str, str]
+) -> None:
+    """Granting a consent whose only provision has ended answers ``expired``, as the list,
+    its versions and an amendment of it do: one function computes the status."""
+    survivor, me = await enrolled(api, staff["harbor"])
+    ended = consent(provision(start="2026-01-01T00:00:00Z", end="2026-02-01T00:00:00Z"))
+    base = f"/v1/survivors/{survivor}/consents"
+    granted = await me("POST", base, ended)
+    assert granted.status_code == 201 and granted.json()["status"] == "expired"
+    cid = granted.json()["id"]
+    assert [c["status"] for c in (await me("GET", base)).json()] == ["expired"]
+    assert (await me("GET", f"{base}/{cid}/versions/1")).json()["status"] == "expired"
+    amended = await me("PUT", f"{base}/{cid}", ended)
+    assert amended.status_code == 200 and amended.json()["status"] == "expired"
+    # A consent that is still running stays active in every answer.
+    live = await me("POST", base, consent())
+    assert live.json()["status"] == "active"
+    statuses = {c["id"]: c["status"] for c in (await me("GET", base)).json()}
+    assert statuses == {cid: "expired", live.json()["id"]: "active"}
 
 
 async def test_R14_disclosures_list_releases_and_notices_without_values(

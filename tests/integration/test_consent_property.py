@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from services import policy_data
 from services.broker.pipeline.decide import build_input, parse_decision
-from services.broker.pipeline.model import Agreement, InboundEvent, Recipient
+from services.broker.pipeline.model import Agreement, InboundEvent, Recipient, SurvivorFacts
 from services.settings import Settings
 from services.vocabulary import SENSITIVE, Category, Purpose
 
@@ -156,7 +156,9 @@ def test_R2_R10_released_fields_are_inside_a_permit_and_outside_every_deny(
             ),
         ),
     )
-    item = build_input(event, recipient, jurisdiction="state-a", consents=consents, now=NOW)
+    item = build_input(
+        event, recipient, jurisdiction="state-a", facts=SurvivorFacts(tuple(consents)), now=NOW
+    )
     answer = opa.post("/v1/data/accord/decision/batch", json={"input": {"items": [item]}})
     answer.raise_for_status()
     decision = parse_decision(answer.json()["result"][0], event_fields=sorted(fields))

@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import os
 import ssl
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +25,7 @@ from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.runtime import running_api
 from services.settings import Settings
+from tests.integration.api_process import accord_api, api_env
 from tests.integration.conftest import free_port, kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
@@ -100,7 +98,7 @@ async def test_chunked_body_over_the_limit_is_413(
 
 
 async def test_rate_limits_on_a_tight_instance(api: str, database: str, settings: Settings) -> None:
-    tight = own_instance(settings, auth_failures_per_minute=3, enroll_per_minute=2)
+    tight = own_instance(settings, auth_failures_per_minute=6, enroll_per_minute=2)
     await kafka_ready(tight)
     advocate = _key(database, Role.ADVOCATE, "adv-ratelimit", "harbor-outreach")
     compliance = _key(database, Role.COMPLIANCE, "cmp-ratelimit")
@@ -118,20 +116,82 @@ async def test_rate_limits_on_a_tight_instance(api: str, database: str, settings
 
         codes = [await code() for _ in range(3)]
     async with running_api(tight) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
-        # Enrollment: two a minute per IP, even with valid codes; the third waits.
-        assert (await http.post("/v1/enroll", json={"code": codes[0]})).status_code == 200
-        assert (await http.post("/v1/enroll", json={"code": codes[1]})).status_code == 200
-        third = await http.post("/v1/enroll", json={"code": codes[2]})
+        # Enrollment: two failures a minute per IP; the third waits, a valid code never does.
+        for n in range(2):
+            bad = await http.post("/v1/enroll", json={"code": f"{n:08x}-wrong"})
+            assert bad.status_code == 401
+        third = await http.post("/v1/enroll", json={"code": "0000000f-wrong"})
         assert third.status_code == 429 and int(third.headers["retry-after"]) >= 1
-        # Authentication failures: three, then even a good key from this IP waits.
-        assert (await http.get("/v1/audit/reviews", headers=bearer(compliance))).status_code == 200
+        for c in codes:
+            assert (await http.post("/v1/enroll", json={"code": c})).status_code == 200
+        # Authentication failures (the three failed enrollments were some): three more, then
+        # further failures from this IP wait...
         for n in range(3):
             bad = await http.get("/v1/audit/reviews", headers=bearer(f"acc_{n:016x}_nope"))
             assert bad.status_code == 401
-        blocked = await http.get("/v1/audit/reviews", headers=bearer(compliance))
+        blocked = await http.get("/v1/audit/reviews", headers=bearer("acc_00000000000000ff_no"))
         assert blocked.status_code == 429
         assert 1 <= int(blocked.headers["retry-after"]) <= 60
         assert blocked.headers["x-content-type-options"] == "nosniff"
+        # ...but a good key from this IP is served.
+        assert (await http.get("/v1/audit/reviews", headers=bearer(compliance))).status_code == 200
+
+
+async def test_35_bad_keys_from_an_address_do_not_lock_out_a_valid_key_from_it(
+    api: str, database: str, settings: Settings
+) -> None:
+    """Behind a proxy every client shares one address: others' failures (here 35, beyond the
+    default budget of 30 a minute) must never refuse a valid key."""
+    shared = own_instance(settings, auth_failures_per_minute=30, enroll_per_minute=10)
+    await kafka_ready(shared)
+    compliance = _key(database, Role.COMPLIANCE, "cmp-shared-address")
+    wrong_secret = compliance.rsplit("_", 1)[0] + "_" + "A" * 43  # its id, a wrong secret
+    async with running_api(shared) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        codes = []
+        for n in range(35):
+            key = wrong_secret if n % 2 else f"acc_{n:016x}_nope"
+            codes.append((await http.get("/v1/audit/reviews", headers=bearer(key))).status_code)
+        assert codes.count(401) == 30 and codes[30:] == [429] * 5
+        for _ in range(3):
+            assert (
+                await http.get("/v1/audit/reviews", headers=bearer(compliance))
+            ).status_code == 200
+
+
+async def test_accord_api_takes_the_client_from_trusted_forwarders_only(
+    database: str, settings: Settings, tmp_path: Path
+) -> None:
+    """`accord api --proxy-headers --forwarded-allow-ips …`: failures are counted per
+    X-Forwarded-For client when the connection comes from a trusted forwarder, and per
+    socket peer otherwise (a client cannot pick its own bucket)."""
+    s = own_instance(settings, auth_failures_per_minute=2)
+    await kafka_ready(s)
+    compliance = _key(database, Role.COMPLIANCE, "cmp-forwarded")
+
+    async def failures(base: str, client_ip: str, n: int) -> list[int]:
+        headers = {**bearer("acc_00000000000000ee_nope"), "X-Forwarded-For": client_ip}
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            return [
+                (await http.get("/v1/audit/reviews", headers=headers)).status_code for _ in range(n)
+            ]
+
+    for trusted, expect_other in (("127.0.0.1", [401, 401]), ("192.0.2.1", [429, 429])):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        args = ["--port", str(port), "--proxy-headers", "--forwarded-allow-ips", trusted]
+        log = tmp_path / f"api-{trusted}.log"
+        async with accord_api(s, log, *args, ready=f"{base}/openapi.json"):
+            # The per-key bucket would mix the two clients: a distinct key id per client.
+            assert await failures(base, "203.0.113.7", 3) == [401, 401, 429]
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                other = {**bearer("acc_00000000000000dd_nope"), "X-Forwarded-For": "203.0.113.8"}
+                got = [
+                    (await http.get("/v1/audit/reviews", headers=other)).status_code
+                    for _ in range(2)
+                ]
+                assert got == expect_other, trusted
+                good = {**bearer(compliance), "X-Forwarded-For": "203.0.113.7"}
+                assert (await http.get("/v1/audit/reviews", headers=good)).status_code == 200
 
 
 # --- rotation and revocation ------------------------------------------------------------------
@@ -237,30 +297,9 @@ async def tls_api(
     cert, key = self_signed(tmp_path)
     s = own_instance(settings)
     await kafka_ready(s)
-    env = {
-        **os.environ,
-        **{
-            f"ACCORD_{name.upper()}": str(value)
-            for name, value in s.model_dump().items()
-            if isinstance(value, str | int | float | Path) and not isinstance(value, bool)
-        },
-        "ACCORD_API_TLS_CERT": str(cert),
-        "ACCORD_API_TLS_KEY": str(key),
-    }
-    accord = Path(sys.executable).parent / "accord"
-    with (tmp_path / "api.log").open("w") as log:
-        proc = await asyncio.create_subprocess_exec(
-            str(accord), "api", env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            yield f"127.0.0.1:{s.api_port}", cert
-        finally:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+    env = api_env(s, ACCORD_API_TLS_CERT=str(cert), ACCORD_API_TLS_KEY=str(key))
+    async with accord_api(s, tmp_path / "api.log", env=env):
+        yield f"127.0.0.1:{s.api_port}", cert
 
 
 async def test_accord_api_serves_https(tls_api: tuple[str, Path], settings: Settings) -> None:

@@ -10,8 +10,12 @@ danger declarations, court orders, and a share of malformed items), asks the run
 (``accord/decision/batch`` as the relay does, and ``accord/decision/decision`` for a
 sample) and compares every decision, ignoring only ``policy_revision``.
 
-The snapshot only changes when a decision is meant to change. To rewrite it (from an OPA
-serving the reference policy) or to compare two servers on many more inputs:
+The snapshot only changes when a decision is meant to change. Issue 12's R8 fix changed 12
+of them (#279 … #1964): R8 now releases only to partners of the event's jurisdiction, so the 8
+emergency-services and law-enforcement partners of the other jurisdiction and the 4 without a
+jurisdiction lost their `imminent_danger` fields; nothing else in those decisions changed.
+To rewrite it (from an OPA serving the reference policy) or to compare two servers on many
+more inputs:
 
     python -m tests.integration.test_policy_differential snapshot --opa http://127.0.0.1:18181
     python -m tests.integration.test_policy_differential compare \

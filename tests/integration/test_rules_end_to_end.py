@@ -353,6 +353,30 @@ async def test_R8_imminent_danger_releases_the_emergency_set_until_it_ends(
     assert got(after, "rules-ems") == {} and got(after, "rules-police-a") == {}
 
 
+async def test_R8_R12_a_declaration_reaches_the_partners_of_the_events_jurisdiction_only(
+    settings: Settings, producer: AIOKafkaProducer, staff_api: httpx.AsyncClient
+) -> None:
+    """A state-a agency declares imminent danger: state-a law enforcement and emergency
+    services get the emergency set, state-b law enforcement gets nothing (no neighbouring
+    jurisdiction is configured)."""
+    survivor = f"sv-{uuid.uuid4().hex[:10]}"
+    declared = await staff_api.post(
+        f"/v1/survivors/{survivor}/declarations",
+        json={"justification": "Trafficker located the survivor tonight; credible threat to life."},
+    )
+    assert declared.status_code == 201
+    out = await run(
+        settings, producer, CONCERN, survivor=survivor, event_type="accord.safety.concern_raised"
+    )
+    emergency = {"survivor_name", "current_location", "safety_status"}
+    assert set(got(out, "rules-police-a")) == emergency
+    assert set(got(out, "rules-ems")) == emergency
+    assert got(out, "rules-police-b") == {}
+    refused = out.decisions["rules-police-b"]
+    assert refused["outcome"] == "deny" and "imminent_danger" not in refused["basis"]
+    assert "R8" not in refused["reasons"]  # no rule allowed anything to it
+
+
 async def test_R9_court_order_releases_exactly_the_named_fields_to_the_named_partner(
     settings: Settings, producer: AIOKafkaProducer, staff_api: httpx.AsyncClient
 ) -> None:

@@ -10,7 +10,7 @@ from nacl.public import PrivateKey
 
 from services.broker.pipeline import deliver
 from services.broker.pipeline.decide import build_input, parse_decision
-from services.broker.pipeline.model import Judged
+from services.broker.pipeline.model import Judged, SurvivorFacts
 from services.broker.pipeline.project import project
 from services.broker.pipeline.seal import Sealer
 from tests.unit.conftest import NOW, make_event, make_recipient
@@ -36,7 +36,9 @@ def allow(fields: list[str], **extra: Any) -> dict[str, Any]:
 
 def test_policy_input_carries_field_names_never_values() -> None:
     event = make_event(survivor_name="Secret Name", age=30, hiv_status="positive")
-    doc = build_input(event, make_recipient(), jurisdiction="state-a", consents=[], now=NOW)
+    doc = build_input(
+        event, make_recipient(), jurisdiction="state-a", facts=SurvivorFacts(), now=NOW
+    )
     text = json.dumps(doc)
     assert doc["event"]["fields"] == FIELDS
     assert "Secret Name" not in text and "positive" not in text

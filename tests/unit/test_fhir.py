@@ -307,7 +307,7 @@ REFUSALS: list[tuple[str, Any, str]] = [
     ("grantee", [{"reference": "Organization/x"}], "grantee"),
     ("decision", "permit", "decision"),
     ("sourceAttachment", {"title": "scan", "data": "aGVsbG8="}, "sourceAttachment.data"),
-    ("nonsense", 1, "nonsense"),
+    ("nonsense", 1, "(resource)"),  # an unknown element: where, not its name (see below)
 ]
 
 
@@ -318,6 +318,16 @@ def test_a_consent_level_construct_is_refused(key: str, value: Any, path: str) -
     if key == "sourceAttachment":
         del resource["sourceReference"]
     assert path in paths(refusal(resource))
+
+
+def test_an_unknown_element_is_refused_without_repeating_its_name() -> None:
+    resource = nested_deny()
+    resource["Jane Doe 555-0100"] = 1
+    resource["provision"]["Hidden Lane 12"] = "x"
+    problems = refusal(resource)
+    assert "(resource): has an element that is not part of an R4 Consent" in problems
+    assert any(p.startswith("provision: has an element") for p in problems)
+    assert "Jane" not in str(problems) and "Hidden" not in str(problems)
 
 
 def rule_with(**change: Any) -> dict[str, Any]:

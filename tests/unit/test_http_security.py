@@ -4,6 +4,7 @@ bodies, security headers, and the TLS settings."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,6 +16,7 @@ from services.http_security import (
     TokenBuckets,
     credential_id,
     enrollment_code_id,
+    server_options,
     tls_options,
 )
 from services.settings import Settings
@@ -36,6 +38,10 @@ def make_app(**over: int) -> FastAPI:
         if request.headers.get("authorization") != f"Bearer {GOOD}":
             raise HTTPException(401, detail="no")
         return {"ok": "yes"}
+
+    @app.get("/items/{item_id}")
+    def item(item_id: str) -> dict[str, int]:
+        return {"length": len(item_id)}
 
     @app.post("/echo")
     async def echo(request: Request) -> dict[str, int]:
@@ -66,24 +72,42 @@ async def test_failures_per_ip_then_429_with_retry_after() -> None:
         for i in range(3):
             r = await http.get("/private", headers=bearer(f"acc_{i:016x}_wrong"))
             assert r.status_code == 401
-        r = await http.get("/private", headers=bearer(GOOD))
-        assert r.status_code == 429  # even a good key, from this IP, until the bucket refills
+        r = await http.get("/private", headers=bearer("acc_00000000000000ff_wrong"))
+        assert r.status_code == 429  # further failures from this IP wait for the bucket
         assert int(r.headers["retry-after"]) >= 1
         assert r.headers["x-content-type-options"] == "nosniff"
-    async with client(app, "10.0.0.2") as other:  # another IP is not affected
-        assert (await other.get("/private", headers=bearer(GOOD))).status_code == 200
+        assert r.json() == {"detail": "Too many failed attempts; retry later."}
+    async with client(app, "10.0.0.2") as other:  # another IP's failures are not affected
+        assert (await other.get("/private", headers=bearer("acc_1_wrong"))).status_code == 401
 
 
-async def test_failures_per_credential_id_across_ips() -> None:
+async def test_a_valid_key_passes_whatever_others_failed_from_its_address() -> None:
+    """35 failures from one address (every client behind a proxy shares one): a valid key
+    from that address is still served, and its successes do not refill the bucket."""
+    app = make_app(failures=30)
+    async with client(app) as http:
+        codes = [
+            (await http.get("/private", headers=bearer(f"acc_{i:016x}_wrong"))).status_code
+            for i in range(35)
+        ]
+        assert codes == [401] * 30 + [429] * 5
+        for _ in range(3):
+            assert (await http.get("/private", headers=bearer(GOOD))).status_code == 200
+        assert (await http.get("/private", headers=bearer("acc_2_wrong"))).status_code == 429
+
+
+async def test_failures_per_credential_id_across_ips_never_lock_the_key_out() -> None:
     app = make_app(failures=3)
-    target = "acc_00000000000000bb_"
+    target = "acc_00000000000000aa_"  # GOOD's id: anyone who knows it may send wrong secrets
     for n in range(3):  # a distributed guesser: a new IP each time, the same key id
         async with client(app, f"10.1.0.{n}") as http:
             r = await http.get("/private", headers=bearer(target + f"guess{n}"))
             assert r.status_code == 401
     async with client(app, "10.1.0.99") as http:
         assert (await http.get("/private", headers=bearer(target + "again"))).status_code == 429
-        # Other ids from a fresh IP still work.
+        # The key itself still works, from a fresh IP and from one that guessed.
+        assert (await http.get("/private", headers=bearer(GOOD))).status_code == 200
+    async with client(app, "10.1.0.1") as http:
         assert (await http.get("/private", headers=bearer(GOOD))).status_code == 200
 
 
@@ -94,15 +118,17 @@ async def test_successes_cost_nothing() -> None:
             assert (await http.get("/private", headers=bearer(GOOD))).status_code == 200
 
 
-async def test_enroll_is_limited_per_ip_whatever_the_outcome() -> None:
+async def test_enroll_failures_are_limited_per_ip_valid_codes_always_pass() -> None:
     app = make_app(enroll=2, failures=100)
     async with client(app) as http:
-        assert (await http.post("/v1/enroll", json={"code": "c1-right"})).status_code == 200
-        assert (await http.post("/v1/enroll", json={"code": "c1-right"})).status_code == 200
-        r = await http.post("/v1/enroll", json={"code": "c1-right"})
+        for n in range(2):
+            assert (await http.post("/v1/enroll", json={"code": f"c{n}-bad"})).status_code == 401
+        r = await http.post("/v1/enroll", json={"code": "c7-bad"})
         assert r.status_code == 429 and "retry-after" in r.headers
+        for _ in range(5):
+            assert (await http.post("/v1/enroll", json={"code": "c1-right"})).status_code == 200
     async with client(app, "10.0.0.9") as other:
-        assert (await other.post("/v1/enroll", json={"code": "c1-right"})).status_code == 200
+        assert (await other.post("/v1/enroll", json={"code": "c8-bad"})).status_code == 401
 
 
 async def test_enroll_failures_count_against_the_code_id() -> None:
@@ -172,3 +198,31 @@ def test_tls_options() -> None:
     assert both == {"ssl_certfile": "c.pem", "ssl_keyfile": "k.pem"}
     with pytest.raises(ValueError, match="both"):
         tls_options(Settings(api_tls_cert="c.pem", api_tls_key=""))
+
+
+async def test_the_access_log_names_the_route_never_the_path_or_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app()
+    with caplog.at_level(logging.INFO, logger="accord.api.access"):
+        async with client(app) as http:
+            assert (await http.get("/items/Jane-Doe?near=12-Hidden-Lane")).status_code == 200
+            assert (await http.get("/private", headers=bearer("acc_1_x"))).status_code == 401
+            assert (await http.get("/nowhere/Jane-Doe")).status_code == 404
+    lines = [(r.method, r.route, r.status) for r in caplog.records]  # type: ignore[attr-defined]
+    assert lines == [
+        ("GET", "/items/{item_id}", 200),
+        ("GET", "/private", 401),
+        ("GET", "(no route)", 404),
+    ]
+    assert "Jane" not in caplog.text and "Hidden" not in caplog.text
+
+
+def test_server_options_trust_forwarded_headers_only_when_asked() -> None:
+    plain = server_options(Settings())
+    assert plain["proxy_headers"] is False and plain["access_log"] is False
+    behind = server_options(
+        Settings(api_proxy_headers=True, api_forwarded_allow_ips="10.0.0.5,10.0.0.6")
+    )
+    assert behind["proxy_headers"] is True
+    assert behind["forwarded_allow_ips"] == "10.0.0.5,10.0.0.6"

@@ -13,9 +13,14 @@ test_R12_state_b_law_enforcement_receives_mandated_reports_state_a_does_not if {
 
 test_R12_imminent_danger_lasts_48h_in_state_b_24h_in_state_a if {
 	thirty_hours_ago := {"id": "d-1", "kind": "imminent_danger", "agency": "agency-a", "declared_at": "2026-11-23T06:00:00Z", "ended_at": null}
-	base := testing.patched(testing.item(testing.police, "emergency_response", []), "/declarations", [thirty_hours_ago])
+	police_a := object.union(testing.police, {"jurisdiction": "state-a"})
+	base := testing.patched(testing.item(police_a, "emergency_response", []), "/declarations", [thirty_hours_ago])
 	testing.nothing_released(decision.decide(base))
-	d := decision.decide(testing.patched(base, "/event/agency/jurisdiction", "state-b"))
+	in_b := json.patch(base, [
+		{"op": "replace", "path": "/event/agency/jurisdiction", "value": "state-b"},
+		{"op": "replace", "path": "/partner/jurisdiction", "value": "state-b"},
+	])
+	d := decision.decide(in_b)
 	d.basis == ["imminent_danger"]
 	jurisdiction.settings("state-a").imminent_danger.hours == 24
 	jurisdiction.settings("state-b").imminent_danger.hours == 48

@@ -38,13 +38,31 @@ emergency_releases(item, field) if field in emergency_fields(item)
 #   rule: R8
 emergency_fields(item) := set() if {
 	not item.declarations
-} else := emergency_fields_for(item.declarations, item.event.agency, jurisdiction.of(item), item.partner.type, clock.now_ns(item))
+} else := emergency_fields_for(
+	item.declarations, item.event.agency, jurisdiction.of(item),
+	item.partner.type, object.get(item.partner, "jurisdiction", null), clock.now_ns(item),
+)
 
-emergency_fields_for(declarations, agency, jurisdiction_id, partner_type, now) := {field |
+emergency_fields_for(declarations, agency, jurisdiction_id, partner_type, partner_jurisdiction, now) := {field |
 	settings := jurisdiction.settings(jurisdiction_id).imminent_danger
 	partner_type in settings.recipients
+	emergency_jurisdiction(partner_jurisdiction, jurisdiction_id)
 	imminent_danger_declared(declarations, agency, jurisdiction_id, now)
 	some field in settings.fields
+}
+
+# METADATA
+# title: The partner serves the event's jurisdiction, or a neighbouring one it names
+# description: >-
+#   A partner of another jurisdiction receives the emergency set only if the event's
+#   jurisdiction lists that one in imminent_danger.neighbouring_jurisdictions. A partner
+#   without a jurisdiction is of none: it receives nothing under R8.
+# custom:
+#   rule: R8
+emergency_jurisdiction(partner_jurisdiction, jurisdiction_id) if partner_jurisdiction == jurisdiction_id
+
+emergency_jurisdiction(partner_jurisdiction, jurisdiction_id) if {
+	partner_jurisdiction in jurisdiction.settings(jurisdiction_id).imminent_danger.neighbouring_jurisdictions
 }
 
 # METADATA

@@ -11,10 +11,20 @@ declaration(declared_at, ended_at) := {
 
 emergency_set := {"survivor_name", "date_of_birth", "current_location", "safety_status"}
 
-police_in(jurisdiction, declarations) := json.patch(testing.item(testing.police, "emergency_response", []), [
+# An event of this jurisdiction, to the law-enforcement partner of the same jurisdiction.
+police_in(jurisdiction, declarations) := police_of_in(jurisdiction, jurisdiction, declarations)
+
+# An event of jurisdiction event_j, to a law-enforcement partner of partner_j.
+police_of_in(partner_j, event_j, declarations) := json.patch(testing.item(testing.police, "emergency_response", []), [
 	{"op": "replace", "path": "/declarations", "value": declarations},
-	{"op": "replace", "path": "/event/agency/jurisdiction", "value": jurisdiction},
+	{"op": "replace", "path": "/event/agency/jurisdiction", "value": event_j},
+	{"op": "add", "path": "/partner/jurisdiction", "value": partner_j},
 ])
+
+declared_now := [declaration("2026-11-24T10:00:00Z", null)]
+
+# state-a names state-b as a neighbour for R8 (state-b names none).
+neighbours := object.union(data.accord.jurisdictions.overrides, {"state-a": {"imminent_danger": {"neighbouring_jurisdictions": ["state-b"]}}})
 
 order(recipient, fields, expires_at) := {
 	"id": "co-1", "recipient": recipient,
@@ -36,9 +46,43 @@ test_R8_imminent_danger_gives_law_enforcement_the_emergency_set if {
 }
 
 test_R8_emergency_services_are_recipients_too if {
-	ems := testing.partner("ems-1", "emergency_services", ["emergency_response"])
-	it := testing.patched(testing.item(ems, "emergency_response", []), "/declarations", [declaration("2026-11-24T10:00:00Z", null)])
+	ems := object.union(testing.partner("ems-1", "emergency_services", ["emergency_response"]), {"jurisdiction": "state-a"})
+	it := testing.patched(testing.item(ems, "emergency_response", []), "/declarations", declared_now)
 	testing.released(decision.decide(it)) == emergency_set
+}
+
+test_R8_law_enforcement_of_another_jurisdiction_gets_nothing if {
+	it := police_of_in("state-b", "state-a", declared_now)
+	testing.nothing_released(decision.decide(it))
+	not legal_basis.emergency_releases(it, "current_location")
+	testing.nothing_released(decision.decide(police_of_in("state-a", "state-b", declared_now)))
+}
+
+test_R8_emergency_services_of_another_jurisdiction_get_nothing if {
+	ems := object.union(testing.partner("ems-b", "emergency_services", ["emergency_response"]), {"jurisdiction": "state-b"})
+	it := testing.patched(testing.item(ems, "emergency_response", []), "/declarations", declared_now)
+	testing.nothing_released(decision.decide(it))
+}
+
+test_R8_partner_without_a_jurisdiction_gets_nothing if {
+	no_jurisdiction := testing.patched(testing.item(testing.police, "emergency_response", []), "/declarations", declared_now)
+	testing.nothing_released(decision.decide(no_jurisdiction))
+	null_jurisdiction := json.patch(no_jurisdiction, [{"op": "add", "path": "/partner/jurisdiction", "value": null}])
+	testing.nothing_released(decision.decide(null_jurisdiction))
+}
+
+test_R8_a_configured_neighbouring_jurisdiction_receives_the_emergency_set if {
+	d := decision.decide(police_of_in("state-b", "state-a", declared_now)) with data.accord.jurisdictions.overrides as neighbours
+	testing.released(d) == emergency_set
+	d.basis == ["imminent_danger"]
+
+	# One way only: state-b did not name state-a.
+	back := decision.decide(police_of_in("state-a", "state-b", declared_now)) with data.accord.jurisdictions.overrides as neighbours
+	testing.nothing_released(back)
+
+	# And a third jurisdiction's partner is still out (unknown to the policy, so not named).
+	far := decision.decide(police_of_in("state-c", "state-a", declared_now)) with data.accord.jurisdictions.overrides as neighbours
+	testing.nothing_released(far)
 }
 
 test_R8_no_declaration_no_emergency_release if {
@@ -66,7 +110,8 @@ test_R8_declaration_by_another_agency_is_ignored if {
 }
 
 test_R8_shelter_is_not_an_emergency_recipient if {
-	it := testing.patched(testing.item(testing.shelter, "service_referral", []), "/declarations", [declaration("2026-11-24T10:00:00Z", null)])
+	shelter_a := object.union(testing.shelter, {"jurisdiction": "state-a"}) # only its type keeps it out
+	it := testing.patched(testing.item(shelter_a, "service_referral", []), "/declarations", declared_now)
 	testing.nothing_released(decision.decide(it))
 	not legal_basis.emergency_releases(it, "current_location")
 }

@@ -26,6 +26,7 @@ from services.broker.pipeline.model import (
     InboundEvent,
     Judged,
     Recipient,
+    SurvivorFacts,
     Withheld,
 )
 from services.observability.metrics import OPA_REQUEST_SECONDS
@@ -53,12 +54,11 @@ def build_input(
     recipient: Recipient,
     *,
     jurisdiction: str,
-    consents: Sequence[JSON],
+    facts: SurvivorFacts,
     now: datetime,
-    declarations: Sequence[JSON] = (),
-    court_orders: Sequence[JSON] = (),
 ) -> JSON:
-    """The policy input for one event × partner. Field names only: values never go to OPA."""
+    """The policy input for one event × partner, for the relay and the consent preview alike.
+    Field names only: values never go to OPA."""
     return {
         "now": _ts(now),
         "purpose": recipient.purpose,
@@ -89,9 +89,9 @@ def build_input(
             ],
             "training_attested_until": _ts(recipient.training_attested_until),
         },
-        "consents": list(consents),
-        "declarations": list(declarations),
-        "court_orders": list(court_orders),
+        "consents": list(facts.consents),
+        "declarations": list(facts.declarations),
+        "court_orders": list(facts.court_orders),
     }
 
 

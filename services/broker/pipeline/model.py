@@ -6,11 +6,33 @@ are for infrastructure faults (OPA or Kafka unreachable), which abort the whole 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SurvivorFacts:
+    """What the policy reads about a survivor besides the event, as one value so that no
+    caller of ``build_input`` can leave part of it out: consents, imminent-danger
+    declarations (R8) and court orders (R9)."""
+
+    consents: tuple[JSON, ...] = ()
+    declarations: tuple[JSON, ...] = ()
+    court_orders: tuple[JSON, ...] = ()
+
+    @classmethod
+    def of(cls, snapshot: Mapping[str, Any]) -> SurvivorFacts:
+        """From a consent snapshot document (services/consent/publisher.py); missing lists
+        are empty."""
+        return cls(
+            tuple(snapshot.get("consents") or ()),
+            tuple(snapshot.get("declarations") or ()),
+            tuple(snapshot.get("court_orders") or ()),
+        )
 
 
 @dataclass(frozen=True)
