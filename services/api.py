@@ -19,10 +19,12 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import openapi, policy_data
+from services.audit import store
 from services.audit import views as audit_views
-from services.audit.checkpoints import Checkpointer
 from services.audit.disclosures import AuditDisclosureLog
+from services.audit.signing import appender_key
 from services.audit.sink import audit_sink
+from services.audit.witness import audit_verification
 from services.auth import views as auth_views
 from services.broker import admin, feed, ingest
 from services.broker import rejections as rejections_views
@@ -36,7 +38,7 @@ from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
 from services.kafka_client import API, AUDIT, kafka
-from services.keys import audit_key, kek_ring
+from services.keys import kek_ring
 from services.legal import views as legal_views
 from services.observability import views as observability_views
 from services.observability.readiness import OpaCheck, standard_checks
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(s.sqlalchemy_url)
         sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))  # docs/at-rest.md
+        store.with_appender(sessions, appender_key(s))  # audit entries signed (docs/audit.md)
         app.state.sessions = sessions
         producer = AIOKafkaProducer(**kafka(s, API).kwargs(), acks="all", enable_idempotence=True)
         await producer.start()
@@ -88,20 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rejection_sink = rejections
         audit = audit_sink(kafka(s, AUDIT), s.topic_decisions, f"{s.relay_group}-audit", sessions)
         app.state.audit_sink = audit
-        app.state.audit_key = audit_key(s)
-        checkpointer = Checkpointer(
-            sessions,
-            app.state.audit_key,
-            every=s.audit_checkpoint_every,
-            interval_s=s.audit_checkpoint_interval_s,
-            retention_days=s.audit_retention_days,
-        )
-        app.state.audit_checkpointer = checkpointer
+        # Verify only: the checkpointer is a worker of its own (`accord audit checkpointer`),
+        # the one process that reads the checkpoint signing key (docs/audit.md).
+        app.state.audit_verification = audit_verification(s)
         stop = asyncio.Event()
         background = [
             asyncio.create_task(rejections.run(stop), name="rejection-sink"),
             asyncio.create_task(audit.run(stop), name="audit-sink"),
-            asyncio.create_task(checkpointer.run(stop), name="audit-checkpoints"),
             asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),
         ]
         try:

@@ -1,4 +1,5 @@
-"""Wiring of the long-running processes (relay, API), for the CLI, the demo and the tests."""
+"""Wiring of the long-running processes (relay, API, audit checkpointer), for the CLI, the demo
+and the tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import uvicorn
 from sqlalchemy import Engine
 
 from services.api import create_app
+from services.audit.chain import Signer
+from services.audit.checkpoints import Checkpointer
+from services.audit.witness import KafkaWitness, witness_topic
 from services.broker import topics
 from services.broker.pipeline.decide import OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
@@ -23,7 +27,7 @@ from services.broker.survivor_keys import SqlSurvivorKeys
 from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
-from services.kafka_client import RELAY, kafka
+from services.kafka_client import CHECKPOINTER, RELAY, kafka
 from services.keys import kek_ring, relay_key
 from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
 from services.observability.server import running_health
@@ -139,3 +143,35 @@ async def running_api(s: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def running_checkpointer(
+    s: Settings, signer: Signer | None = None
+) -> AsyncIterator[Checkpointer]:
+    """Start the audit checkpointer as a task on the current loop (the signer: the key file
+    of ``s``, or the one given); stop it on exit. Fenced by a newer one, its task ends."""
+    from services.audit import signing
+
+    if signer is None:
+        if not s.audit_signing_key_file:
+            signing.create_dev_key(s)  # development: <state_dir>/keys/audit.key, made once
+        signer = signing.FileSigner(signing.signing_key_path(s))
+    conn = kafka(s, CHECKPOINTER)
+    await topics.ensure_topics(conn, [witness_topic(s)])
+    engine = make_engine(s.sqlalchemy_url)
+    witness = KafkaWitness(conn, s.topic_audit_checkpoints, s.audit_checkpointer_transactional_id)
+    checkpointer = Checkpointer.for_settings(s, make_sessionmaker(engine), signer, witness)
+    stop = asyncio.Event()
+    try:
+        await checkpointer.start()
+        task = asyncio.create_task(checkpointer.run(stop), name="audit-checkpointer")
+        checkpointer.task = task
+        try:
+            yield checkpointer
+        finally:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await witness.stop()
+        engine.dispose()

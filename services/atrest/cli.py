@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from services.atrest import store
+from services.audit import store as audit_store
+from services.audit.signing import appender_key
 from services.consent.publisher import mark_for_republish
 from services.db import make_engine, make_sessionmaker, transaction
 from services.keys import kek_ring
@@ -66,7 +68,10 @@ def erase_command(s: Settings, echo: Callable[[str], None], survivor_id: str, *,
     """Destroy the survivor's data keys: what they sealed can no longer be read."""
     engine = make_engine(s.sqlalchemy_url)
     try:
-        with transaction(make_sessionmaker(engine, kek_ring=kek_ring(s))) as session:
+        sessions = audit_store.with_appender(
+            make_sessionmaker(engine, kek_ring=kek_ring(s)), appender_key(s)
+        )
+        with transaction(sessions) as session:
             n = store.erase(session, survivor_id, by=by, now=datetime.now(UTC))
             # The consent snapshot on Kafka was sealed with the destroyed key: the API
             # republishes it under the next one within seconds (services/consent/publisher.py).
