@@ -34,7 +34,7 @@ from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_acl import provision
 from services.kafka_client import ADMIN, API, AUDIT, kafka
 from services.keys import relay_key as relay_private_key
-from services.runtime import running_api, running_relay
+from services.runtime import running_api, running_checkpointer, running_relay
 from services.settings import REPO_ROOT, Settings
 
 REGISTRY = REPO_ROOT / "deploy" / "demo" / "registry.json"
@@ -171,6 +171,7 @@ async def _run(s: Settings) -> None:
         await topics.ensure_topics(kafka(s, ADMIN), topics.partner_topics(s, partners))
         async with (
             running_relay(s),
+            running_checkpointer(s),  # signs and witnesses the audit chain (docs/audit.md)
             running_api(s) as base,
             tail(kafka(s, AUDIT), s.topic_decisions) as decisions,
         ):
