@@ -19,6 +19,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import openapi, policy_data
+from services.atrest.store import SurvivorErased
 from services.audit import store
 from services.audit import views as audit_views
 from services.audit.disclosures import AuditDisclosureLog
@@ -132,6 +133,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(SurvivorErased)
+    async def erased(request: Request, exc: SurvivorErased) -> JSONResponse:
+        # A tombstone (docs/at-rest.md): nothing new about an erased survivor is accepted.
+        return JSONResponse(
+            {
+                "detail": "This survivor's data was erased (accord keys erase): nothing new "
+                "about them is accepted or shared."
+            },
+            status_code=410,
+        )
 
     @app.exception_handler(DataError)
     async def unstorable(request: Request, exc: DataError) -> JSONResponse:

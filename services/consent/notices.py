@@ -33,16 +33,24 @@ def notice(consent: Consent, partner_id: str, at: datetime) -> dict[str, Any]:
 async def send_revocation_notices(state: Any, consent: Consent) -> list[str]:
     """Send the notices; returns the partner ids notified. ``state`` is the app's state."""
     await state.audit_sink.catch_up()  # every release so far is in the audit chain
+    return await send_notices(state.producer, state.settings, state.disclosures, consent)
+
+
+async def send_notices(
+    producer: Any, settings: Any, disclosures: Any, consent: Consent
+) -> list[str]:
+    """A ``consent.revoked`` notice to each partner that received data under ``consent``
+    (read from the audit chain), each recorded once as a disclosure (R14)."""
     now = datetime.now(UTC)
     sent = []
-    for partner_id, partner_type in state.disclosures.recipients_under(consent.id):
+    for partner_id, partner_type in disclosures.recipients_under(consent.id):
         doc = notice(consent, partner_id, now)
-        await state.producer.send_and_wait(
-            state.settings.partner_topic(partner_id),
+        await producer.send_and_wait(
+            settings.partner_topic(partner_id),
             json.dumps(doc).encode(),
             key=consent.survivor_id.encode(),
         )
-        state.disclosures.record_notice(
+        disclosures.record_notice(
             survivor_id=consent.survivor_id,
             consent_id=consent.id,
             version=consent.version,
