@@ -21,9 +21,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.errors import ProducerFenced
 from nacl.signing import SigningKey
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,10 +34,14 @@ from services.audit import chain, record, store
 from services.audit.checkpoints import Checkpointer, Refused
 from services.audit.cli import verify_command
 from services.audit.models import AuditEntry, AuditHead
+from services.audit.witness import read_topic
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import transaction
+from services.kafka_client import AUDIT, kafka
+from services.runtime import running_checkpointer
 from services.settings import Settings
+from tests.integration.conftest import kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
 
@@ -296,3 +302,35 @@ async def test_a_prefix_dropped_as_if_pruned_is_detected(
         resp = await compliance.get("/v1/audit/verify")
         assert resp.json()["pruned_through"] is None
     await _verifies_again(compliance, checkpointer, sessions)
+
+
+async def test_a_second_checkpointer_fences_the_first(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    kafka_topics: list[str],
+    tmp_path: Path,
+) -> None:
+    """One active writer: a checkpointer that starts fences the one before it (Kafka's
+    transactional id), reads every record it committed, and goes on from there."""
+    run = f"{run_tag(settings)}.fence"
+    own = settings.model_copy(
+        update={
+            "topic_audit_checkpoints": f"{run}.audit.checkpoints",
+            "audit_checkpointer_transactional_id": f"{run_tag(settings)}-fence-checkpointer",
+            "audit_witness_file": str(tmp_path / "fence.jsonl"),
+        }
+    )
+    await kafka_ready(own)
+    async with running_checkpointer(own) as first:
+        await _quiet(sessions)
+        signed = await first.tick(force=True)
+        assert signed is not None
+        async with running_checkpointer(own) as second:
+            assert second.records == first.records == [signed]
+            _append(sessions, 1)
+            with pytest.raises(ProducerFenced):
+                await first.tick(force=True)
+            nxt = await second.tick(force=True)
+            assert nxt is not None and nxt.prev == signed.digest()
+        records = await read_topic(kafka(own, AUDIT), own.topic_audit_checkpoints)
+    assert records == [signed, nxt]  # nothing from the fenced one after the take-over
