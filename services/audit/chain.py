@@ -266,6 +266,9 @@ class Verifier:
     """
 
     appender_key: VerifyKey | None
+    # Signatures are checked after this seq only: up to the newest witnessed head, the witness
+    # vouches for every entry (the checkpointer checked each signature before signing it).
+    witnessed_through: int = 0
     _by_hash: dict[str, int] = field(default_factory=dict)
     _hashes: dict[int, str] = field(default_factory=dict)
     _problems: list[Problem] = field(default_factory=list)
@@ -282,7 +285,9 @@ class Verifier:
             self._problem(e.seq, "altered", "the entry's content does not give its stored hash")
         elif e.columns is not None and dict(e.columns) != index(e.kind, e.record):
             self._problem(e.seq, "altered", "the searchable columns disagree with the record")
-        elif self.appender_key is None or not entry_signed_by(e, self.appender_key):
+        elif e.seq > self.witnessed_through and (
+            self.appender_key is None or not entry_signed_by(e, self.appender_key)
+        ):
             self._problem(e.seq, "forged", "not signed with the appender key")
         self._by_hash.setdefault(e.entry_hash, e.seq)
         self._hashes[e.seq] = e.entry_hash
@@ -474,10 +479,18 @@ def verify(
     checkpoint_key: VerifyKey | None,
     appender_key: VerifyKey | None,
 ) -> VerifyReport:
-    v = Verifier(appender_key)
+    records = list(witnessed)
+    v = Verifier(appender_key, witnessed_through(records, checkpoint_key))
     for e in entries:
         v.feed(e)
-    return v.finish(witnessed, checkpoint_key)
+    return v.finish(records, checkpoint_key)
+
+
+def witnessed_through(records: Iterable[Checkpoint], key: VerifyKey | None) -> int:
+    """The newest seq a validly signed, linked witnessed checkpoint covers (0: none)."""
+    problems, good = check_witnessed(records, key)
+    broken = {p.seq for p in problems}
+    return max((c.seq for c in good if c.kind == "checkpoint" and c.seq not in broken), default=0)
 
 
 def build(

@@ -144,11 +144,12 @@ def verify_database(
 ) -> chain.VerifyReport:
     """The database's chain against the witnessed checkpoints (never the database's own word
     on what was pruned or signed)."""
+    records = list(witnessed)
     with sessions() as session:
-        verifier = chain.Verifier(appender_key)
+        verifier = chain.Verifier(appender_key, chain.witnessed_through(records, checkpoint_key))
         for entry in iter_entries(session):
             verifier.feed(entry)
-        report = verifier.finish(witnessed, checkpoint_key)
+        report = verifier.finish(records, checkpoint_key)
     metrics.AUDIT_CHAIN_OK.set(1 if report.ok else 0)  # /metrics of the verifying process
     metrics.AUDIT_CHAIN_VERIFIED.set_to_current_time()
     return report

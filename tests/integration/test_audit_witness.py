@@ -197,7 +197,6 @@ async def test_a_chain_rewritten_from_a_seq_is_detected(
         # The first witnessed head after the rewrite no longer matches: the range from the
         # witnessed head before it.
         out = await _detected(compliance, settings, (s0 + 1, a, "altered"))
-        assert any(line.startswith(f"BROKEN seq {k}..{k}: forged") for line in out)
         assert any(f"BROKEN seq {a + 1}..{b}: altered" in line for line in out)
         _append(sessions, 1)  # even a genuine entry after it is not signed
         await _refused(checkpointer, b, "altered")
