@@ -56,7 +56,16 @@ def verify_command(
 
 def checkpointer_command(s: Settings) -> None:
     """Run the checkpointer until interrupted (or fenced by a newer one)."""
+    import os
+
     from services.runtime import running_checkpointer
+
+    if os.environ.get("ACCORD_AUDIT_SIGNING_KEY"):
+        # The key no longer travels in the environment, where every process would see it.
+        raise SystemExit(
+            "ACCORD_AUDIT_SIGNING_KEY is no longer read: put the key in a file only this "
+            "process's user can read and set ACCORD_AUDIT_SIGNING_KEY_FILE (docs/audit.md)"
+        )
 
     async def forever() -> None:
         async with running_checkpointer(s) as checkpointer:
