@@ -92,7 +92,7 @@ class GuardianIn(BaseModel):
     suspect: bool = False
 
 
-@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(404, 503))
+@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(404, 410, 503))
 async def record_guardian(
     survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
@@ -262,7 +262,7 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
     "/survivors/{survivor_id}/consents",
     status_code=201,
     response_model=Consent,
-    responses=errors(404, 503),
+    responses=errors(404, 410, 503),
 )
 async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
@@ -274,7 +274,7 @@ async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Acto
 @router.put(
     "/survivors/{survivor_id}/consents/{consent_id}",
     response_model=Consent,
-    responses={**errors(404, 503), 409: {"description": "The consent was revoked"}},
+    responses={**errors(404, 410, 503), 409: {"description": "The consent was revoked"}},
 )
 async def amend(
     survivor_id: str, consent_id: str, body: ConsentIn, request: Request, actor: Actor

@@ -77,6 +77,9 @@ def _env(settings: Settings, tmp: Path) -> dict[str, str]:
             "ACCORD_PARTNER_TOPIC_PREFIX": f"{tag}.partner.",
             "ACCORD_RELAY_GROUP": f"{tag}-relay",
             "ACCORD_RELAY_TRANSACTIONAL_ID": f"{tag}-relay-0",
+            "ACCORD_TOPIC_AUDIT_CHECKPOINTS": f"{tag}.audit.checkpoints",
+            "ACCORD_AUDIT_CHECKPOINTER_TRANSACTIONAL_ID": f"{tag}-checkpointer",
+            "ACCORD_AUDIT_WITNESS_FILE": str(tmp / "checkpoints.jsonl"),
             "TMPDIR": str(tmp),  # the page's mktemp -d: its logs are ours to show on failure
         }
     )
