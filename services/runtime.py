@@ -151,17 +151,15 @@ async def running_checkpointer(
 ) -> AsyncIterator[Checkpointer]:
     """Start the audit checkpointer as a task on the current loop (the signer: the key file
     of ``s``, or the one given); stop it on exit. Fenced by a newer one, its task ends."""
-    from services.audit import signing
-
     if signer is None:
-        if not s.audit_signing_key_file:
-            signing.create_dev_key(s)  # development: <state_dir>/keys/audit.key, made once
-        signer = signing.FileSigner(signing.signing_key_path(s))
+        signer = await asyncio.to_thread(_file_signer, s)
     conn = kafka(s, CHECKPOINTER)
     await topics.ensure_topics(conn, [witness_topic(s)])
     engine = make_engine(s.sqlalchemy_url)
     witness = KafkaWitness(conn, s.topic_audit_checkpoints, s.audit_checkpointer_transactional_id)
-    checkpointer = Checkpointer.for_settings(s, make_sessionmaker(engine), signer, witness)
+    checkpointer = await asyncio.to_thread(
+        Checkpointer.for_settings, s, make_sessionmaker(engine), signer, witness
+    )
     stop = asyncio.Event()
     try:
         await checkpointer.start()
@@ -175,3 +173,11 @@ async def running_checkpointer(
     finally:
         await witness.stop()
         engine.dispose()
+
+
+def _file_signer(s: Settings) -> Signer:
+    from services.audit import signing
+
+    if not s.audit_signing_key_file:
+        signing.create_dev_key(s)  # development: <state_dir>/keys/audit.key, made once
+    return signing.FileSigner(signing.signing_key_path(s))

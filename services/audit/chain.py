@@ -230,7 +230,9 @@ class Signer(Protocol):
     def sign(self, payload: bytes) -> bytes: ...
 
 
-class Problem(BaseModel):
+class BrokenRange(BaseModel):
+    """A broken range of the chain (named apart from the API's request ``Problem`` schema)."""
+
     seq: int  # the first entry of the broken range
     through: int  # its last
     reason: Reason
@@ -253,8 +255,8 @@ class VerifyReport(BaseModel):
     checkpoints_verified: int  # of those, validly signed
     # Entries up to this seq were pruned by retention (a witnessed, signed pruning).
     pruned_through: int | None
-    first_broken: Problem | None
-    problems: list[Problem]
+    first_broken: BrokenRange | None
+    problems: list[BrokenRange]
     checkpoint_problems: list[CheckpointProblem]
 
 
@@ -271,7 +273,7 @@ class Verifier:
     witnessed_through: int = 0
     _by_hash: dict[str, int] = field(default_factory=dict)
     _hashes: dict[int, str] = field(default_factory=dict)
-    _problems: list[Problem] = field(default_factory=list)
+    _problems: list[BrokenRange] = field(default_factory=list)
     # seq of an entry whose prev_hash links to no neighbour, and that prev_hash
     _breaks: list[tuple[int, int | None, str]] = field(default_factory=list)
     _prev: Entry | None = None
@@ -305,7 +307,9 @@ class Verifier:
 
     def _problem(self, seq: int, reason: Reason, d: str, through: int | None = None) -> None:
         self._problems.append(
-            Problem(seq=seq, through=seq if through is None else through, reason=reason, detail=d)
+            BrokenRange(
+                seq=seq, through=seq if through is None else through, reason=reason, detail=d
+            )
         )
 
     def finish(
@@ -443,7 +447,7 @@ def _check_signature(
 
 def follows(
     anchor: tuple[int, str], entries: Iterable[Entry], appender_key: VerifyKey
-) -> Problem | None:
+) -> BrokenRange | None:
     """Whether ``entries`` (seq order, from the anchor's seq or the one after it) follow from
     the witnessed ``anchor`` (seq, head): the checkpointer's check before it signs."""
     seq, head = anchor
@@ -469,8 +473,8 @@ def follows(
     return None
 
 
-def _range(seq: int, through: int, reason: Reason, detail: str) -> Problem:
-    return Problem(seq=seq, through=through, reason=reason, detail=detail)
+def _range(seq: int, through: int, reason: Reason, detail: str) -> BrokenRange:
+    return BrokenRange(seq=seq, through=through, reason=reason, detail=detail)
 
 
 def verify(

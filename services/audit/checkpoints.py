@@ -19,13 +19,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from nacl.signing import VerifyKey
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import chain, health, store
-from services.audit.chain import Checkpoint, Problem, Reason, Signer
+from services.audit.chain import BrokenRange, Checkpoint, Reason, Signer
 from services.audit.witness import append_file, read_file
 from services.settings import Settings
 
@@ -45,7 +46,7 @@ class Witness(Protocol):
 class Refused(RuntimeError):
     """The database's head does not follow from the last witnessed checkpoint."""
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: BrokenRange) -> None:
         super().__init__(
             f"entries {problem.seq}..{problem.through}: {problem.reason}: {problem.detail}"
         )
@@ -114,7 +115,7 @@ class Checkpointer:
         _, good = chain.check_witnessed(self._records, self._signer.verify_key)
         if len(good) != len(self._records):
             raise RuntimeError("the witness topic holds records this key did not sign")
-        self._sync_file()
+        await asyncio.to_thread(self._sync_file)
         self._last_signed = asyncio.get_running_loop().time()
         prune = max(
             (r for r in self._records if r.kind == "prune"), key=lambda r: r.seq, default=None
@@ -126,15 +127,13 @@ class Checkpointer:
         """Bring the kept JSON-lines copy up to the topic (it may lag after a crash)."""
         if not self._file:
             return
-        from pathlib import Path
-
         path = Path(self._file)
         have = read_file(path)
         if self._records[: len(have)] != have:
             raise RuntimeError(f"the witness file {path} disagrees with the witness topic")
         append_file(path, self._records[len(have) :])
 
-    def _check(self) -> tuple[int, str, Problem | None]:
+    def _check(self) -> tuple[int, str, BrokenRange | None]:
         """Read the head and recompute the chain from the anchor to it (in a thread)."""
         anchor = self.anchor()
         with self._sessions() as session:
@@ -194,8 +193,6 @@ class Checkpointer:
         self._records.append(record)
         health.signed(record.seq)
         if self._file:
-            from pathlib import Path
-
             await asyncio.to_thread(append_file, Path(self._file), [record])
         return record
 
@@ -253,5 +250,5 @@ class Checkpointer:
                 pass
 
 
-def _range(seq: int, through: int, detail: str, reason: Reason = "altered") -> Problem:
-    return Problem(seq=seq, through=max(seq, through), reason=reason, detail=detail)
+def _range(seq: int, through: int, detail: str, reason: Reason = "altered") -> BrokenRange:
+    return BrokenRange(seq=seq, through=max(seq, through), reason=reason, detail=detail)

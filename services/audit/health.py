@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from services.audit.chain import Problem
+from services.audit.chain import BrokenRange
 
 
 @dataclass
@@ -20,7 +20,7 @@ class _State:
     refusals_total: int = 0
     follows: bool = True
     last_signed_seq: int | None = None
-    last_refusal: Problem | None = None
+    last_refusal: BrokenRange | None = None
 
 
 _lock = threading.Lock()
@@ -33,7 +33,7 @@ def signed(seq: int) -> None:
         STATE.last_signed_seq = seq
 
 
-def refused(problem: Problem) -> None:
+def refused(problem: BrokenRange) -> None:
     with _lock:
         STATE.refusals_total += 1
         STATE.follows = False

@@ -603,7 +603,7 @@ async def test_a_deleted_row_is_reported(
             "deleted",
         )
         cli = await asyncio.to_thread(run_verify, settings)
-        assert cli.first_broken == chain.Problem.model_validate(report["first_broken"])
+        assert cli.first_broken == chain.BrokenRange.model_validate(report["first_broken"])
     finally:
         with transaction(sessions) as session:
             session.add(AuditEntry(**values))
