@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from services.api import create_app
+from services.audit import health
 from services.audit.chain import Signer
 from services.audit.checkpoints import Checkpointer
 from services.audit.witness import KafkaWitness, witness_topic
@@ -147,10 +148,11 @@ async def running_api(s: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def running_checkpointer(
-    s: Settings, signer: Signer | None = None
+    s: Settings, signer: Signer | None = None, *, health_port: int | None = None
 ) -> AsyncIterator[Checkpointer]:
     """Start the audit checkpointer as a task on the current loop (the signer: the key file
-    of ``s``, or the one given); stop it on exit. Fenced by a newer one, its task ends."""
+    of ``s``, or the one given); stop it on exit. Fenced by a newer one, its task ends. With
+    ``health_port`` (0: any free port), serve its /healthz, /readyz and /metrics too."""
     if signer is None:
         signer = await asyncio.to_thread(_file_signer, s)
     conn = kafka(s, CHECKPOINTER)
@@ -166,7 +168,14 @@ async def running_checkpointer(
         task = asyncio.create_task(checkpointer.run(stop), name="audit-checkpointer")
         checkpointer.task = task
         try:
-            yield checkpointer
+            async with AsyncExitStack() as served:
+                if health_port is not None:
+                    await served.enter_async_context(
+                        running_health(
+                            s.audit_checkpointer_health_host, health_port, health.readiness
+                        )
+                    )
+                yield checkpointer
         finally:
             stop.set()
             await asyncio.gather(task, return_exceptions=True)

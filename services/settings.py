@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     topic_audit_checkpoints: str = "accord.audit.checkpoints"
     audit_checkpointer_transactional_id: str = "accord-checkpointer"
     audit_witness_file: str = ""
+    # The checkpointer's /healthz, /readyz (503 while it refuses to sign) and /metrics.
+    audit_checkpointer_health_host: str = "127.0.0.1"
+    audit_checkpointer_health_port: int = Field(default=9102, ge=0, le=65535)
     # A signed checkpoint after this many new entries, or this long after the last one.
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)

@@ -68,7 +68,9 @@ def checkpointer_command(s: Settings) -> None:
         )
 
     async def forever() -> None:
-        async with running_checkpointer(s) as checkpointer:
+        async with running_checkpointer(
+            s, health_port=s.audit_checkpointer_health_port
+        ) as checkpointer:
             assert checkpointer.task is not None
             await checkpointer.task
 

@@ -1,5 +1,5 @@
-"""The checkpointer's health, in one small place: counters and a readiness flag that the
-metrics endpoint (prometheus-client, issue 12) can export as they are named here.
+"""The checkpointer's health: its Prometheus metrics (services/observability/metrics.py)
+and a readiness flag, false while it refuses to sign.
 
 * ``accord_audit_checkpoints_signed_total``: witnessed records the checkpointer published;
 * ``accord_audit_checkpoint_refusals_total``: heads it refused to sign;
@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from services.audit.chain import BrokenRange
+from services.observability import metrics as prom
 
 
 @dataclass
@@ -31,6 +32,7 @@ def signed(seq: int) -> None:
     with _lock:
         STATE.signed_total += 1
         STATE.last_signed_seq = seq
+    prom.AUDIT_CHECKPOINTS_SIGNED.inc()
 
 
 def refused(problem: BrokenRange) -> None:
@@ -38,17 +40,25 @@ def refused(problem: BrokenRange) -> None:
         STATE.refusals_total += 1
         STATE.follows = False
         STATE.last_refusal = problem
+    prom.AUDIT_CHECKPOINT_REFUSALS.inc()
+    prom.AUDIT_CHAIN_FOLLOWS.set(0)
 
 
 def following() -> None:
     with _lock:
         STATE.follows = True
+    prom.AUDIT_CHAIN_FOLLOWS.set(1)
 
 
 def ready() -> bool:
     """Readiness of the checkpointer: false while it refuses to sign."""
     with _lock:
         return STATE.follows
+
+
+async def readiness() -> dict[str, bool]:
+    """For the checkpointer's /readyz (services/observability/server.py)."""
+    return {"chain_follows": ready()}
 
 
 def metrics() -> dict[str, float]:

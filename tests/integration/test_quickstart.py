@@ -68,6 +68,7 @@ def _env(settings: Settings, tmp: Path) -> dict[str, str]:
             "ACCORD_CACHE_DIR": str(settings.cache_dir),
             "ACCORD_API_PORT": str(free_port()),
             "ACCORD_RELAY_HEALTH_PORT": str(free_port()),  # not 9101: other relays may hold it
+            "ACCORD_AUDIT_CHECKPOINTER_HEALTH_PORT": str(free_port()),  # nor 9102
             "ACCORD_DATABASE_URL": url,
             "ACCORD_TOPIC_INBOUND": f"{tag}.inbound",
             "ACCORD_TOPIC_DECISIONS": f"{tag}.decisions",

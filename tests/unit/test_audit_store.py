@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -181,6 +182,7 @@ async def test_checkpointer_refuses_a_head_that_does_not_follow(
     assert (refused.value.problem.seq, refused.value.problem.reason) == (5, "forged")
     assert not health.ready()
     assert health.metrics()["accord_audit_checkpoint_refusals_total"] == refusals + 1
+    assert REGISTRY.get_sample_value("accord_audit_chain_follows") == 0  # its /metrics
     assert len(witness.records) == 1  # nothing signed
     # the forgery removed and the head restored: it follows again, and is signed
     with transaction(sessions) as session:
@@ -190,6 +192,7 @@ async def test_checkpointer_refuses_a_head_that_does_not_follow(
         )
     fill(sessions, 1)
     assert (await cp.tick()) is not None and health.ready()
+    assert REGISTRY.get_sample_value("accord_audit_chain_follows") == 1
     # the tail deleted and audit_head reset below the witnessed head: refused
     with transaction(sessions) as session:
         session.execute(delete(AuditEntry).where(AuditEntry.seq >= 4))
