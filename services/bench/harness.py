@@ -82,7 +82,7 @@ RELAY_SETTINGS = (
     "keks",
     "kek_active",
     "relay_private_key",
-    "audit_signing_key",
+    "audit_appender_key",
     "opa_timeout_s",
     "opa_batch_size",
     "opa_concurrency",
