@@ -20,9 +20,12 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import openapi, policy_data
+from services.atrest.store import SurvivorErased
+from services.audit import store
 from services.audit import views as audit_views
-from services.audit.checkpoints import Checkpointer
 from services.audit.disclosures import AuditDisclosureLog
+from services.audit.signing import appender_key
+from services.audit.witness import audit_verification
 from services.auth import views as auth_views
 from services.broker import admin, feed, ingest
 from services.broker import rejections as rejections_views
@@ -35,7 +38,7 @@ from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
 from services.kafka_client import API, kafka
-from services.keys import audit_key, kek_ring
+from services.keys import kek_ring
 from services.legal import views as legal_views
 from services.observability import views as observability_views
 from services.observability.readiness import OpaCheck, standard_checks
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(s.sqlalchemy_url)
         sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))  # docs/at-rest.md
+        store.with_appender(sessions, appender_key(s))  # audit entries signed (docs/audit.md)
         app.state.sessions = sessions
         producer = AIOKafkaProducer(**kafka(s, API).kwargs(), acks="all", enable_idempotence=True)
         await producer.start()
@@ -97,18 +101,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit = SinkProgress(kafka(s, API), s.topic_decisions, audit_group(s))
         await audit.start()
         app.state.audit_sink = audit
-        app.state.audit_key = audit_key(s)
-        checkpointer = Checkpointer(
-            sessions,
-            app.state.audit_key,
-            every=s.audit_checkpoint_every,
-            interval_s=s.audit_checkpoint_interval_s,
-            retention_days=s.audit_retention_days,
-        )
-        app.state.audit_checkpointer = checkpointer
+        # Verify only: the checkpointer is a worker of its own (`accord audit checkpointer`),
+        # the one process that reads the checkpoint signing key (docs/audit.md).
+        app.state.audit_verification = audit_verification(s)
         stop = asyncio.Event()
         background = [
-            asyncio.create_task(checkpointer.run(stop), name="audit-checkpoints"),
             asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),
         ]
         try:
@@ -144,6 +141,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(SurvivorErased)
+    async def erased(request: Request, exc: SurvivorErased) -> JSONResponse:
+        # A tombstone (docs/at-rest.md): nothing new about an erased survivor is accepted.
+        return JSONResponse(
+            {
+                "detail": "This survivor's data was erased (accord keys erase): nothing new "
+                "about them is accepted or shared."
+            },
+            status_code=410,
+        )
 
     @app.exception_handler(DataError)
     async def unstorable(request: Request, exc: DataError) -> JSONResponse:

@@ -220,11 +220,31 @@ app.add_typer(audit, name="audit")
 
 
 @audit.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit chain and its signed checkpoints; exit 1 at the first broken entry."""
+def audit_verify(
+    witness_file: str | None = typer.Option(
+        None,
+        "--witness-file",
+        help="Verify against this kept JSON-lines copy of the checkpoints, not the topic.",
+    ),
+) -> None:
+    """Check the audit chain against its witnessed checkpoints; exit 1 if any range is broken."""
+    from pathlib import Path
+
     from services.audit.cli import verify_command
 
-    raise typer.Exit(verify_command(Settings(), typer.echo))
+    path = Path(witness_file) if witness_file else None
+    raise typer.Exit(verify_command(Settings(), typer.echo, path))
+
+
+@audit.command("checkpointer")
+def audit_checkpointer() -> None:
+    """Run the checkpointer: verify new entries, sign and witness the head (one at a time: a
+    second one fences the first). The only process that reads the checkpoint signing key."""
+    from services import logs
+    from services.audit.cli import checkpointer_command
+
+    logs.configure()
+    checkpointer_command(Settings())
 
 
 keys = typer.Typer(

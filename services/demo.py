@@ -34,7 +34,7 @@ from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_acl import provision
 from services.kafka_client import ADMIN, API, AUDIT, kafka
 from services.keys import relay_key as relay_private_key
-from services.runtime import running_api, running_relay, running_sinks
+from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
 from services.settings import REPO_ROOT, Settings
 
 REGISTRY = REPO_ROOT / "deploy" / "demo" / "registry.json"
@@ -172,6 +172,7 @@ async def _run(s: Settings) -> None:
         async with (
             running_relay(s),
             running_sinks(s),  # as `accord sink` would: the audit chain and rejections
+            running_checkpointer(s),  # signs and witnesses the audit chain (docs/audit.md)
             running_api(s) as base,
             tail(kafka(s, AUDIT), s.topic_decisions) as decisions,
         ):

@@ -49,7 +49,15 @@ from aiokafka.protocol.types import (
 )
 
 from services import kafka_client
-from services.kafka_client import ADMIN, API, AUDIT, FEED_GROUP_PREFIX, RELAY, KafkaConn
+from services.kafka_client import (
+    ADMIN,
+    API,
+    AUDIT,
+    CHECKPOINTER,
+    FEED_GROUP_PREFIX,
+    RELAY,
+    KafkaConn,
+)
 from services.settings import Settings
 
 SCRAM_SHA_512 = 2  # the mechanism's id in AlterUserScramCredentials
@@ -499,6 +507,26 @@ def bindings(s: Settings, *, agencies: Iterable[str], partners: Iterable[str]) -
         *_group(AUDIT, f"{s.relay_group}-audit", prefix),
         *_topic(AUDIT, s.topic_deadletter, Op.READ),
         *_group(AUDIT, f"{s.relay_group}-rejections"),
+        # Witnessed audit checkpoints (services/audit/witness.py): the checkpointer alone
+        # writes them, in transactions of its one transactional id (a second instance fences
+        # the first); the API and `accord audit verify` (as the audit principal) read them,
+        # without a group. No one else may write: the database's users cannot rewrite them.
+        *_topic(CHECKPOINTER, s.topic_audit_checkpoints, Op.READ, Op.WRITE, Op.CREATE),
+        Binding(
+            CHECKPOINTER,
+            Resource.TRANSACTIONAL_ID,
+            s.audit_checkpointer_transactional_id,
+            Op.WRITE,
+        ),
+        Binding(
+            CHECKPOINTER,
+            Resource.TRANSACTIONAL_ID,
+            s.audit_checkpointer_transactional_id,
+            Op.DESCRIBE,
+        ),
+        Binding(CHECKPOINTER, Resource.CLUSTER, CLUSTER, Op.IDEMPOTENT_WRITE),
+        *_topic(API, s.topic_audit_checkpoints, Op.READ),
+        *_topic(AUDIT, s.topic_audit_checkpoints, Op.READ),
     ]
     for a in agencies:
         grants += _topic(kafka_client.agency(a), s.topic_inbound, Op.WRITE)
@@ -509,7 +537,7 @@ def bindings(s: Settings, *, agencies: Iterable[str], partners: Iterable[str]) -
     return grants
 
 
-FIXED = [RELAY, API, AUDIT]
+FIXED = [RELAY, API, AUDIT, CHECKPOINTER]
 
 
 async def provision(

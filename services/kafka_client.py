@@ -29,6 +29,7 @@ ADMIN = "accord-admin"  # the broker's super user: provisioning and the operator
 RELAY = "accord-relay"
 API = "accord-api"  # HTTP ingest, consent publisher, rejections listing, partner HTTP feed
 AUDIT = "accord-audit"  # the audit sink: the only reader of the decision topic besides the relay
+CHECKPOINTER = "accord-checkpointer"  # the only writer of the witnessed audit checkpoints
 
 
 # The HTTP feed's consumer groups (``services/broker/feed.py``), one per partner; the API's.

@@ -1,6 +1,6 @@
 """Long-lived private keys: from configuration (production) or a local file (development).
 
-The relay's Curve25519 sealing key, the audit's Ed25519 checkpoint key and the development
+The relay's Curve25519 sealing key, the audit's appender key and the development
 key-encryption key for data at rest are kept this way; a key file is created once,
 atomically, so processes starting together share one key.
 """
@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 from nacl.public import PrivateKey
-from nacl.signing import SigningKey
 
 from services.atrest.envelope import KekRing, LocalKek, parse_ring
 from services.settings import Settings
@@ -39,10 +38,6 @@ def _key_bytes(configured: str, path: Path) -> bytes:
 
 def relay_key(s: Settings) -> PrivateKey:
     return PrivateKey(_key_bytes(s.relay_private_key, s.state_dir / "keys" / "relay.key"))
-
-
-def audit_key(s: Settings) -> SigningKey:
-    return SigningKey(_key_bytes(s.audit_signing_key, s.state_dir / "keys" / "audit.key"))
 
 
 def kek_ring(s: Settings) -> KekRing:

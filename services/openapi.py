@@ -67,6 +67,7 @@ DESCRIPTIONS: dict[int, str] = {
     403: "The key's role or owner may not do this",
     404: "No such resource (or not one this key may see)",
     409: "Conflicts with the current state",
+    410: "The survivor's data was erased (accord keys erase): nothing new about them is accepted",
     413: "Request body over the configured size limit",
     422: "The request does not validate; `detail` says where, never what was sent",
     429: "Too many failed authentications from this address or for this key; see Retry-After",

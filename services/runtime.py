@@ -1,5 +1,5 @@
-"""Wiring of the long-running processes (relay, sink worker, API), for the CLI, the demo and
-the tests."""
+"""Wiring of the long-running processes (relay, sink worker, API, audit checkpointer), for the
+CLI, the demo and the tests."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import uvicorn
 from sqlalchemy import Engine
 
 from services.api import create_app
+from services.audit import health
+from services.audit.chain import Signer
+from services.audit.checkpoints import Checkpointer
+from services.audit.witness import KafkaWitness, witness_topic
 from services.broker import topics
 from services.broker.pipeline.decide import OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
@@ -25,14 +29,14 @@ from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
 from services.http_security import server_options
-from services.kafka_client import RELAY, kafka
+from services.kafka_client import CHECKPOINTER, RELAY, kafka
 from services.keys import kek_ring, relay_key
 from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
 from services.observability.server import running_health
 from services.settings import Settings
 from services.sink_worker import running_sinks  # re-exported: the tests and the demo use it
 
-__all__ = ["policy_engine", "running_api", "running_relay", "running_sinks"]
+__all__ = ["policy_engine", "running_api", "running_checkpointer", "running_relay", "running_sinks"]
 
 
 async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
@@ -145,3 +149,49 @@ async def running_api(s: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def running_checkpointer(
+    s: Settings, signer: Signer | None = None, *, health_port: int | None = None
+) -> AsyncIterator[Checkpointer]:
+    """Start the audit checkpointer as a task on the current loop (the signer: the key file
+    of ``s``, or the one given); stop it on exit. Fenced by a newer one, its task ends. With
+    ``health_port`` (0: any free port), serve its /healthz, /readyz and /metrics too."""
+    if signer is None:
+        signer = await asyncio.to_thread(_file_signer, s)
+    conn = kafka(s, CHECKPOINTER)
+    await topics.ensure_topics(conn, [witness_topic(s)])
+    engine = make_engine(s.sqlalchemy_url)
+    witness = KafkaWitness(conn, s.topic_audit_checkpoints, s.audit_checkpointer_transactional_id)
+    checkpointer = await asyncio.to_thread(
+        Checkpointer.for_settings, s, make_sessionmaker(engine), signer, witness
+    )
+    stop = asyncio.Event()
+    try:
+        await checkpointer.start()
+        task = asyncio.create_task(checkpointer.run(stop), name="audit-checkpointer")
+        checkpointer.task = task
+        try:
+            async with AsyncExitStack() as served:
+                if health_port is not None:
+                    await served.enter_async_context(
+                        running_health(
+                            s.audit_checkpointer_health_host, health_port, health.readiness
+                        )
+                    )
+                yield checkpointer
+        finally:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await witness.stop()
+        engine.dispose()
+
+
+def _file_signer(s: Settings) -> Signer:
+    from services.audit import signing
+
+    if not s.audit_signing_key_file:
+        signing.create_dev_key(s)  # development: <state_dir>/keys/audit.key, made once
+    return signing.FileSigner(signing.signing_key_path(s))

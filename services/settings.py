@@ -91,13 +91,33 @@ class Settings(BaseSettings):
     # <state_dir>/keys/relay.key, created on first use (development only).
     relay_private_key: str = Field(default="", repr=False)
 
-    # The audit chain's Ed25519 signing key (base64 of the 32-byte seed) for checkpoints.
-    # Empty: a key kept in <state_dir>/keys/audit.key, created on first use (development only).
-    audit_signing_key: str = Field(default="", repr=False)
+    # The checkpoint signing key (services/audit/signing.py): a file of the base64 32-byte
+    # Ed25519 seed that only the checkpointer's OS user can read (0400); only `accord audit
+    # checkpointer` opens it. Empty: <state_dir>/keys/audit.key, made on first use (dev only).
+    audit_signing_key_file: str = ""
+    # The published verify key of checkpoints (hex), or a file holding it; empty: the file
+    # <state_dir>/keys/audit.pub that the checkpointer publishes beside its dev key.
+    audit_verify_key: str = ""
+    audit_verify_key_file: str = ""
+    # The appender key every audit entry is signed with (base64 seed; the audit sink, the API,
+    # `accord keys erase`) and its verify key (hex). Empty: <state_dir>/keys/audit-appender.key
+    # and .pub, made on first use (development only).
+    audit_appender_key: str = Field(default="", repr=False)
+    audit_appender_verify_key: str = ""
+    # Witnessed checkpoints: a topic only the checkpointer writes (infinite retention), its
+    # transactional id (a second checkpointer fences the first), and a JSON-lines copy that a
+    # compliance officer can keep (empty: <state_dir>/audit/checkpoints.jsonl).
+    topic_audit_checkpoints: str = "accord.audit.checkpoints"
+    audit_checkpointer_transactional_id: str = "accord-checkpointer"
+    audit_witness_file: str = ""
+    # The checkpointer's /healthz, /readyz (503 while it refuses to sign) and /metrics.
+    audit_checkpointer_health_host: str = "127.0.0.1"
+    audit_checkpointer_health_port: int = Field(default=9103, ge=0, le=65535)
     # A signed checkpoint after this many new entries, or this long after the last one.
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)
-    # Audit entries older than this many days are pruned (after a checkpoint); 0 keeps all.
+    # Audit entries older than this many days are pruned (after a witnessed, signed pruning
+    # record); 0 keeps all.
     audit_retention_days: int = Field(default=0, ge=0)
     # `accord sink` (the audit and rejection sinks): its /healthz, /readyz, /metrics (0: any
     # free port, logged at start).

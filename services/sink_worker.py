@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.audit import store
+from services.audit.signing import appender_key
 from services.audit.sink import audit_sink
 from services.broker.rejections import rejection_sink
 from services.db import make_engine, make_sessionmaker
@@ -107,7 +109,8 @@ async def running_sinks(
     as ``accord sink`` does; stop it on exit (or when ``stop`` is set). An error of the
     worker is raised on exit. It creates no topic: it waits for the relay's."""
     engine = make_engine(s.sqlalchemy_url)
-    worker = SinkWorker(s, make_sessionmaker(engine))
+    # The audit sink appends to the chain: its entries are signed with the appender key.
+    worker = SinkWorker(s, store.with_appender(make_sessionmaker(engine), appender_key(s)))
     stop = stop or asyncio.Event()
     task = asyncio.create_task(worker.run(stop), name="sink-worker")
     try:

@@ -23,6 +23,7 @@ from services.atrest.models import SurvivorKey
 from services.audit import record as audit
 
 __all__ = [
+    "SurvivorErased",
     "Unreadable",
     "erase",
     "open_text",
@@ -36,6 +37,11 @@ __all__ = [
 ]
 
 _DEKS = "atrest_deks"  # session.info: {(survivor, generation): dek or None when erased}
+
+
+class SurvivorErased(Exception):
+    """The survivor's data was erased (``accord keys erase``): a tombstone. No new data key is
+    made for them, so nothing new about them is sealed, accepted or shared (docs/at-rest.md)."""
 
 
 @lru_cache(maxsize=1)
@@ -70,7 +76,8 @@ def _unwrap(session: Session, row: SurvivorKey) -> bytes | None:
 
 
 def _current(session: Session, survivor_id: str) -> tuple[int, bytes]:
-    """The survivor's newest live DEK, created (generation + 1) if there is none."""
+    """The survivor's newest live DEK, created (generation 1) for a new survivor; raises
+    ``SurvivorErased`` for an erased one."""
     # FOR SHARE: an erasure (FOR UPDATE) waits for this writer to commit, and a writer after
     # it sees the key erased, so nothing new is sealed with a key that is being destroyed.
     newest = session.scalars(
@@ -84,7 +91,9 @@ def _current(session: Session, survivor_id: str) -> tuple[int, bytes]:
         dek = _unwrap(session, newest)
         assert dek is not None
         return newest.generation, dek
-    generation = (newest.generation if newest is not None else 0) + 1
+    if newest is not None:  # erased: a tombstone, never a fresh key made silently
+        raise SurvivorErased(survivor_id)
+    generation = 1
     ring, dek = ring_of(session), envelope.new_dek()
     # Writers for one survivor hold the survivor's row lock; the savepoint covers a writer
     # that does not (a concurrent first use): the loser reads the winner's key.
@@ -156,6 +165,16 @@ def erase(session: Session, survivor_id: str, *, by: str, now: datetime) -> int:
     if rows:
         audit.key_erasure(session, survivor_id, [r.generation for r in rows], by, now)
     return len(rows)
+
+
+def is_erased(session: Session, survivor_id: str) -> bool:
+    """Whether the survivor's keys were erased (every key row erased, at least one)."""
+    rows = list(
+        session.scalars(
+            select(SurvivorKey.wrapped_dek).where(SurvivorKey.survivor_id == survivor_id)
+        )
+    )
+    return bool(rows) and all(w is None for w in rows)
 
 
 def rewrap(session: Session, *, limit: int) -> int:

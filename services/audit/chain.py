@@ -8,25 +8,38 @@ is canonical JSON (sorted keys, no whitespace, UTF-8) of ``{"kind", "key", "reco
 position (``seq``) is not hashed: an entry's place is fixed by the hash of the entry before
 it, so a row moved elsewhere is told apart from an altered one.
 
-``verify`` walks the entries in ``seq`` order and reports the first broken one:
+Each entry is also signed by its appender (the process that wrote it: the audit sink, the
+API's services, ``accord keys erase``) over its hash, with the appender key, which the
+database's users do not hold: a forged entry, however well linked, carries no valid signature.
+
+Checkpoints are *witnessed*: the checkpointer signs ``(kind, seq, head, count, at, prev)``,
+``prev`` being the digest of the witnessed record before it, and publishes each record
+outside the database (services/audit/witness.py), in the manner of Certificate Transparency's
+signed tree heads. A ``prune`` record says retention removed the entries up to its ``seq``.
+
+``verify`` walks the entries in ``seq`` order against the witnessed records and reports each
+broken range (``seq``..``through``), first one first:
 
 * ``altered``: the entry's content no longer gives its stored hash, or its searchable columns
-  disagree with its record; or (seen from the next entry) it was altered and rehashed;
-* ``deleted``: a gap in ``seq`` (a missing first entry, or one missing at a checkpoint's seq);
+  disagree with its record; or (seen from the next entry) it was altered and rehashed; or the
+  range before a witnessed checkpoint no longer hashes to its head (rewritten and rehashed);
+* ``forged``: the entry is not signed by an appender;
+* ``deleted``: a gap in ``seq``, a prefix gone without a witnessed pruning, or a tail gone
+  that a witnessed checkpoint covers;
 * ``reordered``: the entry links to an entry that is elsewhere in the chain.
 
-and every checkpoint whose signature, key or head does not match. A chain whose every entry
-was rewritten and rehashed from some point on is caught by the first signed checkpoint after
-that point; entries after the last checkpoint are protected by links only.
+Entries after the last witnessed checkpoint are protected by their links and signatures only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import canonicaljson
 from nacl.exceptions import BadSignatureError
@@ -34,7 +47,7 @@ from nacl.signing import SigningKey, VerifyKey
 from pydantic import BaseModel
 
 GENESIS = "0" * 64
-Reason = Literal["altered", "deleted", "reordered"]
+Reason = Literal["altered", "forged", "deleted", "reordered"]
 KINDS = ("decision", "declaration", "court_order", "consent_change", "review", "key_erasure")
 LEGAL_BASES = ("mandated_reporting", "imminent_danger", "court_order")
 
@@ -101,41 +114,134 @@ class Entry:
     prev_hash: str
     entry_hash: str
     columns: Mapping[str, Any] | None = None  # the stored searchable columns, if any
+    signature: str | None = None  # hex, the appender's Ed25519 over entry_signed(entry_hash)
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    seq: int  # the last entry it covers
-    head: str  # that entry's hash
-    count: int  # entries appended up to it
-    at: str  # ISO 8601, UTC
-    key_id: str
-    signature: str  # hex, Ed25519 over checkpoint_payload(...)
+def entry_signed(h: str) -> bytes:
+    """What an appender signs: the entry's hash, which fixes its content and its place."""
+    return b"accord-audit-entry-v1:" + bytes.fromhex(h)
+
+
+def sign_entry(key: SigningKey, h: str) -> str:
+    return key.sign(entry_signed(h)).signature.hex()
+
+
+def entry_signed_by(e: Entry, key: VerifyKey) -> bool:
+    if not e.signature:
+        return False
+    try:
+        key.verify(entry_signed(e.entry_hash), bytes.fromhex(e.signature))
+    except (BadSignatureError, ValueError):
+        return False
+    return True
 
 
 def key_id(verify_key: VerifyKey) -> str:
     return hashlib.sha256(bytes(verify_key)).hexdigest()[:16]
 
 
-def checkpoint_payload(seq: int, head: str, count: int, at: str, kid: str) -> bytes:
-    return canonical({"seq": seq, "head": head, "count": count, "at": at, "key_id": kid})
+CheckpointKind = Literal["checkpoint", "prune"]
 
 
-def sign_checkpoint(key: SigningKey, *, seq: int, head: str, count: int, at: str) -> Checkpoint:
-    kid = key_id(key.verify_key)
-    sig = key.sign(checkpoint_payload(seq, head, count, at, kid)).signature.hex()
-    return Checkpoint(seq=seq, head=head, count=count, at=at, key_id=kid, signature=sig)
+@dataclass(frozen=True)
+class Checkpoint:
+    """A witnessed record: a signed head (``checkpoint``), or a signed pruning (``prune``:
+    entries up to ``seq`` were deleted by retention, entries before ``before``)."""
+
+    kind: CheckpointKind
+    seq: int  # the last entry it covers (a prune: the last entry deleted)
+    head: str  # that entry's hash
+    count: int  # entries appended up to it
+    at: str  # ISO 8601, UTC
+    prev: str  # digest() of the witnessed record before it; GENESIS for the first
+    key_id: str
+    signature: str  # hex, Ed25519 over payload()
+    retention_days: int | None = None  # prune only: the configured retention
+    before: str | None = None  # prune only: the cut-off (entries older were pruned)
+
+    def fields(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "kind": self.kind,
+            "seq": self.seq,
+            "head": self.head,
+            "count": self.count,
+            "at": self.at,
+            "prev": self.prev,
+            "key_id": self.key_id,
+        }
+        if self.kind == "prune":
+            doc["retention_days"] = self.retention_days
+            doc["before"] = self.before
+        return doc
+
+    def payload(self) -> bytes:
+        return canonical(self.fields())
+
+    def digest(self) -> str:
+        """What the next record's ``prev`` holds: the hash of this one, signature included."""
+        return hashlib.sha256(canonical({**self.fields(), "signature": self.signature})).hexdigest()
+
+    def to_json(self) -> str:
+        return canonical({**self.fields(), "signature": self.signature}).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Checkpoint:
+        doc = json.loads(text)
+        return cls(
+            kind=doc["kind"],
+            seq=int(doc["seq"]),
+            head=str(doc["head"]),
+            count=int(doc["count"]),
+            at=str(doc["at"]),
+            prev=str(doc["prev"]),
+            key_id=str(doc["key_id"]),
+            signature=str(doc["signature"]),
+            retention_days=doc.get("retention_days"),
+            before=doc.get("before"),
+        )
 
 
-class Problem(BaseModel):
-    seq: int
+def sign_checkpoint(
+    key: Signer,
+    *,
+    seq: int,
+    head: str,
+    count: int,
+    at: str,
+    prev: str,
+    kind: CheckpointKind = "checkpoint",
+    retention_days: int | None = None,
+    before: str | None = None,
+) -> Checkpoint:
+    unsigned = Checkpoint(kind, seq, head, count, at, prev, key.key_id, "", retention_days, before)
+    return dataclasses.replace(unsigned, signature=key.sign(unsigned.payload()).hex())
+
+
+class Signer(Protocol):
+    """Signs checkpoints: a key file the checkpointer alone reads, or a KMS
+    (services/audit/signing.py)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def verify_key(self) -> VerifyKey: ...
+
+    def sign(self, payload: bytes) -> bytes: ...
+
+
+class BrokenRange(BaseModel):
+    """A broken range of the chain (named apart from the API's request ``Problem`` schema)."""
+
+    seq: int  # the first entry of the broken range
+    through: int  # its last
     reason: Reason
     detail: str
 
 
 class CheckpointProblem(BaseModel):
     seq: int
-    reason: Literal["bad_signature", "unknown_key", "head_mismatch", "missing_entry"]
+    reason: Literal["bad_signature", "unknown_key", "broken_link", "head_mismatch", "missing_entry"]
     detail: str
 
 
@@ -145,25 +251,29 @@ class VerifyReport(BaseModel):
     first_seq: int | None
     last_seq: int | None
     head: str | None
-    checkpoints: int
-    checkpoints_verified: int
-    # Entries before first_seq were pruned (retention) up to this signed checkpoint.
+    checkpoints: int  # witnessed records read
+    checkpoints_verified: int  # of those, validly signed
+    # Entries up to this seq were pruned by retention (a witnessed, signed pruning).
     pruned_through: int | None
-    first_broken: Problem | None
-    problems: list[Problem]
+    first_broken: BrokenRange | None
+    problems: list[BrokenRange]
     checkpoint_problems: list[CheckpointProblem]
 
 
 @dataclass
 class Verifier:
-    """Streaming: ``feed`` entries in seq order, then ``finish`` with the checkpoints.
+    """Streaming: ``feed`` entries in seq order, then ``finish`` with the witnessed records.
 
     Memory is one hash per entry (to tell a moved entry from a missing one), never records.
     """
 
+    appender_key: VerifyKey | None
+    # Signatures are checked after this seq only: up to the newest witnessed head, the witness
+    # vouches for every entry (the checkpointer checked each signature before signing it).
+    witnessed_through: int = 0
     _by_hash: dict[str, int] = field(default_factory=dict)
     _hashes: dict[int, str] = field(default_factory=dict)
-    _problems: list[Problem] = field(default_factory=list)
+    _problems: list[BrokenRange] = field(default_factory=list)
     # seq of an entry whose prev_hash links to no neighbour, and that prev_hash
     _breaks: list[tuple[int, int | None, str]] = field(default_factory=list)
     _prev: Entry | None = None
@@ -177,6 +287,10 @@ class Verifier:
             self._problem(e.seq, "altered", "the entry's content does not give its stored hash")
         elif e.columns is not None and dict(e.columns) != index(e.kind, e.record):
             self._problem(e.seq, "altered", "the searchable columns disagree with the record")
+        elif e.seq > self.witnessed_through and (
+            self.appender_key is None or not entry_signed_by(e, self.appender_key)
+        ):
+            self._problem(e.seq, "forged", "not signed with the appender key")
         self._by_hash.setdefault(e.entry_hash, e.seq)
         self._hashes[e.seq] = e.entry_hash
         prev = self._prev
@@ -184,20 +298,22 @@ class Verifier:
             self._first = e
         elif e.seq != prev.seq + 1:
             missing = prev.seq + 1
-            self._problem(missing, "deleted", f"entries {missing}..{e.seq - 1} are missing")
+            self._problem(
+                missing, "deleted", f"entries {missing}..{e.seq - 1} are missing", e.seq - 1
+            )
         elif e.prev_hash != prev.entry_hash:
             self._breaks.append((e.seq, prev.seq, e.prev_hash))
         self._prev = e
 
-    def _problem(self, seq: int, reason: Reason, d: str) -> None:
-        self._problems.append(Problem(seq=seq, reason=reason, detail=d))
+    def _problem(self, seq: int, reason: Reason, d: str, through: int | None = None) -> None:
+        self._problems.append(
+            BrokenRange(
+                seq=seq, through=seq if through is None else through, reason=reason, detail=d
+            )
+        )
 
     def finish(
-        self,
-        checkpoints: Iterable[Checkpoint],
-        verify_key: VerifyKey | None,
-        *,
-        pruned_through: int | None = None,
+        self, witnessed: Iterable[Checkpoint], checkpoint_key: VerifyKey | None
     ) -> VerifyReport:
         for seq, prev_seq, link in self._breaks:
             at = self._by_hash.get(link)
@@ -212,35 +328,12 @@ class Verifier:
                     f"entry {seq} does not link to it: altered and rehashed, "
                     "or entries were deleted and the rest renumbered",
                 )
-        cps = sorted(checkpoints, key=lambda c: c.seq)
-        cp_problems: list[CheckpointProblem] = []
-        good: dict[int, Checkpoint] = {}
-        kid = key_id(verify_key) if verify_key is not None else None
-        for cp in cps:
-            problem = _check_signature(cp, verify_key, kid)
-            if problem is not None:
-                cp_problems.append(problem)
-                continue
-            good[cp.seq] = cp
-            stored = self._hashes.get(cp.seq)
-            first_seq = self._first.seq if self._first else None
-            pruned_away = pruned_through is not None and cp.seq <= pruned_through
-            if stored is None and not pruned_away and (first_seq is None or cp.seq >= first_seq):
-                cp_problems.append(
-                    CheckpointProblem(
-                        seq=cp.seq, reason="missing_entry", detail="no entry at its seq"
-                    )
-                )
-                self._problem(cp.seq, "deleted", "a signed checkpoint covers this missing entry")
-            elif stored is not None and stored != cp.head:
-                cp_problems.append(
-                    CheckpointProblem(
-                        seq=cp.seq, reason="head_mismatch", detail="the entry's hash differs"
-                    )
-                )
-                self._problem(cp.seq, "altered", "its hash differs from the signed checkpoint")
-        pruned = self._check_start(good, pruned_through)
-        problems = sorted(self._problems, key=lambda p: p.seq)
+        records = list(witnessed)
+        cp_problems, good = check_witnessed(records, checkpoint_key)
+        prune = max((c for c in good if c.kind == "prune"), key=lambda c: c.seq, default=None)
+        self._check_start(prune)
+        self._check_checkpoints([c for c in good if c.kind == "checkpoint"], prune)
+        problems = sorted(self._problems, key=lambda p: (p.seq, p.through))
         last = self._prev
         return VerifyReport(
             ok=not problems and not cp_problems,
@@ -248,37 +341,96 @@ class Verifier:
             first_seq=self._first.seq if self._first else None,
             last_seq=last.seq if last else None,
             head=last.entry_hash if last else None,
-            checkpoints=len(cps),
+            checkpoints=len(records),
             checkpoints_verified=len(good),
-            pruned_through=pruned,
+            pruned_through=prune.seq if prune else None,
             first_broken=problems[0] if problems else None,
             problems=problems,
             checkpoint_problems=cp_problems,
         )
 
-    def _check_start(
-        self, good: Mapping[int, Checkpoint], pruned_through: int | None
-    ) -> int | None:
-        """The chain starts at seq 1 from the genesis hash, or, when retention pruned the
-        entries up to ``pruned_through``, right after the signed checkpoint at that seq."""
+    def _check_checkpoints(self, cps: list[Checkpoint], prune: Checkpoint | None) -> None:
+        """Each witnessed head must still be the database's: a range rewritten and rehashed
+        is named from the checkpoint before it; a tail deleted, up to the newest witness."""
+        floor = prune.seq if prune else 0
+        last_seq = self._prev.seq if self._prev else floor
+        cps = sorted((c for c in cps if c.seq > floor), key=lambda c: c.seq)
+        if cps and cps[-1].seq > last_seq:
+            newest = cps[-1].seq
+            self._problem(
+                last_seq + 1,
+                "deleted",
+                f"entries {last_seq + 1}..{newest} are missing: witnessed checkpoints cover "
+                f"up to seq {newest}",
+                newest,
+            )
+        before = floor  # the seq of the last witnessed head checked
+        for cp in cps:
+            stored = self._hashes.get(cp.seq)
+            if stored is not None and stored != cp.head:
+                self._problem(
+                    before + 1,
+                    "altered",
+                    f"entries {before + 1}..{cp.seq} no longer hash to the witnessed head "
+                    f"at seq {cp.seq}",
+                    cp.seq,
+                )
+            before = cp.seq
+
+    def _check_start(self, prune: Checkpoint | None) -> None:
+        """The chain starts at seq 1 from the genesis hash, or, after a witnessed pruning
+        through seq N, at N + 1 linked to the pruned head."""
         first = self._first
+        start, link = (prune.seq + 1, prune.head) if prune else (1, GENESIS)
         if first is None:
-            return pruned_through
-        if first.seq == 1 and first.prev_hash == GENESIS:
-            return None
-        anchor = good.get(first.seq - 1)
-        if pruned_through == first.seq - 1 and anchor and anchor.head == first.prev_hash:
-            return anchor.seq
+            return
+        if first.seq < start:  # the pruning's deletions are not done yet: the head must match
+            assert prune is not None
+            if self._hashes.get(prune.seq, prune.head) != prune.head:
+                self._problem(prune.seq, "altered", "its hash differs from the witnessed pruning")
+            return
+        if first.seq == start and first.prev_hash == link:
+            return
         at = self._by_hash.get(first.prev_hash)
-        if first.seq == 1 and at is not None:
-            self._problem(1, "reordered", f"it follows entry {at}, found elsewhere")
-        elif first.seq == 1:
-            self._problem(1, "altered", "the first entry does not start from the genesis hash")
+        if first.seq == start and at is not None:
+            self._problem(start, "reordered", f"it follows entry {at}, found elsewhere")
+        elif first.seq == start:
+            self._problem(start, "altered", "the first entry does not link to the chain's start")
         else:
             self._problem(
-                1, "deleted", f"entries 1..{first.seq - 1} are missing and no checkpoint covers"
+                start,
+                "deleted",
+                f"entries {start}..{first.seq - 1} are missing and no witnessed pruning "
+                "covers them",
+                first.seq - 1,
             )
-        return None
+
+
+def check_witnessed(
+    records: Iterable[Checkpoint], key: VerifyKey | None
+) -> tuple[list[CheckpointProblem], list[Checkpoint]]:
+    """The witnessed records' problems, and those validly signed. Each links to the one
+    before it, so a record removed from (or inserted into) a kept copy is seen."""
+    problems: list[CheckpointProblem] = []
+    good: list[Checkpoint] = []
+    kid = key_id(key) if key is not None else None
+    prev = GENESIS
+    for cp in records:
+        problem = _check_signature(cp, key, kid)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        if cp.prev != prev:
+            problems.append(
+                CheckpointProblem(
+                    seq=cp.seq,
+                    reason="broken_link",
+                    detail="it does not follow the witnessed record before it",
+                )
+            )
+        good.append(cp)
+        prev = cp.digest()
+    return problems, good
 
 
 def _check_signature(
@@ -287,34 +439,74 @@ def _check_signature(
     if verify_key is None or cp.key_id != kid:
         return CheckpointProblem(seq=cp.seq, reason="unknown_key", detail="not the audit key")
     try:
-        verify_key.verify(
-            checkpoint_payload(cp.seq, cp.head, cp.count, cp.at, cp.key_id),
-            bytes.fromhex(cp.signature),
-        )
+        verify_key.verify(cp.payload(), bytes.fromhex(cp.signature))
     except (BadSignatureError, ValueError):
         return CheckpointProblem(seq=cp.seq, reason="bad_signature", detail="signature invalid")
     return None
 
 
+def follows(
+    anchor: tuple[int, str], entries: Iterable[Entry], appender_key: VerifyKey
+) -> BrokenRange | None:
+    """Whether ``entries`` (seq order, from the anchor's seq or the one after it) follow from
+    the witnessed ``anchor`` (seq, head): the checkpointer's check before it signs."""
+    seq, head = anchor
+    expected_prev = head
+    for e in entries:
+        if e.seq == seq:  # the anchor's own entry, if still there, is unchanged
+            if e.entry_hash != head:
+                return _range(seq, seq, "altered", "it no longer has the witnessed hash")
+            continue
+        if e.seq != seq + 1:
+            return _range(seq + 1, e.seq - 1, "deleted", f"entries {seq + 1}..{e.seq - 1} missing")
+        if e.prev_hash != expected_prev:
+            return _range(
+                e.seq, e.seq, "altered", "it does not link to the entry before it (or the witness)"
+            )
+        if entry_hash(e.prev_hash, e.kind, e.key, e.record) != e.entry_hash or (
+            e.columns is not None and dict(e.columns) != index(e.kind, e.record)
+        ):
+            return _range(e.seq, e.seq, "altered", "its content does not give its hash")
+        if not entry_signed_by(e, appender_key):
+            return _range(e.seq, e.seq, "forged", "not signed with the appender key")
+        seq, expected_prev = e.seq, e.entry_hash
+    return None
+
+
+def _range(seq: int, through: int, reason: Reason, detail: str) -> BrokenRange:
+    return BrokenRange(seq=seq, through=through, reason=reason, detail=detail)
+
+
 def verify(
     entries: Iterable[Entry],
-    checkpoints: Iterable[Checkpoint],
-    verify_key: VerifyKey | None,
-    *,
-    pruned_through: int | None = None,
+    witnessed: Iterable[Checkpoint],
+    checkpoint_key: VerifyKey | None,
+    appender_key: VerifyKey | None,
 ) -> VerifyReport:
-    v = Verifier()
+    records = list(witnessed)
+    v = Verifier(appender_key, witnessed_through(records, checkpoint_key))
     for e in entries:
         v.feed(e)
-    return v.finish(checkpoints, verify_key, pruned_through=pruned_through)
+    return v.finish(records, checkpoint_key)
 
 
-def build(items: Iterable[tuple[str, str, Mapping[str, Any]]], start: str = GENESIS) -> list[Entry]:
-    """Entries from (kind, key, record) triples, linked from ``start`` (tests, tools)."""
+def witnessed_through(records: Iterable[Checkpoint], key: VerifyKey | None) -> int:
+    """The newest seq a validly signed, linked witnessed checkpoint covers (0: none)."""
+    problems, good = check_witnessed(records, key)
+    broken = {p.seq for p in problems}
+    return max((c.seq for c in good if c.kind == "checkpoint" and c.seq not in broken), default=0)
+
+
+def build(
+    items: Iterable[tuple[str, str, Mapping[str, Any]]],
+    appender: SigningKey,
+    start: str = GENESIS,
+) -> list[Entry]:
+    """Entries from (kind, key, record) triples, linked from ``start`` and signed (tests)."""
     out: list[Entry] = []
     prev = start
     for seq, (kind, key, record) in enumerate(items, start=1):
         h = entry_hash(prev, kind, key, record)
-        out.append(Entry(seq, kind, key, record, prev, h))
+        out.append(Entry(seq, kind, key, record, prev, h, signature=sign_entry(appender, h)))
         prev = h
     return out

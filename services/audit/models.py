@@ -1,4 +1,5 @@
-"""The audit store: the hash-chained entries, their signed checkpoints, and the append lock.
+"""The audit store: the hash-chained, signed entries and the append lock. Checkpoints are
+witnessed outside the database (services/audit/witness.py).
 
 ``record`` is the entry's canonical JSON (names, ids and times, never field values); the other
 columns of ``AuditEntry`` are derived from it for search, and ``verify`` checks they agree.
@@ -36,24 +37,13 @@ class AuditEntry(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     basis: Mapped[str] = mapped_column(String(400), default="")  # |consent|court_order|
     rules: Mapped[str] = mapped_column(String(400), default="")  # |R2|R6|
-
-
-class AuditCheckpoint(Base):
-    """Ed25519 over canonical JSON of (seq, head, count, at, key_id)."""
-
-    __tablename__ = "audit_checkpoints"
-
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    head: Mapped[str] = mapped_column(String(64))
-    count: Mapped[int] = mapped_column(BigInteger)
-    at: Mapped[str] = mapped_column(String(40))  # the signed ISO 8601 text, kept verbatim
-    key_id: Mapped[str] = mapped_column(String(32))
-    signature: Mapped[str] = mapped_column(String(128))
+    # The appender's Ed25519 signature over the entry's hash (services/audit/chain.py).
+    signature: Mapped[str | None] = mapped_column(String(128))
 
 
 class AuditHead(Base):
     """One row (id 1), updated by every append: the lock that serialises appenders, and the
-    seq retention pruned through (entries up to it were deleted after a checkpoint)."""
+    seq retention pruned through (informative: verify trusts only the witnessed pruning)."""
 
     __tablename__ = "audit_head"
 

@@ -1,16 +1,19 @@
-"""The audit chain in SQL: append (serialised), checkpoint, read back, verify, prune.
+"""The audit chain in SQL: append (serialised, signed), read back, verify, prune.
 
 Every append runs in the caller's transaction: it first updates the single ``audit_head`` row
 (a row lock on PostgreSQL, the write lock on SQLite), so appenders queue one behind another;
 then it reads the head's seq and hash in that same transaction, skips an entry whose key is
-already in the chain (a redelivered decision record), and links the new entry to the head.
+already in the chain (a redelivered decision record), links the new entry to the head and
+signs it with the appender key (``session.info["audit_appender"]``, set by
+``with_appender``; else the process's configured one).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from nacl.signing import SigningKey, VerifyKey
@@ -18,7 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import chain
-from services.audit.models import AuditCheckpoint, AuditEntry, AuditHead
+from services.audit.models import AuditEntry, AuditHead
 from services.observability import metrics
 
 HEAD_ID = 1
@@ -39,6 +42,27 @@ def _lock_head(session: Session) -> AuditHead:
     return head
 
 
+@lru_cache(maxsize=1)
+def _configured_appender() -> SigningKey:
+    from services.audit.signing import appender_key
+    from services.settings import Settings
+
+    return appender_key(Settings())
+
+
+def with_appender(sessions: sessionmaker[Session], key: SigningKey) -> sessionmaker[Session]:
+    """``sessions`` whose appends are signed with ``key``."""
+    info = dict(sessions.kw.get("info") or {})
+    info["audit_appender"] = key
+    sessions.configure(info=info)
+    return sessions
+
+
+def _appender(session: Session) -> SigningKey:
+    key = session.info.get("audit_appender")
+    return key if isinstance(key, SigningKey) else _configured_appender()
+
+
 def append(session: Session, kind: str, key: str, record: Mapping[str, Any]) -> AuditEntry | None:
     """Append one entry in the caller's transaction; None if its key is already chained."""
     if kind not in chain.KINDS:
@@ -55,6 +79,7 @@ def append(session: Session, kind: str, key: str, record: Mapping[str, Any]) -> 
         record=chain.canonical(doc).decode(),
         prev_hash=head.hash,
         entry_hash=h,
+        signature=chain.sign_entry(_appender(session), h),
         **chain.index(kind, doc),
     )
     session.add(entry)
@@ -66,24 +91,6 @@ def append(session: Session, kind: str, key: str, record: Mapping[str, Any]) -> 
 def append_decision(session: Session, record: Mapping[str, Any]) -> AuditEntry | None:
     key = chain.decision_key(str(record["event_id"]), str(record["partner_id"]))
     return append(session, "decision", key, record)
-
-
-def checkpoint(session: Session, key: SigningKey, now: datetime) -> AuditCheckpoint | None:
-    """Sign the current head, unless it is empty or already signed."""
-    head = _lock_head(session)
-    if head.seq == 0 or session.get(AuditCheckpoint, head.seq) is not None:
-        return None
-    cp = chain.sign_checkpoint(key, seq=head.seq, head=head.hash, count=head.seq, at=ts(now))
-    row = AuditCheckpoint(
-        seq=cp.seq,
-        head=cp.head,
-        count=cp.count,
-        at=cp.at,
-        key_id=cp.key_id,
-        signature=cp.signature,
-    )
-    session.add(row)
-    return row
 
 
 def as_entry(row: AuditEntry) -> chain.Entry:
@@ -107,32 +114,20 @@ def as_entry(row: AuditEntry) -> chain.Entry:
         prev_hash=row.prev_hash,
         entry_hash=row.entry_hash,
         columns=columns,
-    )
-
-
-def as_checkpoint(row: AuditCheckpoint) -> chain.Checkpoint:
-    return chain.Checkpoint(
-        seq=row.seq,
-        head=row.head,
-        count=row.count,
-        at=row.at,
-        key_id=row.key_id,
         signature=row.signature,
     )
 
 
-def iter_entries(session: Session) -> Iterator[chain.Entry]:
-    """Every entry in seq order, fetched in chunks by keyset (never all in memory)."""
-    after = -1
+def iter_entries(
+    session: Session, after: int = -1, through: int | None = None
+) -> Iterator[chain.Entry]:
+    """The entries after ``after`` (up to ``through``) in seq order, fetched in chunks by
+    keyset (never all in memory)."""
     while True:
-        rows = list(
-            session.scalars(
-                select(AuditEntry)
-                .where(AuditEntry.seq > after)
-                .order_by(AuditEntry.seq)
-                .limit(CHUNK)
-            )
-        )
+        query = select(AuditEntry).where(AuditEntry.seq > after)
+        if through is not None:
+            query = query.where(AuditEntry.seq <= through)
+        rows = list(session.scalars(query.order_by(AuditEntry.seq).limit(CHUNK)))
         for row in rows:
             yield as_entry(row)
         if len(rows) < CHUNK:
@@ -141,59 +136,54 @@ def iter_entries(session: Session) -> Iterator[chain.Entry]:
         session.expunge_all()
 
 
-def verify_database(sessions: sessionmaker[Session], verify_key: VerifyKey) -> chain.VerifyReport:
+def verify_database(
+    sessions: sessionmaker[Session],
+    witnessed: Iterable[chain.Checkpoint],
+    checkpoint_key: VerifyKey | None,
+    appender_key: VerifyKey | None,
+) -> chain.VerifyReport:
+    """The database's chain against the witnessed checkpoints (never the database's own word
+    on what was pruned or signed)."""
+    records = list(witnessed)
     with sessions() as session:
-        head = session.get(AuditHead, HEAD_ID)
-        verifier = chain.Verifier()
+        verifier = chain.Verifier(appender_key, chain.witnessed_through(records, checkpoint_key))
         for entry in iter_entries(session):
             verifier.feed(entry)
-        cps = [as_checkpoint(r) for r in session.scalars(select(AuditCheckpoint))]
-        report = verifier.finish(
-            cps, verify_key, pruned_through=head.pruned_through if head else None
-        )
+        report = verifier.finish(records, checkpoint_key)
     metrics.AUDIT_CHAIN_OK.set(1 if report.ok else 0)  # /metrics of the verifying process
     metrics.AUDIT_CHAIN_VERIFIED.set_to_current_time()
     return report
 
 
-def prune(session: Session, key: SigningKey, *, before: datetime, now: datetime) -> int:
-    """Retention: delete the oldest entries whose time is before ``before``, up to the last
-    such entry, after signing a checkpoint there so the rest still verifies from it.
+def head(session: Session) -> tuple[int, str]:
+    row = session.get(AuditHead, HEAD_ID)
+    return (row.seq, row.hash) if row is not None else (0, chain.GENESIS)
 
-    Only a prefix of the chain can go (a hole would break the links); the first entry that
-    must be kept stops the pruning. Returns how many entries were deleted.
-    """
-    head = _lock_head(session)
-    start = (head.pruned_through or 0) + 1
+
+def prunable(session: Session, *, before: datetime, after: int, limit: int) -> int | None:
+    """The last seq retention may prune: the oldest entries after ``after`` whose time is
+    before ``before``, only as a prefix (a hole would break the links), at most ``limit``
+    (the last verified and witnessed seq, below the head). None if there is none."""
     through = None
     for seq, at in session.execute(
         select(AuditEntry.seq, AuditEntry.at)
-        .where(AuditEntry.seq >= start)
+        .where(AuditEntry.seq > after, AuditEntry.seq <= limit)
         .order_by(AuditEntry.seq)
         .execution_options(yield_per=CHUNK)
     ):
-        if at is None or at >= before or seq == head.seq:
-            break  # keep the last entry: the head is always a row
+        if at is None or at >= before:
+            break
         through = seq
-    if through is None:
-        return 0
-    last = session.get(AuditEntry, through)
-    assert last is not None
-    if session.get(AuditCheckpoint, through) is None:
-        cp = chain.sign_checkpoint(
-            key, seq=through, head=last.entry_hash, count=through, at=ts(now)
-        )
-        session.add(
-            AuditCheckpoint(
-                seq=cp.seq,
-                head=cp.head,
-                count=cp.count,
-                at=cp.at,
-                key_id=cp.key_id,
-                signature=cp.signature,
-            )
-        )
+    return through
+
+
+def delete_through(session: Session, through: int) -> int:
+    """Delete the entries up to ``through`` once their pruning is witnessed."""
+    h = _lock_head(session)
     result = session.execute(delete(AuditEntry).where(AuditEntry.seq <= through))
-    session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq < through))
-    head.pruned_through = through
+    h.pruned_through = max(h.pruned_through or 0, through)
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def entry_hash_at(session: Session, seq: int) -> str | None:
+    return session.scalar(select(AuditEntry.entry_hash).where(AuditEntry.seq == seq))

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, and_, exists, literal, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from services.audit import chain, reports, store
+from services.audit import chain, reports
 from services.audit import record as audit_record
 from services.audit.models import AuditEntry
 from services.auth.deps import SessionDep, require
@@ -428,12 +428,15 @@ class VerifyOut(chain.VerifyReport):
 @router.get(
     "/verify",
     response_model=VerifyOut,
-    summary="Recompute the chain and its signed checkpoints",
-    description="Reports the first broken entry (altered, deleted or reordered) and every "
-    "checkpoint whose signature or head does not match.",
+    summary="Recompute the chain against its witnessed checkpoints",
+    description="Checks the database's chain against the checkpoints witnessed outside it "
+    "(the checkpointer's topic) and reports each broken range, first one first (altered, "
+    "forged, deleted or reordered), and every witnessed record whose signature or link "
+    "does not hold.",
     responses=RESPONSES,
 )
-def verify(_: Compliance, request: Request) -> VerifyOut:
-    key = request.app.state.audit_key.verify_key
-    report = store.verify_database(_sessions(request), key)
+async def verify(_: Compliance, request: Request) -> VerifyOut:
+    verification = request.app.state.audit_verification
+    report = await verification.report(_sessions(request))
+    key = verification.checkpoint_key
     return VerifyOut(**report.model_dump(), key_id=chain.key_id(key), verify_key=bytes(key).hex())

@@ -134,7 +134,7 @@ class PrivateStack:
                 "keks": "",
                 "kek_active": "",
                 "relay_private_key": "",
-                "audit_signing_key": "",
+                "audit_appender_key": "",
             }
         )
         return cls(s, echo)

@@ -82,7 +82,7 @@ RELAY_SETTINGS = (
     "keks",
     "kek_active",
     "relay_private_key",
-    "audit_signing_key",
+    "audit_appender_key",
     "opa_timeout_s",
     "opa_batch_size",
     "opa_concurrency",
@@ -103,6 +103,7 @@ def relay_env(s: Settings) -> dict[str, str]:
     # Several relays run side by side (instances, supervised restarts): any free health port.
     env.setdefault("ACCORD_RELAY_HEALTH_PORT", "0")
     env.setdefault("ACCORD_SINK_HEALTH_PORT", "0")
+    env.setdefault("ACCORD_AUDIT_CHECKPOINTER_HEALTH_PORT", "0")
     return env
 
 

@@ -52,11 +52,13 @@ SurvivorId = Annotated[str, Path(pattern=ID_PATTERN, description="Pseudonymous s
     summary="The key to seal events about one survivor before publishing them to Kafka",
     description="Events on the inbound topic are sealed to their survivor "
     "(HPKE: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM; format `ib1`, see "
-    "docs/at-rest.md). Seal with the key of the highest generation; after a survivor's data "
-    "was erased, the generation changes and events sealed to the old key are dropped.",
+    "docs/at-rest.md). Seal with the key of the highest generation. After a survivor's data "
+    "was erased there is no key any more (410): events about them are not accepted, and "
+    "events sealed to the erased key are dropped with a dead letter that says so.",
     responses={
         401: {"description": "Missing or invalid API key"},
         403: {"description": "Not an agency's key"},
+        410: {"description": "The survivor's data was erased: no event about them is accepted"},
     },
 )
 def event_key(survivor_id: SurvivorId, request: Request, _: AgencyPrincipal) -> EventKey:
@@ -93,6 +95,7 @@ def _sealed(request: Request, raw: bytes, agency_id: str, survivor_id: str) -> b
     responses={
         401: {"description": "Missing or invalid API key"},
         403: {"description": "The key is not an agency's, or the event's source is another agency"},
+        410: {"description": "The survivor's data was erased: no event about them is accepted"},
         413: {"description": "Event larger than the configured limit"},
         422: {
             "description": "Not a valid CloudEvent, not signed by the agency, unknown type, "

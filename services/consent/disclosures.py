@@ -97,6 +97,15 @@ class SqlDisclosureLog:
         at: datetime,
     ) -> None:
         with self._sessions() as session, session.begin():
+            exists = session.scalar(
+                select(models.Disclosure.id).where(
+                    models.Disclosure.event_id == notice_id,
+                    models.Disclosure.partner_id == partner[0],
+                    models.Disclosure.kind == "revocation_notice",
+                )
+            )
+            if exists is not None:  # sent again (an erasure re-run): recorded once
+                return
             session.add(
                 models.Disclosure(
                     survivor_id=survivor_id,

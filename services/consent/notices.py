@@ -36,19 +36,27 @@ async def send_revocation_notices(state: Any, consent: Consent) -> list[str]:
     # Every release so far is in the audit chain: `accord sink` has stored the decisions topic
     # up to its end as it stands now (TimeoutError if it does not within 10 s).
     await state.audit_sink.catch_up()
+    return await send_notices(state.producer, state.settings, state.disclosures, consent)
+
+
+async def send_notices(
+    producer: Any, settings: Any, disclosures: Any, consent: Consent
+) -> list[str]:
+    """A ``consent.revoked`` notice to each partner that received data under ``consent``
+    (read from the audit chain), each recorded once as a disclosure (R14). The audit chain is
+    read and written in a thread: never a database call on the loop."""
     now = datetime.now(UTC)
     sent = []
-    # The audit chain is read and written in a thread: never a database call on the loop.
-    recipients = await asyncio.to_thread(state.disclosures.recipients_under, consent.id)
+    recipients = await asyncio.to_thread(disclosures.recipients_under, consent.id)
     for partner_id, partner_type in recipients:
         doc = notice(consent, partner_id, now)
-        await state.producer.send_and_wait(
-            state.settings.partner_topic(partner_id),
+        await producer.send_and_wait(
+            settings.partner_topic(partner_id),
             json.dumps(doc).encode(),
             key=consent.survivor_id.encode(),
         )
         await asyncio.to_thread(
-            state.disclosures.record_notice,
+            disclosures.record_notice,
             survivor_id=consent.survivor_id,
             consent_id=consent.id,
             version=consent.version,

@@ -37,7 +37,8 @@ class ConsentPublisher:
         self._producer = producer
         self._topic = topic
 
-    async def publish(self, survivor_id: str, record: bytes) -> None:
+    async def publish(self, survivor_id: str, record: bytes | None) -> None:
+        """A sealed snapshot, or None: a tombstone (the survivor was erased)."""
         await self._producer.send_and_wait(self._topic, record, key=survivor_id.encode())
 
 
@@ -65,13 +66,19 @@ async def publish_committed(
     """Publish the survivor's snapshot as committed now, then record that it was published.
     The database work runs in a thread, never on the event loop."""
 
-    def sealed() -> tuple[Snapshot, bytes]:
+    def sealed() -> tuple[Snapshot, bytes | None]:
         with sessions() as session:
             survivor = session.get(models.Survivor, survivor_id)
             assert survivor is not None
             snap = snapshot(session=session, survivor=survivor)
             # Sealed to the survivor (services/atrest/sealed.py): the broker holds only ids.
-            record = store.seal_snapshot(session, encode(snap), survivor_id=survivor_id)
+            # An erased survivor's snapshot is a tombstone: compaction removes the last one the
+            # relay had, and its view drops the survivor (no consents, no legal bases).
+            record: bytes | None
+            try:
+                record = store.seal_snapshot(session, encode(snap), survivor_id=survivor_id)
+            except store.SurvivorErased:
+                record = None
             session.commit()  # the survivor's data key, if this created it
         return snap, record
 

@@ -307,10 +307,20 @@ def _lock(session: Session, survivor: models.Survivor) -> None:
     session.refresh(survivor, with_for_update=True)
 
 
+def _not_erased(session: Session, survivor: models.Survivor) -> None:
+    # An erased survivor is a tombstone (docs/at-rest.md): what they consented to ended
+    # with the erasure, and nothing new is recorded about them.
+    if atrest.is_erased(session, survivor.id):
+        raise ConsentError(
+            410, "This survivor's data was erased: no consent is recorded for them any more."
+        )
+
+
 def grant(
     *, session: Session, survivor: models.Survivor, data: ConsentIn, by: RecordedBy, now: datetime
 ) -> Consent:
     _lock(session, survivor)
+    _not_erased(session, survivor)
     return _append(
         session,
         survivor,
@@ -349,6 +359,7 @@ def amend(
 ) -> Consent:
     """A new version with new provisions (to narrow, or widen, what is shared)."""
     _lock(session, survivor)
+    _not_erased(session, survivor)
     current = latest(session=session, survivor_id=survivor.id, consent_id=consent_id)
     if current.status != "active":
         raise ConsentError(409, "This consent was revoked; grant a new one instead.")
@@ -384,6 +395,48 @@ def revoke(
         evidence=previous.evidence,
         now=now,
     )
+
+
+ERASURE_ACTOR = "erasure:"  # recorded_by.actor of the revocations an erasure makes
+
+
+def ended_by_erasure(*, session: Session, survivor_id: str) -> list[Consent]:
+    """The revocations an erasure made (to notify again when the first sending failed)."""
+    return [
+        c
+        for c in current_consents(
+            session=session, survivor_id=survivor_id, now=None, evidence=False
+        )
+        if c.status == "revoked" and c.recorded_by.actor.startswith(ERASURE_ACTOR)
+    ]
+
+
+def end_for_erasure(*, session: Session, survivor_id: str, by: str, now: datetime) -> list[Consent]:
+    """Revoke every consent of the survivor still active, in the erasure's transaction: a
+    revoked version each, recorded by the operator who erased (``by``), chained as any
+    revocation. Returns the revocations (to notify earlier recipients)."""
+    survivor = session.get(models.Survivor, survivor_id)
+    if survivor is None:
+        return []
+    _lock(session, survivor)
+    ended = []
+    for c in current_consents(session=session, survivor_id=survivor_id, now=None, evidence=False):
+        if c.status == "revoked":
+            continue
+        ended.append(
+            _append(
+                session,
+                survivor,
+                consent_id=c.id,
+                version=c.version + 1,
+                status="revoked",
+                provisions=c.provisions,
+                by=RecordedBy(role="advocate", actor=f"{ERASURE_ACTOR}{by}"),
+                evidence=None,  # erased with the keys
+                now=now,
+            )
+        )
+    return ended
 
 
 def current_consents(

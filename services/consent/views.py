@@ -96,7 +96,7 @@ class GuardianIn(BaseModel):
 
 
 # An unknown survivor answers 403 as another agency's does (service.access): no 404 here.
-@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(503))
+@router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(410, 503))
 async def record_guardian(
     survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
@@ -272,7 +272,7 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
     "/survivors/{survivor_id}/consents",
     status_code=201,
     response_model=Consent,
-    responses=errors(503),
+    responses=errors(410, 503),
 )
 async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
@@ -284,7 +284,7 @@ async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Acto
 @router.put(
     "/survivors/{survivor_id}/consents/{consent_id}",
     response_model=Consent,
-    responses={**errors(404, 503), 409: {"description": "The consent was revoked"}},
+    responses={**errors(404, 410, 503), 409: {"description": "The consent was revoked"}},
 )
 async def amend(
     survivor_id: str, consent_id: str, body: ConsentIn, request: Request, actor: Actor

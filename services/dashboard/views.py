@@ -31,7 +31,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.audit import chain, reports, store
+from services.audit import chain, reports
 from services.audit import views as audit
 from services.audit.models import AuditEntry
 from services.auth.deps import SessionDep
@@ -473,7 +473,7 @@ _storing = threading.Lock()
 def _verify(app: Any) -> VerifyStatus:
     sessions: sessionmaker[Session] = app.state.sessions
     started = datetime.now(UTC)
-    status = VerifyStatus(store.verify_database(sessions, app.state.audit_key.verify_key), started)
+    status = VerifyStatus(app.state.audit_verification.report_blocking(sessions), started)
     with _storing:
         current: VerifyStatus | None = getattr(app.state, "dashboard_verify", None)
         if current is None or current.at <= started:  # a slower, older run never wins

@@ -59,7 +59,9 @@ def _check(survivor_id: str) -> None:
         raise HTTPException(422, detail="The survivor id is not a valid pseudonym.")
 
 
-@router.post("/declarations", status_code=201, response_model=DeclarationOut, responses=errors(503))
+@router.post(
+    "/declarations", status_code=201, response_model=DeclarationOut, responses=errors(410, 503)
+)
 async def declare(
     survivor_id: str, body: DeclarationIn, request: Request, staff: Supervisor
 ) -> DeclarationOut:
@@ -123,7 +125,9 @@ async def end_declaration(
     return out
 
 
-@router.post("/court-orders", status_code=201, response_model=CourtOrderOut, responses=errors(503))
+@router.post(
+    "/court-orders", status_code=201, response_model=CourtOrderOut, responses=errors(410, 503)
+)
 async def record_court_order(
     survivor_id: str, body: CourtOrderIn, request: Request, staff: Supervisor
 ) -> CourtOrderOut:

@@ -207,3 +207,19 @@ def record_lag(gauge: Gauge, lags: Mapping[int, int], *labels: str) -> None:
     gauge.clear()
     for partition, lag in lags.items():
         gauge.labels(*labels, str(partition)).set(max(0, lag))
+
+
+# --- audit checkpointer (services/audit/checkpoints.py) ------------------------------------
+
+AUDIT_CHECKPOINTS_SIGNED = PromCounter(
+    "accord_audit_checkpoints_signed",
+    "Records the checkpointer signed and witnessed (checkpoints and prunings).",
+)
+AUDIT_CHECKPOINT_REFUSALS = PromCounter(
+    "accord_audit_checkpoint_refusals",
+    "Heads the checkpointer refused to sign: they did not follow the last witnessed one.",
+)
+AUDIT_CHAIN_FOLLOWS = Gauge(
+    "accord_audit_chain_follows",
+    "1 while the database's chain follows the last witnessed checkpoint, 0 while refused.",
+)

@@ -32,6 +32,7 @@ from nacl.signing import SigningKey
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import devstack, kafka_client, migrations
+from services.audit.checkpoints import Checkpointer
 from services.broker import provenance, topics
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
@@ -42,7 +43,7 @@ from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
 from services.kafka_acl import delete_acls_under, provision
 from services.kafka_client import ADMIN, AUDIT, kafka
-from services.runtime import running_api, running_relay, running_sinks
+from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
 from services.settings import Settings
 from services.sink_worker import SinkWorker
 from services.vocabulary import Category
@@ -113,7 +114,7 @@ RULE_PARTNERS = [
 # Keys made for this test session: agencies sign what they publish, partners open deliveries.
 AGENCY_KEYS = {a: SigningKey.generate() for a in ("harbor-outreach", "valley-school")}
 RELAY_KEY = PrivateKey.generate()
-AUDIT_KEY = SigningKey.generate()  # signs the audit chain's checkpoints
+AUDIT_KEY = SigningKey.generate()  # signs the audit chain's checkpoints (the checkpointer's)
 PARTNER_KEYS: dict[str, PrivateKey] = defaultdict(PrivateKey.generate)
 
 
@@ -226,6 +227,14 @@ def run_tag(s: Settings) -> str:
     return s.topic_inbound.split(".")[0]
 
 
+def audit_key_file(base: Settings, run: str) -> Path:
+    path = base.state_dir / "keys" / f"{run}-audit.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(base64.b64encode(bytes(AUDIT_KEY)).decode())
+    path.chmod(0o400)
+    return path
+
+
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
     base = Settings()
@@ -248,7 +257,13 @@ def settings() -> Iterator[Settings]:
             "api_port": free_port(),
             "topic_seen": f"{run}.seen",
             "relay_private_key": base64.b64encode(bytes(RELAY_KEY)).decode(),
-            "audit_signing_key": base64.b64encode(bytes(AUDIT_KEY)).decode(),
+            # The checkpointer's key in a file of its own (0400); the others get the verify
+            # key only. Entries are signed with the stack's appender key (<state_dir>/keys).
+            "audit_signing_key_file": str(audit_key_file(base, run)),
+            "audit_verify_key": bytes(AUDIT_KEY.verify_key).hex(),
+            "topic_audit_checkpoints": f"{run}.audit.checkpoints",
+            "audit_checkpointer_transactional_id": f"{run}-checkpointer",
+            "audit_witness_file": str(base.state_dir / "test-artifacts" / f"{run}-witness.jsonl"),
             # Tests make hundreds of enrollments and deliberate 401s from one IP; the rate
             # limits themselves are tested on an API of their own (test_http_security.py).
             "auth_failures_per_minute": 1_000_000,
@@ -263,6 +278,7 @@ def settings() -> Iterator[Settings]:
         loop.run_until_complete(delete_acls_under(kafka(base, ADMIN), [f"{run}.", f"{run}-"]))
     finally:
         loop.close()
+    audit_key_file(base, run).unlink()
 
 
 # A referral and the partners it goes to, for the audit and dashboard tests.
@@ -353,8 +369,22 @@ async def sinks(
 
 
 @pytest.fixture(scope="session")
+async def checkpointer(
+    settings: Settings, database: str, kafka_topics: list[str]
+) -> AsyncIterator[Checkpointer]:
+    """The audit checkpointer worker (it ran inside the API before): tests tick it."""
+    async with running_checkpointer(settings) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
 async def api(
-    settings: Settings, database: str, kafka_topics: list[str], relay: None, sinks: SinkWorker
+    settings: Settings,
+    database: str,
+    kafka_topics: list[str],
+    relay: None,
+    sinks: SinkWorker,
+    checkpointer: Checkpointer,
 ) -> AsyncIterator[str]:
     async with running_api(settings) as base:
         yield base

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +24,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import chain, store
+from services.audit.checkpoints import Checkpointer
 from services.audit.cli import run_verify, verify_command
-from services.audit.models import AuditCheckpoint, AuditEntry
+from services.audit.models import AuditEntry
+from services.audit.signing import appender_verify_key
 from services.audit.sink import audit_sink
 from services.auth.principals import Role
 from services.auth.service import issue_credential
@@ -459,7 +462,9 @@ async def test_every_compliance_endpoint_refuses_other_roles(
                 assert resp.status_code == 403, (role, method, path)
 
 
-async def test_concurrent_appenders_are_serialised(sessions: sessionmaker[Session]) -> None:
+async def test_concurrent_appenders_are_serialised(
+    sessions: sessionmaker[Session], checkpointer: Checkpointer, settings: Settings
+) -> None:
     """Eight writers at once on PostgreSQL: every entry gets the next seq and links to the one
     before (the head row lock), and the chain still verifies."""
     run = uuid.uuid4().hex[:6]
@@ -477,7 +482,10 @@ async def test_concurrent_appenders_are_serialised(sessions: sessionmaker[Sessio
             )
         )
     assert len(seqs) == 120
-    report = store.verify_database(sessions, AUDIT_KEY.verify_key)
+    await checkpointer.tick(force=True)
+    report = store.verify_database(
+        sessions, checkpointer.records, AUDIT_KEY.verify_key, appender_verify_key(settings)
+    )
     assert report.ok, report
 
 
@@ -491,28 +499,36 @@ async def _verify(compliance: httpx.AsyncClient) -> dict[str, Any]:
     return body
 
 
-def _signed_checkpoint(sessions: sessionmaker[Session]) -> int:
-    with transaction(sessions) as session:
-        store.checkpoint(session, AUDIT_KEY, datetime.now(UTC))
-        seq = session.scalar(select(func.max(AuditCheckpoint.seq)))
-    assert seq is not None
-    return int(seq)
+async def _signed_checkpoint(checkpointer: Checkpointer) -> int:
+    """The head, signed and witnessed now by the session's checkpointer."""
+    await checkpointer.tick(force=True)
+    seq = checkpointer.anchor()[0]
+    assert seq > 0
+    return seq
+
+
+async def _cli(settings: Settings, *args: Any) -> tuple[int, list[str]]:
+    out: list[str] = []
+    code = await asyncio.to_thread(verify_command, settings, out.append, *args)
+    return code, out
 
 
 async def test_a_valid_chain_verifies(
     compliance: httpx.AsyncClient,
     referrals: list[dict[str, Any]],
-    sessions: sessionmaker[Session],
+    checkpointer: Checkpointer,
     settings: Settings,
 ) -> None:
-    _signed_checkpoint(sessions)
+    await _signed_checkpoint(checkpointer)
     report = await _verify(compliance)
     assert report["ok"], report
     assert report["checkpoints_verified"] >= 1 and report["entries"] >= len(referrals)
     assert report["key_id"] == chain.key_id(AUDIT_KEY.verify_key)
-    out: list[str] = []
-    assert verify_command(settings, out.append) == 0
-    assert out[-1] == "chain verified"
+    code, out = await _cli(settings)
+    assert code == 0 and out[-1] == "chain verified"
+    # and against the compliance officer's kept copy of the witness
+    code, out = await _cli(settings, Path(settings.audit_witness_file))
+    assert code == 0 and out[-1] == "chain verified", out
 
 
 def _middle(sessions: sessionmaker[Session], referrals: list[dict[str, Any]]) -> AuditEntry:
@@ -547,9 +563,9 @@ async def test_an_altered_row_is_reported(
         assert not report["ok"]
         assert report["first_broken"]["seq"] == row.seq
         assert report["first_broken"]["reason"] == "altered"
-        out: list[str] = []
-        assert verify_command(settings, out.append) == 1
-        assert any(line.startswith(f"BROKEN seq {row.seq}: altered") for line in out)
+        code, out = await _cli(settings)
+        assert code == 1
+        assert any(line.startswith(f"BROKEN seq {row.seq}..{row.seq}: altered") for line in out)
         # the searchable columns alone: the record is intact but the row says another partner
         with transaction(sessions) as session:
             session.execute(
@@ -586,9 +602,8 @@ async def test_a_deleted_row_is_reported(
             row.seq,
             "deleted",
         )
-        assert run_verify(settings).first_broken == chain.Problem.model_validate(
-            report["first_broken"]
-        )
+        cli = await asyncio.to_thread(run_verify, settings)
+        assert cli.first_broken == chain.BrokenRange.model_validate(report["first_broken"])
     finally:
         with transaction(sessions) as session:
             session.add(AuditEntry(**values))
@@ -596,9 +611,12 @@ async def test_a_deleted_row_is_reported(
 
 
 async def test_the_deleted_last_row_is_reported_by_its_checkpoint(
-    compliance: httpx.AsyncClient, sessions: sessionmaker[Session], referrals: list[dict[str, Any]]
+    compliance: httpx.AsyncClient,
+    sessions: sessionmaker[Session],
+    referrals: list[dict[str, Any]],
+    checkpointer: Checkpointer,
 ) -> None:
-    seq = _signed_checkpoint(sessions)
+    seq = await _signed_checkpoint(checkpointer)
     with sessions() as session:
         last = session.get(AuditEntry, seq)
         assert last is not None
@@ -607,11 +625,8 @@ async def test_the_deleted_last_row_is_reported_by_its_checkpoint(
         session.execute(text("DELETE FROM audit_entries WHERE seq = :s"), {"s": seq})
     try:
         report = await _verify(compliance)
-        assert (report["first_broken"]["seq"], report["first_broken"]["reason"]) == (
-            seq,
-            "deleted",
-        )
-        assert report["checkpoint_problems"][0]["reason"] == "missing_entry"
+        broken = report["first_broken"]
+        assert (broken["seq"], broken["through"], broken["reason"]) == (seq, seq, "deleted")
     finally:
         with transaction(sessions) as session:
             session.add(AuditEntry(**values))
@@ -647,22 +662,39 @@ async def test_reordered_rows_are_reported(
     assert (await _verify(compliance))["ok"]
 
 
-async def test_a_forged_checkpoint_is_reported(
-    compliance: httpx.AsyncClient, sessions: sessionmaker[Session], referrals: list[dict[str, Any]]
+async def test_a_tampered_copy_of_the_witness_is_reported(
+    compliance: httpx.AsyncClient,
+    referrals: list[dict[str, Any]],
+    checkpointer: Checkpointer,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
 ) -> None:
-    seq = _signed_checkpoint(sessions)
-    with transaction(sessions) as session:
-        session.execute(
-            text("UPDATE audit_checkpoints SET head = :h WHERE seq = :s"),
-            {"h": "f" * 64, "s": seq},
-        )
-    try:
-        report = await _verify(compliance)
-        assert not report["ok"]
-        assert [(p["seq"], p["reason"]) for p in report["checkpoint_problems"]] == [
-            (seq, "bad_signature")
-        ]
-    finally:
+    """The kept JSON-lines copy: a record altered (its signature fails) or removed (the next
+    one's link fails) is reported."""
+    await _signed_checkpoint(checkpointer)
+    fill = [f"k{i}" for i in range(2)]
+    for key in fill:  # two more witnessed records, so one can go from the middle
         with transaction(sessions) as session:
-            session.execute(text("DELETE FROM audit_checkpoints WHERE seq = :s"), {"s": seq})
-    assert (await _verify(compliance))["ok"]
+            store.append(session, "review", f"test:{uuid.uuid4().hex}:{key}", {"k": key})
+        await _signed_checkpoint(checkpointer)
+    removed, altered, seq = _tampered_copies(Path(settings.audit_witness_file), tmp_path)
+    code, out = await _cli(settings, removed)
+    assert code == 1
+    assert any("broken_link" in line for line in out), out
+    code, out = await _cli(settings, altered)
+    assert code == 1
+    assert any(line.startswith(f"BAD CHECKPOINT seq {seq}: bad_signature") for line in out)
+
+
+def _tampered_copies(kept: Path, tmp: Path) -> tuple[Path, Path, int]:
+    """Copies of the kept witness: one with a record removed, one with its head rewritten."""
+    lines = kept.read_text().splitlines()
+    assert len(lines) >= 3
+    removed = tmp / "removed.jsonl"
+    removed.write_text("\n".join(lines[:-2] + lines[-1:]) + "\n")
+    doc = json.loads(lines[-1])
+    doc["head"] = "f" * 64
+    altered = tmp / "altered.jsonl"
+    altered.write_text("\n".join([*lines[:-1], json.dumps(doc)]) + "\n")
+    return removed, altered, int(doc["seq"])

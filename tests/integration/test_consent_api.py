@@ -3,6 +3,7 @@ taking effect in the relay, notices, disclosures, preview, and bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,12 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from services import kafka_client
 from services.atrest.cli import erase_command
+from services.atrest.store import SurvivorErased
+from services.audit.models import AuditEntry
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.partner import collect, tail
@@ -405,36 +408,99 @@ async def test_every_version_stays_readable(api: str, staff: dict[str, str]) -> 
     ]
 
 
-async def test_erasure_reaches_kafka_events_sealed_before_it_drop_the_snapshot_is_resealed(
+async def test_an_erased_survivor_stays_erased(
     api: str, staff: dict[str, str], settings: Settings, producer: AIOKafkaProducer
 ) -> None:
+    """After `accord keys erase`: no new data key is made (410), so no new event about them
+    is accepted; an event sealed to the erased key is dropped; their consents end, each
+    partner that received data under one is sent a consent.revoked notice, and the relay's
+    snapshot becomes a tombstone; nothing about them is delivered any more."""
     survivor, me = await enrolled(api, staff["harbor"])
-    assert (await me("POST", f"/v1/survivors/{survivor}/consents", consent())).status_code == 201
-    before = cloudevent("harbor-outreach", survivor, FIELDS)
+    base = f"/v1/survivors/{survivor}/consents"
+    granted = await me("POST", base, consent())
+    assert granted.status_code == 201
+    cid = granted.json()["id"]
+    agency = Api(api, staff["agency"])
+    assert (await agency("GET", f"/v1/events/keys/{survivor}")).json()["generation"] == 1
+    first = cloudevent("harbor-outreach", survivor, FIELDS)
     old_key = EventSealer.for_settings(settings)  # an agency holding the survivor's first key
-    stale = old_key(json.dumps(before).encode())
+    stale = old_key(json.dumps(cloudevent("harbor-outreach", survivor, FIELDS)).encode())
     old_key.close()
+    engine = make_engine(settings.sqlalchemy_url)
+    sessions = make_sessionmaker(engine)
     async with (
         tail(kafka(settings, kafka_client.partner(SHELTER)), settings.partner_topic(SHELTER)) as p,
         tail(kafka(settings, kafka_client.RELAY), settings.topic_consents) as snapshots,
     ):
-        assert erase_command(settings, lambda _: None, survivor, by="test") == 1
-        # The API republishes the snapshot, which the destroyed key sealed, under a new key.
-        resealed: list[dict[str, Any]] = []
-        for _ in range(30):  # the API's republish loop runs every 2 s
-            got = await collect(snapshots, until=1, timeout_s=0.5)
-            resealed += [s for s in got if s.get("survivor") == survivor]
-            if resealed:
-                break
-        assert [s["generation"] for s in resealed] == [2]
-        await producer.send_and_wait(settings.topic_inbound, stale, key=survivor.encode())
-        after = cloudevent("harbor-outreach", survivor, FIELDS)
         await producer.send_and_wait(
             settings.topic_inbound,
-            inbound_record(settings, after, fresh=True),
+            inbound_record(settings, first, fresh=True),
             key=survivor.encode(),
         )
+        assert first["id"] in {d["id"] for d in await received(settings, p, expect=1)}
+        await chained(sessions, first["id"])  # the shelter is an earlier recipient
+        said: list[str] = []
+        assert (
+            await asyncio.to_thread(erase_command, settings, said.append, survivor, by="ops") == 1
+        )
+        assert said == [
+            f"destroyed 1 data key(s) of survivor {survivor}; 1 consent(s) ended",
+            "consent.revoked notices sent to 1 earlier recipient(s)",
+        ]
+        assert await tombstone(snapshots, survivor.encode())
+        await producer.send_and_wait(settings.topic_inbound, stale, key=survivor.encode())
         got = await received(settings, p, expect=1)
-    delivered = {d["id"] for d in got if d["subject"] == survivor}
-    # The consent outlives the erasure; the event sealed to the destroyed key cannot be read.
-    assert delivered == {after["id"]}
+        # a second run sends the notices again (recorded once), destroys nothing
+        assert (
+            await asyncio.to_thread(erase_command, settings, said.append, survivor, by="ops") == 0
+        )
+        got += await received(settings, p, expect=1)
+    engine.dispose()
+    mine = [d for d in got if d["subject"] == survivor]
+    assert {d["type"] for d in mine} == {"accord.consent.revoked"}  # nothing else delivered
+    assert {(d["data"]["consent_id"], d["data"]["consent_version"]) for d in mine} == {(cid, 2)}
+    # No key is made again: the agency is told why, and cannot seal a new event.
+    key = await agency("GET", f"/v1/events/keys/{survivor}")
+    assert key.status_code == 410 and "erased" in key.json()["detail"]
+    assert survivor not in key.text
+    posted = await agency.http.post(
+        "/v1/events",
+        json=cloudevent("harbor-outreach", survivor, FIELDS),
+        headers={"Content-Type": "application/cloudevents+json"},
+    )
+    assert posted.status_code == 410, posted.text
+    with pytest.raises(SurvivorErased):
+        inbound_record(settings, cloudevent("harbor-outreach", survivor, FIELDS), fresh=True)
+    # The consents ended with the erasure, and none is recorded again.
+    listed = (await me("GET", base)).json()
+    assert [(c["id"], c["version"], c["status"]) for c in listed] == [(cid, 2, "revoked")]
+    assert listed[0]["recorded_by"]["actor"] == "erasure:ops"
+    assert (await me("POST", base, consent())).status_code == 410
+    disclosures = (await me("GET", f"/v1/survivors/{survivor}/disclosures")).json()
+    notices = [d for d in disclosures if d.get("kind") == "revocation_notice"]
+    assert len(notices) == 1, disclosures
+
+
+async def chained(sessions: Any, event_id: str, timeout_s: float = 30) -> None:
+    """Until the audit sink has chained the event's decisions (earlier recipients are read
+    from the chain)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        with sessions() as session:
+            if session.scalar(select(AuditEntry.seq).where(AuditEntry.event_id == event_id)):
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the decision was not chained")
+
+
+async def tombstone(consumer: Any, key: bytes, timeout_s: float = 30) -> bool:
+    """Whether a null value for ``key`` arrives (the API's republish loop runs every 2 s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        batch = await consumer.getmany(timeout_ms=500)
+        for records in batch.values():
+            if any(r.key == key and r.value is None for r in records):
+                return True
+    return False

@@ -301,7 +301,7 @@ async def test_accord_api_process_writes_only_json_lines(
     env = {
         **relay_env(settings),
         "ACCORD_API_PORT": str(port),
-        "ACCORD_AUDIT_SIGNING_KEY": settings.audit_signing_key,
+        "ACCORD_AUDIT_VERIFY_KEY": settings.audit_verify_key,  # verify only: no signing key
     }
     out, err = tmp_path / "api.out", tmp_path / "api.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:

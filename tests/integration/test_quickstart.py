@@ -69,6 +69,7 @@ def _env(settings: Settings, tmp: Path) -> dict[str, str]:
             "ACCORD_API_PORT": str(free_port()),
             "ACCORD_RELAY_HEALTH_PORT": str(free_port()),  # not 9101: other relays may hold it
             "ACCORD_SINK_HEALTH_PORT": str(free_port()),
+            "ACCORD_AUDIT_CHECKPOINTER_HEALTH_PORT": str(free_port()),  # nor 9103
             "ACCORD_DATABASE_URL": url,
             "ACCORD_TOPIC_INBOUND": f"{tag}.inbound",
             "ACCORD_TOPIC_DECISIONS": f"{tag}.decisions",
@@ -78,6 +79,9 @@ def _env(settings: Settings, tmp: Path) -> dict[str, str]:
             "ACCORD_PARTNER_TOPIC_PREFIX": f"{tag}.partner.",
             "ACCORD_RELAY_GROUP": f"{tag}-relay",
             "ACCORD_RELAY_TRANSACTIONAL_ID": f"{tag}-relay-0",
+            "ACCORD_TOPIC_AUDIT_CHECKPOINTS": f"{tag}.audit.checkpoints",
+            "ACCORD_AUDIT_CHECKPOINTER_TRANSACTIONAL_ID": f"{tag}-checkpointer",
+            "ACCORD_AUDIT_WITNESS_FILE": str(tmp / "checkpoints.jsonl"),
             "TMPDIR": str(tmp),  # the page's mktemp -d: its logs are ours to show on failure
         }
     )

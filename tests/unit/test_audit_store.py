@@ -1,5 +1,8 @@
-"""The audit store on SQLite: append skips a key already chained, checkpoints sign the head,
-retention prunes a prefix after a checkpoint and the rest still verifies from it."""
+"""The audit store and the checkpointer on SQLite (the witness kept in memory here; the Kafka
+witness is tested on the real broker in tests/integration/test_audit_witness.py): append
+skips a key already chained and signs each entry; the checkpointer signs every n entries,
+refuses a head that does not follow the last witnessed one, and prunes a prefix by retention
+only after a witnessed pruning record, the rest still verifying from it."""
 
 from __future__ import annotations
 
@@ -10,24 +13,82 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-from sqlalchemy import delete, func, select, update
+from prometheus_client import REGISTRY
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.audit import record, store
-from services.audit.checkpoints import Checkpointer
-from services.audit.models import AuditCheckpoint, AuditEntry
+from services.audit import chain, health, record, store
+from services.audit.chain import Checkpoint
+from services.audit.checkpoints import Checkpointer, Refused
+from services.audit.models import AuditEntry
+from services.audit.witness import read_file
 from services.db import Base, make_engine, make_sessionmaker, transaction
 
 KEY = SigningKey(b"\x07" * 32)
+APPENDER = SigningKey(b"\x08" * 32)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class KeySigner:
+    def __init__(self, key: SigningKey) -> None:
+        self._key = key
+        self.verify_key = key.verify_key
+        self.key_id = chain.key_id(key.verify_key)
+
+    def sign(self, payload: bytes) -> bytes:
+        return bytes(self._key.sign(payload).signature)
+
+
+class MemoryWitness:
+    """Stands in for the witness topic (append-only, in order)."""
+
+    def __init__(self) -> None:
+        self.records: list[Checkpoint] = []
+
+    async def start(self) -> list[Checkpoint]:
+        return list(self.records)
+
+    async def publish(self, record: Checkpoint) -> None:
+        self.records.append(record)
+
+    async def stop(self) -> None:
+        pass
 
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    yield make_sessionmaker(engine)
+    yield store.with_appender(make_sessionmaker(engine), APPENDER)
     engine.dispose()
+
+
+def verified(sessions: sessionmaker[Session], witness: list[Checkpoint]) -> chain.VerifyReport:
+    return store.verify_database(sessions, witness, KEY.verify_key, APPENDER.verify_key)
+
+
+async def checkpointer(
+    sessions: sessionmaker[Session],
+    witness: MemoryWitness,
+    tmp_path: Path,
+    *,
+    every: int = 3,
+    retention_days: int = 0,
+    now: datetime = T0,
+) -> Checkpointer:
+    cp = Checkpointer(
+        sessions,
+        KeySigner(KEY),
+        APPENDER.verify_key,
+        witness,
+        every=every,
+        interval_s=3600,
+        retention_days=retention_days,
+        witness_file=str(tmp_path / "witness.jsonl"),
+        clock=lambda: now,
+    )
+    await cp.start()
+    return cp
 
 
 def decision(i: int) -> dict[str, object]:
@@ -54,7 +115,7 @@ def fill(sessions: sessionmaker[Session], n: int) -> None:
             store.append_decision(session, decision(i))
 
 
-def test_append_is_once_per_key_and_verifies(sessions: sessionmaker[Session]) -> None:
+def test_append_is_once_per_key_signed_and_verifies(sessions: sessionmaker[Session]) -> None:
     fill(sessions, 5)
     with transaction(sessions) as session:
         assert store.append_decision(session, decision(2)) is None  # redelivered
@@ -62,65 +123,150 @@ def test_append_is_once_per_key_and_verifies(sessions: sessionmaker[Session]) ->
         assert not record.review(session, decision(2), "decision:evt-2:p-1", "cmp", T0)
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(AuditEntry)) == 6
-    report = store.verify_database(sessions, KEY.verify_key)
+        assert all(e.signature for e in store.iter_entries(session))
+    report = verified(sessions, [])
     assert report.ok and report.last_seq == 6
+    other = SigningKey(b"\x09" * 32).verify_key  # entries signed by someone else are forged
+    bad = store.verify_database(sessions, [], KEY.verify_key, other)
+    assert bad.first_broken is not None and bad.first_broken.reason == "forged"
 
 
-def test_checkpointer_signs_every_n_entries(sessions: sessionmaker[Session]) -> None:
-    cp = Checkpointer(sessions, KEY, every=3, interval_s=3600)
+async def test_checkpointer_signs_every_n_entries(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    witness = MemoryWitness()
+    cp = await checkpointer(sessions, witness, tmp_path)
     fill(sessions, 2)
-    assert cp.tick() is None
+    assert await cp.tick() is None
     fill(sessions, 1)
-    assert cp.tick() == 3
-    assert cp.tick() is None  # nothing new
+    signed = await cp.tick()
+    assert signed is not None and (signed.seq, signed.prev) == (3, chain.GENESIS)
+    assert await cp.tick() is None  # nothing new
     fill(sessions, 1)
-    assert cp.tick(force=True) == 4
-    report = store.verify_database(sessions, KEY.verify_key)
+    signed = await cp.tick(force=True)
+    assert signed is not None and (signed.seq, signed.prev) == (4, witness.records[0].digest())
+    report = verified(sessions, witness.records)
     assert report.ok and report.checkpoints_verified == 2
+    assert read_file(tmp_path / "witness.jsonl") == witness.records  # the kept copy
+    restarted = await checkpointer(sessions, witness, tmp_path)  # anchors at the last record
+    assert restarted.anchor() == (4, witness.records[-1].head)
 
 
-def test_retention_prunes_a_prefix_and_the_rest_verifies(sessions: sessionmaker[Session]) -> None:
-    fill(sessions, 10)
+async def test_checkpointer_refuses_a_head_that_does_not_follow(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    witness = MemoryWitness()
+    cp = await checkpointer(sessions, witness, tmp_path, every=1)
+    fill(sessions, 4)
+    assert await cp.tick() is not None
+    refusals = health.metrics()["accord_audit_checkpoint_refusals_total"]
+    # a forged entry, linked to the head and hashed correctly, but not signed by an appender
+    items = [(e.kind, e.key, dict(e.record)) for e in _entries(sessions)]
+    forged = chain.build([*items, ("decision", "decision:evt-x:p-1", decision(50))], KEY)[-1]
     with transaction(sessions) as session:
-        pruned = store.prune(session, KEY, before=T0 + timedelta(days=4), now=T0)
-    assert pruned == 4
+        session.add(
+            AuditEntry(
+                seq=5,
+                kind=forged.kind,
+                entry_key=forged.key,
+                record=chain.canonical(dict(forged.record)).decode(),
+                prev_hash=forged.prev_hash,
+                entry_hash=forged.entry_hash,
+                signature=forged.signature,
+                **chain.index(forged.kind, forged.record),
+            )
+        )
+        session.execute(text("UPDATE audit_head SET seq = 5, hash = :h"), {"h": forged.entry_hash})
+    with pytest.raises(Refused) as refused:
+        await cp.tick(force=True)
+    assert (refused.value.problem.seq, refused.value.problem.reason) == (5, "forged")
+    assert not health.ready()
+    assert health.metrics()["accord_audit_checkpoint_refusals_total"] == refusals + 1
+    assert REGISTRY.get_sample_value("accord_audit_chain_follows") == 0  # its /metrics
+    assert len(witness.records) == 1  # nothing signed
+    # the forgery removed and the head restored: it follows again, and is signed
+    with transaction(sessions) as session:
+        session.execute(delete(AuditEntry).where(AuditEntry.seq == 5))
+        session.execute(
+            text("UPDATE audit_head SET seq = 4, hash = :h"), {"h": witness.records[0].head}
+        )
+    fill(sessions, 1)
+    assert (await cp.tick()) is not None and health.ready()
+    assert REGISTRY.get_sample_value("accord_audit_chain_follows") == 1
+    # the tail deleted and audit_head reset below the witnessed head: refused
+    with transaction(sessions) as session:
+        session.execute(delete(AuditEntry).where(AuditEntry.seq >= 4))
+        row = session.get(AuditEntry, 3)
+        assert row is not None
+        session.execute(text("UPDATE audit_head SET seq = 3, hash = :h"), {"h": row.entry_hash})
+    with pytest.raises(Refused) as refused:
+        await cp.tick(force=True)
+    p = refused.value.problem
+    assert (p.seq, p.through, p.reason) == (4, 5, "deleted")
+
+
+def _entries(sessions: sessionmaker[Session]) -> list[chain.Entry]:
+    with sessions() as session:
+        return list(store.iter_entries(session))
+
+
+async def test_retention_prunes_a_prefix_after_a_witnessed_pruning(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    fill(sessions, 10)  # entry i decided at T0 + i days
+    witness = MemoryWitness()
+    now = T0 + timedelta(days=34)  # 30 days' retention: entries 1..4 (days 0..3) are older
+    cp = await checkpointer(sessions, witness, tmp_path, every=1, retention_days=30, now=now)
+    await cp.tick()
+    assert [(r.kind, r.seq) for r in witness.records] == [("checkpoint", 10), ("prune", 4)]
+    assert witness.records[1].retention_days == 30
     with sessions() as session:
         assert session.scalar(select(func.min(AuditEntry.seq))) == 5
-        assert session.get(AuditCheckpoint, 4) is not None
-    report = store.verify_database(sessions, KEY.verify_key)
+    report = verified(sessions, witness.records)
     assert report.ok, report
     assert report.pruned_through == 4 and report.first_seq == 5
     fill(sessions, 1)  # appending goes on from the head
-    report = store.verify_database(sessions, KEY.verify_key)
-    assert report.ok and report.last_seq == 11
-    with transaction(sessions) as session:  # a further prune moves the anchor forward
-        assert store.prune(session, KEY, before=T0 + timedelta(days=6), now=T0) == 2
-    assert store.verify_database(sessions, KEY.verify_key).pruned_through == 6
-    with transaction(sessions) as session:  # deleting beyond the anchor is still caught
-        session.execute(delete(AuditEntry).where(AuditEntry.seq == 7))
-    report = store.verify_database(sessions, KEY.verify_key)
-    assert report.first_broken is not None and report.first_broken.seq == 1
+    await cp.tick()
+    assert verified(sessions, witness.records).ok
+    with transaction(sessions) as session:  # deleting beyond the witnessed pruning is caught
+        session.execute(delete(AuditEntry).where(AuditEntry.seq <= 6))
+        session.execute(text("UPDATE audit_head SET pruned_through = 6"))
+    report = verified(sessions, witness.records)
+    assert report.first_broken is not None
+    assert (report.first_broken.seq, report.first_broken.through) == (5, 6)
 
 
 def test_accord_audit_verify_exits_1_on_a_broken_chain(
     sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import base64
-
     from typer.testing import CliRunner
 
     from services.cli import app
 
     fill(sessions, 4)
+    records = [
+        chain.sign_checkpoint(
+            KeySigner(KEY),
+            seq=4,
+            head=_entries(sessions)[-1].entry_hash,
+            count=4,
+            at="t",
+            prev=chain.GENESIS,
+        )
+    ]
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("".join(r.to_json() + "\n" for r in records))
     monkeypatch.setenv("ACCORD_DATABASE_URL", f"sqlite:///{tmp_path / 'audit.db'}")
-    monkeypatch.setenv("ACCORD_AUDIT_SIGNING_KEY", base64.b64encode(bytes(KEY)).decode())
-    ok = CliRunner().invoke(app, ["audit", "verify"])
-    assert ok.exit_code == 0 and "chain verified" in ok.output
+    monkeypatch.setenv("ACCORD_AUDIT_VERIFY_KEY", bytes(KEY.verify_key).hex())
+    monkeypatch.setenv("ACCORD_AUDIT_APPENDER_VERIFY_KEY", bytes(APPENDER.verify_key).hex())
+    args = ["audit", "verify", "--witness-file", str(kept)]
+    ok = CliRunner().invoke(app, args)
+    assert ok.exit_code == 0 and "chain verified" in ok.output, ok.output
     with transaction(sessions) as session:
         session.execute(update(AuditEntry).where(AuditEntry.seq == 2).values(record="{}"))
-    broken = CliRunner().invoke(app, ["audit", "verify"])
+    broken = CliRunner().invoke(app, args)
     assert broken.exit_code == 1
-    assert "BROKEN seq 2: altered" in broken.output
+    assert "BROKEN seq 2..2: altered" in broken.output
 
 
 def test_reports_suppress_counts_below_the_policy_threshold() -> None:

@@ -35,7 +35,7 @@ from services.kafka_acl import (
     principal_filter,
     quotas,
 )
-from services.kafka_client import API, AUDIT, RELAY
+from services.kafka_client import API, AUDIT, CHECKPOINTER, RELAY
 from services.settings import Settings
 
 S = Settings(state_dir=Path("/nonexistent"))
@@ -67,6 +67,14 @@ def test_who_writes_and_reads_each_topic() -> None:
     assert who(Op.WRITE, S.partner_topic("pa")) == {RELAY, API}
     # The partner itself, and the API that serves its HTTP feed.
     assert who(Op.READ, S.partner_topic("pa")) == {kafka_client.partner("pa"), API}
+    # The witnessed audit checkpoints: the checkpointer alone writes; verifiers read.
+    assert who(Op.WRITE, S.topic_audit_checkpoints) == {CHECKPOINTER}
+    assert who(Op.READ, S.topic_audit_checkpoints) == {CHECKPOINTER, API, AUDIT}
+    assert {b.principal for b in GRANTS if b.name == S.topic_audit_checkpoints} == {
+        CHECKPOINTER,
+        API,
+        AUDIT,
+    }
 
 
 def test_agencies_and_partners_get_nothing_beyond_their_own() -> None:
@@ -80,8 +88,15 @@ def test_agencies_and_partners_get_nothing_beyond_their_own() -> None:
             assert b.op in (Op.WRITE, Op.DESCRIBE), b
 
 
-def test_only_the_relay_holds_transactional_ids() -> None:
-    assert {b.principal for b in GRANTS if b.resource is Resource.TRANSACTIONAL_ID} == {RELAY}
+def test_only_the_relay_and_the_checkpointer_hold_transactional_ids() -> None:
+    held = {
+        (b.principal, b.name, b.pattern) for b in GRANTS if b.resource is Resource.TRANSACTIONAL_ID
+    }
+    assert {p for p, _, _ in held} == {RELAY, CHECKPOINTER}
+    # the checkpointer's one id, literally: two checkpointers share it and fence each other
+    assert {(n, pat) for p, n, pat in held if p == CHECKPOINTER} == {
+        (S.audit_checkpointer_transactional_id, Pattern.LITERAL)
+    }
     assert Binding(
         RELAY, Resource.TRANSACTIONAL_ID, S.relay_transactional_id, Op.WRITE, Pattern.PREFIXED
     ) in set(GRANTS)

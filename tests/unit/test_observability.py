@@ -28,7 +28,7 @@ from services.db import Base, make_engine, make_sessionmaker, transaction
 from services.observability import metrics
 from services.observability.readiness import database_check, readiness
 from services.observability.server import running_health
-from tests.unit.test_audit_store import KEY, fill
+from tests.unit.test_audit_store import APPENDER, KEY, fill
 from tests.unit.test_relay_process import SNAPSHOT, Msg, RecordingPolicy, event, relay
 
 
@@ -175,15 +175,15 @@ async def test_health_port_serves_healthz_readyz_and_metrics_on_any_free_port() 
 def test_verifying_the_audit_chain_sets_its_status_gauge(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    sessions = make_sessionmaker(engine)
+    sessions = store.with_appender(make_sessionmaker(engine), APPENDER)
     fill(sessions, 3)
     started = time.time()
-    assert store.verify_database(sessions, KEY.verify_key).ok
+    assert store.verify_database(sessions, [], KEY.verify_key, APPENDER.verify_key).ok
     assert sample("accord_audit_chain_ok") == 1
     assert sample("accord_audit_chain_verified_timestamp_seconds") >= int(started)
     with transaction(sessions) as session:
         session.execute(update(AuditEntry).where(AuditEntry.seq == 2).values(record="{}"))
-    assert not store.verify_database(sessions, KEY.verify_key).ok
+    assert not store.verify_database(sessions, [], KEY.verify_key, APPENDER.verify_key).ok
     assert sample("accord_audit_chain_ok") == 0
     engine.dispose()
 
@@ -241,7 +241,7 @@ def test_every_metric_and_label_is_documented() -> None:
 
     doc = (REPO_ROOT / "docs" / "operations.md").read_text()
     defined = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
-    assert len(defined) == 17  # a new metric: add it to docs/operations.md and here
+    assert len(defined) == 20  # a new metric: add it to docs/operations.md and here
     for m in defined:
         name = m._name + ("_total" if m._type == "counter" else "")
         assert f"| `{name}` |" in doc, name

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from services.audit.signing import appender_key
 from services.bench.harness import relay_env
-from services.keys import audit_key, kek_ring, relay_key
+from services.keys import kek_ring, relay_key
 from services.settings import Settings
 
 
@@ -42,7 +43,7 @@ def test_the_child_uses_the_private_state_dirs_key_files(
     assert child.state_dir == parent.state_dir
     assert opens_under_child(parent, child)
     assert bytes(relay_key(child)) == bytes(relay_key(parent))
-    assert bytes(audit_key(child)) == bytes(audit_key(parent))
+    assert bytes(appender_key(child)) == bytes(appender_key(parent))
 
 
 def test_the_child_gets_configured_keks_and_keys(
@@ -55,11 +56,11 @@ def test_the_child_gets_configured_keks_and_keys(
         keks=f"old:{b64[0]},new:{b64[1]}",
         kek_active="new",
         relay_private_key=b64[2],
-        audit_signing_key=b64[3],
+        audit_appender_key=b64[3],
     )
     child = child_settings(relay_env(parent), monkeypatch)
     assert opens_under_child(parent, child)
     assert kek_ring(child).active_id == "new"
     assert bytes(relay_key(child)) == bytes(relay_key(parent))
-    assert bytes(audit_key(child)) == bytes(audit_key(parent))
+    assert bytes(appender_key(child)) == bytes(appender_key(parent))
     assert not (tmp_path / "elsewhere" / "keys").exists()  # nothing fell back to key files
