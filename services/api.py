@@ -79,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Verify only: the checkpointer is a worker of its own (`accord audit checkpointer`),
+        # the one process that reads the checkpoint signing key (docs/audit.md). First, so that
+        # a verify key not published yet stops the start before anything is opened.
+        app.state.audit_verification = audit_verification(s)
         engine = make_engine(s.sqlalchemy_url)
         sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))  # docs/at-rest.md
         store.with_appender(sessions, appender_key(s))  # audit entries signed (docs/audit.md)
@@ -101,9 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit = SinkProgress(kafka(s, API), s.topic_decisions, audit_group(s))
         await audit.start()
         app.state.audit_sink = audit
-        # Verify only: the checkpointer is a worker of its own (`accord audit checkpointer`),
-        # the one process that reads the checkpoint signing key (docs/audit.md).
-        app.state.audit_verification = audit_verification(s)
         stop = asyncio.Event()
         background = [
             asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),

@@ -44,6 +44,13 @@ def up(s: Settings, echo: Callable[[str], None] | None = None) -> list[str]:
     for service in (postgres, opa, kafka):
         lines.append(service.up(s, steps))
         steps(lines[-1])
+    if not (s.audit_signing_key_file or s.audit_verify_key):
+        # Development: the checkpoint key pair, so that the API (which verifies with the
+        # published half) starts before the checkpointer has ever run (docs/audit.md).
+        from services.audit.signing import create_dev_key
+
+        lines.append(f"audit: checkpoint key {create_dev_key(s)} (development only)")
+        steps(lines[-1])
     _write_env(s)
     return lines
 
