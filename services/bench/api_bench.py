@@ -19,8 +19,6 @@ It prints p50/p99 of each, the loaded/idle ratio, and whether p99 stays within t
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -36,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.bench.harness import RelayProcess, scoped
+from services.bench.harness import RelayProcess, free_ports, log_entries, scoped
 from services.bench.relay_bench import committed, percentiles
 from services.bench.scenario import (
     AGENCY,
@@ -91,23 +89,12 @@ class Run:
 def relay_log(log: Path) -> tuple[int, Counter[str]]:
     """Events relayed so far, and batches held by cause, from the relay's JSON log."""
     events, held = 0, Counter[str]()
-    with log.open("rb") as f:
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("msg") == "batch relayed":
-                events += int(entry.get("events", 0))
-            elif entry.get("msg") == "batch held":
-                held[str(entry.get("cause"))] += 1
+    for entry in log_entries(log):
+        if entry.get("msg") == "batch relayed":
+            events += int(entry.get("events", 0))
+        elif entry.get("msg") == "batch held":
+            held[str(entry.get("cause"))] += 1
     return events, held
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def reset_database(url: str) -> None:
@@ -275,7 +262,7 @@ async def measure(base: Settings, url: str, p: Params, partners: int, echo: Echo
     await asyncio.to_thread(prepare_database, url, scenario)
     keys = await asyncio.to_thread(credentials, url)
     s = scenario.relay_settings(scoped(base, run_tag("bench-api"), database_url=url))
-    s = s.model_copy(update={"api_port": free_port()})
+    s = s.model_copy(update={"api_port": free_ports(1)[0]})
     echo(f"{partners} partners subscribed: topics, ACLs and {p.survivors} survivors' consents")
     await prepare_topics(s, scenario)
     env = {"ACCORD_API_PORT": str(s.api_port), "ACCORD_API_HOST": s.api_host}

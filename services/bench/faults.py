@@ -32,7 +32,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -51,6 +50,7 @@ from services.bench.harness import (
     RelayProcess,
     Tally,
     check,
+    free_ports,
     recompute,
     scoped,
     supervised,
@@ -80,18 +80,6 @@ class Params:
     # The whole run, CI's share of its 45 minutes: a fault still relaying when it is spent
     # fails, and those not started are reported as not run (each read-back adds < 5 min).
     budget_s: float = 690.0
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 right now."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 # name → (start it and wait for health, its pid and log files); started in this order.

@@ -17,10 +17,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +91,32 @@ RELAY_SETTINGS = (
     "relay_retry_initial_s",
     "relay_retry_max_s",
 )
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 right now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def log_entries(log: Path, *, skip_lines: int = 0) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a process's log, after ``skip_lines`` lines (other lines skipped)."""
+    with log.open("rb") as f:
+        for n, line in enumerate(f):
+            if n < skip_lines:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                yield entry
 
 
 def relay_env(s: Settings) -> dict[str, str]:

@@ -40,7 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services import kafka_client
 from services.bench import opa_latency
-from services.bench.harness import RelayProcess, peak_rss_bytes, scoped
+from services.bench.harness import RelayProcess, log_entries, peak_rss_bytes, scoped
 from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 from services.broker import topics
 from services.broker.pipeline.decide import request_size
@@ -276,16 +276,11 @@ def relay_batches(log: Path) -> tuple[list[tuple[int, int]], Counter[str]]:
     of the events it rejected."""
     out = []
     rejected: Counter[str] = Counter()
-    with log.open("rb") as f:
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("msg") == "batch relayed":
-                out.append((int(entry["events"]), int(entry["deliveries"])))
-            elif entry.get("code"):
-                rejected[str(entry["code"])] += 1
+    for entry in log_entries(log):
+        if entry.get("msg") == "batch relayed":
+            out.append((int(entry["events"]), int(entry["deliveries"])))
+        elif entry.get("code"):
+            rejected[str(entry["code"])] += 1
     return out, rejected
 
 
@@ -293,17 +288,10 @@ def stage_medians(log: Path, *, skip_lines: int = 0) -> dict[str, float]:
     """Median milliseconds per relay stage over the polls logged after ``skip_lines`` lines
     (each poll once: its partitions' lines share the poll's stage times; commit per line)."""
     stages: dict[str, list[float]] = {}
-    with log.open("rb") as f:
-        for n, line in enumerate(f):
-            if n < skip_lines:
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("msg") == "batch relayed":
-                for stage, ms in entry.get("stages_ms", {}).items():
-                    stages.setdefault(stage, []).append(float(ms))
+    for entry in log_entries(log, skip_lines=skip_lines):
+        if entry.get("msg") == "batch relayed":
+            for stage, ms in entry.get("stages_ms", {}).items():
+                stages.setdefault(stage, []).append(float(ms))
     return {stage: statistics.median(v) for stage, v in stages.items()}
 
 

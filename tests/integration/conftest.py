@@ -305,6 +305,30 @@ def fresh_database(url: str) -> sessionmaker[Session]:
     return sessions
 
 
+def private_api(settings: Settings, name: str) -> tuple[Settings, sessionmaker[Session]]:
+    """Settings for an API of a test module's own, and its database's sessions: the database
+    ``<test database>_<name>`` emptied and migrated, topics and groups named under the session's
+    tag (cleaned up with the session), a free port."""
+    tag = f"{run_tag(settings)}-{name}{uuid.uuid4().hex[:6]}"
+    db = f"{os.environ.get('ACCORD_TEST_DATABASE', 'accord_test')}_{name}"
+    postgres.ensure_database(settings, db)
+    url = postgres.url(settings, db)
+    sessions = fresh_database(url)
+    s = settings.model_copy(
+        update={
+            "database_url": url,
+            "api_port": free_port(),
+            "relay_group": tag,
+            "topic_inbound": f"{tag}.inbound",
+            "topic_decisions": f"{tag}.decisions",
+            "topic_deadletter": f"{tag}.deadletter",
+            "topic_consents": f"{tag}.consents",
+            "partner_topic_prefix": f"{tag}.partner.",
+        }
+    )
+    return s, sessions
+
+
 @pytest.fixture(scope="session")
 def database(settings: Settings) -> Iterator[str]:
     url = settings.sqlalchemy_url

@@ -47,10 +47,9 @@ from schemathesis.specs.openapi.checks import (
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import transaction
-from services.devstack import postgres
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import free_port, fresh_database, kafka_ready, run_tag
+from tests.integration.conftest import kafka_ready, private_api
 
 pytestmark = [
     pytest.mark.integration,
@@ -84,11 +83,7 @@ def _bearer(key: str | None) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def target(settings: Settings) -> AsyncIterator[Target]:
-    tag = f"{run_tag(settings)}-fuzz{uuid.uuid4().hex[:6]}"  # cleaned up with the session
-    db = f"{os.environ.get('ACCORD_TEST_DATABASE', 'accord_test')}_fuzz"
-    postgres.ensure_database(settings, db)
-    url = postgres.url(settings, db)
-    sessions = fresh_database(url)
+    s, sessions = private_api(settings, "fuzz")
     with transaction(sessions) as session:
 
         def key(role: Role, subject: str, agency: str | None = None) -> str:
@@ -104,18 +99,6 @@ async def target(settings: Settings) -> AsyncIterator[Target]:
             "compliance": key(Role.COMPLIANCE, "cmp-fuzz"),
             "admin": key(Role.ADMIN, "admin-fuzz"),
         }
-    s = settings.model_copy(
-        update={
-            "database_url": url,
-            "api_port": free_port(),
-            "relay_group": tag,
-            "topic_inbound": f"{tag}.inbound",
-            "topic_decisions": f"{tag}.decisions",
-            "topic_deadletter": f"{tag}.deadletter",
-            "topic_consents": f"{tag}.consents",
-            "partner_topic_prefix": f"{tag}.partner.",
-        }
-    )
     await kafka_ready(s)
     async with running_api(s) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
         victim = f"sv-victim-{uuid.uuid4().hex[:8]}"

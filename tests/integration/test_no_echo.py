@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -38,16 +37,13 @@ from services.auth.service import issue_credential
 from services.broker import provenance
 from services.broker.pipeline import seal
 from services.db import transaction
-from services.devstack import postgres
 from services.settings import Settings
 from tests.integration.api_process import accord_api
 from tests.integration.conftest import (
     AGENCY_KEYS,
     cloudevent,
-    free_port,
-    fresh_database,
     kafka_ready,
-    run_tag,
+    private_api,
 )
 from tests.integration.test_authz_matrix import COLUMNS, expected
 
@@ -88,11 +84,7 @@ def _bearer(key: str | None) -> dict[str, str]:
 async def target(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Target]:
-    tag = f"{run_tag(settings)}-echo{uuid.uuid4().hex[:6]}"  # cleaned up with the session
-    db = f"{os.environ.get('ACCORD_TEST_DATABASE', 'accord_test')}_echo"
-    postgres.ensure_database(settings, db)
-    url = postgres.url(settings, db)
-    sessions = fresh_database(url)
+    s, sessions = private_api(settings, "echo")
     survivor, guardian = f"sv-echo-{uuid.uuid4().hex[:8]}", "gd-echo"
     with transaction(sessions) as session:
 
@@ -110,18 +102,6 @@ async def target(
             "compliance": key(Role.COMPLIANCE, "cmp-echo"),
             "admin": key(Role.ADMIN, "admin-echo"),
         }
-    s = settings.model_copy(
-        update={
-            "database_url": url,
-            "api_port": free_port(),
-            "relay_group": tag,
-            "topic_inbound": f"{tag}.inbound",
-            "topic_decisions": f"{tag}.decisions",
-            "topic_deadletter": f"{tag}.deadletter",
-            "topic_consents": f"{tag}.consents",
-            "partner_topic_prefix": f"{tag}.partner.",
-        }
-    )
     await kafka_ready(s)
     log = tmp_path_factory.mktemp("echo") / "api.log"
     base = f"http://127.0.0.1:{s.api_port}"
