@@ -7,8 +7,9 @@ survivor's new snapshot. Each is queued for compliance review.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from services.openapi import errors
 router = APIRouter(prefix="/v1/survivors/{survivor_id}", tags=["legal bases"])
 
 Supervisor = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
+T = TypeVar("T")
 
 
 def _declaration(d: Declaration) -> DeclarationOut:
@@ -59,6 +61,24 @@ def _check(survivor_id: str) -> None:
         raise HTTPException(422, detail="The survivor id is not a valid pseudonym.")
 
 
+async def _saved_then_published(
+    request: Request, survivor_id: str, save: Callable[[Session], T]
+) -> T:
+    """``save`` in one transaction in the threadpool (never on the event loop), then the
+    survivor's snapshot published: the change is acknowledged once the relay's topic holds it."""
+
+    def run() -> T:
+        with request.app.state.sessions() as session, session.begin():
+            return save(session)
+
+    try:
+        out = await run_in_threadpool(run)
+    except ConsentError as exc:
+        raise HTTPException(exc.status, detail=exc.message) from exc
+    await publish_snapshot(request, survivor_id)
+    return out
+
+
 @router.post(
     "/declarations", status_code=201, response_model=DeclarationOut, responses=errors(410, 503)
 )
@@ -72,21 +92,18 @@ async def declare(
     agency_id = staff.agency_id
     assert agency_id is not None
 
-    def save() -> DeclarationOut:  # blocking: in the threadpool, never on the event loop
-        with request.app.state.sessions() as session, session.begin():
-            row = service.declare(
-                session=session,
-                survivor_id=survivor_id,
-                agency_id=agency_id,
-                by=staff.subject,
-                data=body,
-                now=datetime.now(UTC),
-            )
-            return _declaration(row)
+    def save(session: Session) -> DeclarationOut:
+        row = service.declare(
+            session=session,
+            survivor_id=survivor_id,
+            agency_id=agency_id,
+            by=staff.subject,
+            data=body,
+            now=datetime.now(UTC),
+        )
+        return _declaration(row)
 
-    out = await run_in_threadpool(save)
-    await publish_snapshot(request, survivor_id)
-    return out
+    return await _saved_then_published(request, survivor_id, save)
 
 
 @router.post(
@@ -105,24 +122,18 @@ async def end_declaration(
     agency_id = staff.agency_id
     assert agency_id is not None
 
-    def save() -> DeclarationOut:  # blocking: in the threadpool, never on the event loop
-        with request.app.state.sessions() as session, session.begin():
-            row = service.end_declaration(
-                session=session,
-                survivor_id=survivor_id,
-                declaration_id=declaration_id,
-                agency_id=agency_id,
-                by=staff.subject,
-                now=datetime.now(UTC),
-            )
-            return _declaration(row)
+    def save(session: Session) -> DeclarationOut:
+        row = service.end_declaration(
+            session=session,
+            survivor_id=survivor_id,
+            declaration_id=declaration_id,
+            agency_id=agency_id,
+            by=staff.subject,
+            now=datetime.now(UTC),
+        )
+        return _declaration(row)
 
-    try:
-        out = await run_in_threadpool(save)
-    except ConsentError as exc:
-        raise HTTPException(exc.status, detail=exc.message) from exc
-    await publish_snapshot(request, survivor_id)
-    return out
+    return await _saved_then_published(request, survivor_id, save)
 
 
 @router.post(
@@ -137,23 +148,17 @@ async def record_court_order(
     agency_id = staff.agency_id
     assert agency_id is not None
 
-    def save() -> CourtOrderOut:  # blocking: in the threadpool, never on the event loop
-        with request.app.state.sessions() as session, session.begin():
-            if session.get(broker_models.Partner, body.recipient) is None:
-                raise ConsentError(422, "Unknown partner (recipient).")
-            row = service.record_court_order(
-                session=session,
-                survivor_id=survivor_id,
-                agency_id=agency_id,
-                by=staff.subject,
-                data=body,
-                now=datetime.now(UTC),
-            )
-            return _order(session, row)
+    def save(session: Session) -> CourtOrderOut:
+        if session.get(broker_models.Partner, body.recipient) is None:
+            raise ConsentError(422, "Unknown partner (recipient).")
+        row = service.record_court_order(
+            session=session,
+            survivor_id=survivor_id,
+            agency_id=agency_id,
+            by=staff.subject,
+            data=body,
+            now=datetime.now(UTC),
+        )
+        return _order(session, row)
 
-    try:
-        out = await run_in_threadpool(save)
-    except ConsentError as exc:
-        raise HTTPException(exc.status, detail=exc.message) from exc
-    await publish_snapshot(request, survivor_id)
-    return out
+    return await _saved_then_published(request, survivor_id, save)
