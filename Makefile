@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 OPA      = $(shell $(BIN)/python -c 'from services.devstack.opa import binary; from services.settings import Settings; print(binary(Settings()))')
 
-.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa bench faults browser audit-deps
+.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa bench bench-scale faults browser audit-deps asyncapi
 
 $(BIN)/accord: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,9 +22,15 @@ demo: stack
 
 # What CI runs: installs and starts everything, then every check and test, then the fault
 # suite on its private stack (its table printed; exit 1 unless nothing was lost or duplicated).
-test: stack lint policy-test browser audit-deps
+test: stack lint policy-test browser audit-deps asyncapi
 	$(BIN)/pytest -q
 	$(BIN)/accord faults
+
+# docs/asyncapi.yaml is the generated one (accord asyncapi) and the AsyncAPI CLI, pinned and
+# installed into ~/.cache/accord by deploy/asyncapi.sh, finds it valid.
+asyncapi: install
+	$(BIN)/accord asyncapi --check
+	bash deploy/asyncapi.sh docs/asyncapi.yaml
 
 # Debian's chromium and chromium-driver for the dashboard's browser test (idempotent).
 browser:
@@ -60,6 +66,10 @@ bench-opa: stack
 # The relay against a raw Kafka pass-through and Kafka's ProducerPerformance (< 3 minutes).
 bench: stack
 	$(BIN)/accord bench relay
+
+# The relay's throughput with 1, then 3 instances in one group (docs/relay.md#scale-out).
+bench-scale: stack
+	$(BIN)/accord bench scale --instances 1,3
 
 # Relay SIGKILLs, a broker restart, OPA and PostgreSQL stopped, on a private stack (< 12 minutes).
 faults: install

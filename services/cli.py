@@ -386,6 +386,28 @@ def bench_relay(
     run(params, typer.echo)
 
 
+@bench.command("scale")
+def bench_scale(
+    instances: str = typer.Option("1,3", help="Relay instances per run (comma list)."),
+    events: int = typer.Option(3000, min=100, help="Events preloaded per run."),
+) -> None:
+    """The relay's throughput with 1 and with 3 instances in one group; the ratio."""
+    from services.bench.scale_bench import Params, run
+
+    try:
+        counts = tuple(int(n) for n in instances.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            "a comma-separated list of numbers", param_hint="--instances"
+        ) from exc
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter("at least 1 instance per run", param_hint="--instances")
+    s = Settings()
+    if not all(svc.healthy for svc in devstack.status(s)):
+        _fail(devstack.StackError("the stack is not running: accord dev up"))
+    run(Params(instances=counts, events=events), typer.echo)
+
+
 @bench.command("api")
 def bench_api(
     partners: str = typer.Option("20,80", help="Partners subscribed, one run each (comma list)."),
@@ -410,6 +432,23 @@ def bench_api(
     run(Params(partners=counts, requests=requests, backlog=backlog), typer.echo)
 
 
+@app.command("asyncapi")
+def asyncapi(
+    check: bool = typer.Option(
+        False, "--check", help="Write nothing; exit 1 if docs/asyncapi.yaml is not up to date."
+    ),
+) -> None:
+    """Write docs/asyncapi.yaml, the AsyncAPI 3 document of every topic, from the code."""
+    from services import asyncapi as doc
+
+    if check:
+        if doc.stale():
+            _fail(ValueError(f"{doc.DOC_PATH} is out of date: run accord asyncapi"))
+        typer.echo(f"{doc.DOC_PATH} is up to date")
+        return
+    typer.echo(f"{doc.DOC_PATH} {'written' if doc.write() else 'unchanged'}")
+
+
 @app.command("faults")
 def faults(
     events: int = typer.Option(1500, min=100, help="Events streamed during each fault."),
@@ -418,16 +457,23 @@ def faults(
     seed: int | None = typer.Option(None, help="Seed of the fault timing (default: random)."),
     keep: bool = typer.Option(False, "--keep/--no-keep", help="Keep the logs' temp directory."),
     budget_s: float = typer.Option(
-        690.0, min=60, help="Seconds for the whole run; faults beyond it fail (not run)."
+        900.0, min=60, help="Seconds for the whole run; faults beyond it fail (not run)."
     ),
+    only: str = typer.Option("", help="Run only the faults whose name contains this."),
 ) -> None:
-    """Kill the relay, restart Kafka, stop OPA and PostgreSQL (private instances), each during a
-    stream of events; print fault → sent / delivered / duplicated / lost / undecided; exit 1
-    unless the last columns are all 0."""
+    """Kill the relay, restart Kafka, stop OPA and PostgreSQL (private instances), then kill two
+    of three relays and one of two OPA servers, each during a stream of events; print fault →
+    sent / delivered / duplicated / lost / undecided; exit 1 unless the last columns are 0."""
     from services.bench.faults import Params, run
 
     params = Params(
-        events=events, rate=rate, outage_s=outage_s, seed=seed, keep=keep, budget_s=budget_s
+        events=events,
+        rate=rate,
+        outage_s=outage_s,
+        seed=seed,
+        keep=keep,
+        budget_s=budget_s,
+        only=only,
     )
     try:
         ok = run(params, typer.echo)

@@ -17,7 +17,7 @@ from services.audit.chain import Signer
 from services.audit.checkpoints import Checkpointer
 from services.audit.witness import KafkaWitness, witness_topic
 from services.broker import topics
-from services.broker.pipeline.decide import OpaPolicy, Policy
+from services.broker.pipeline.decide import FailoverPolicy, OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
@@ -39,7 +39,7 @@ from services.sink_worker import running_sinks  # re-exported: the tests and the
 __all__ = ["policy_engine", "running_api", "running_checkpointer", "running_relay", "running_sinks"]
 
 
-async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
+async def policy_engine(s: Settings, server: Policy) -> Policy:
     """The OPA server, or the same policy tree compiled to WebAssembly with the server behind
     it for what the module cannot answer (``ACCORD_POLICY_ENGINE``)."""
     if s.policy_engine == "opa":
@@ -52,7 +52,34 @@ async def policy_engine(s: Settings, server: OpaPolicy) -> Policy:
     return WasmPolicy(wasm, data, fallback=server, workers=s.opa_concurrency)
 
 
-def relay_checks(relay: Relay, engine: Engine, opa_check: OpaCheck) -> dict[str, Check]:
+async def opa_servers(s: Settings, stack: AsyncExitStack) -> Policy:
+    """The OPA server of ``s``, or with several (``ACCORD_OPA_URLS``) all of them behind a
+    ``FailoverPolicy``; each server's client is closed with ``stack``."""
+    servers: list[Policy] = [
+        await stack.enter_async_context(OpaPolicy(url, timeout_s=s.opa_timeout_s))
+        for url in s.opa_base_urls
+    ]
+    if len(servers) == 1:
+        return servers[0]
+    return FailoverPolicy(servers, cooldown_s=s.opa_failover_cooldown_s)
+
+
+def any_of(checks: list[OpaCheck]) -> Check:
+    """True if one of the OPA servers answers (a relay with several fails over to it)."""
+
+    async def check() -> bool:
+        for one in checks:
+            try:
+                if await one():
+                    return True
+            except Exception:  # noqa: S112 - unreachable: ask the next server
+                continue
+        return False
+
+    return check
+
+
+def relay_checks(relay: Relay, engine: Engine, opa_check: Check) -> dict[str, Check]:
     """The relay is ready when Kafka, the database and OPA answer, it has inbound partitions
     and it is not holding a batch."""
 
@@ -92,7 +119,8 @@ async def running_relay(
     await seen.start()
     stop = asyncio.Event()
     try:
-        async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as server:
+        async with AsyncExitStack() as servers:
+            server = await opa_servers(s, servers)
             relay = Relay(
                 s,
                 registry=SqlRegistry(sessions),
@@ -108,9 +136,10 @@ async def running_relay(
             try:
                 async with AsyncExitStack() as health:
                     if health_port is not None:
-                        opa_check = OpaCheck(s.opa_base_url)
-                        health.push_async_callback(opa_check.aclose)
-                        checks = relay_checks(relay, engine, opa_check)
+                        opa_checks = [OpaCheck(url) for url in s.opa_base_urls]
+                        for opa_check in opa_checks:
+                            health.push_async_callback(opa_check.aclose)
+                        checks = relay_checks(relay, engine, any_of(opa_checks))
                         await health.enter_async_context(
                             running_health(
                                 s.relay_health_host, health_port, lambda: readiness(checks)

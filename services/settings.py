@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     opa_version: str = "v1.22.2"
     opa_port: int = 18181
     opa_url: str = ""
+    # Several OPA servers with the same policy, comma-separated base URLs, the first preferred:
+    # a relay asks the next when one does not answer, and leaves that one out for
+    # opa_failover_cooldown_s (docs/relay.md#several-opa-servers). Empty: opa_url alone.
+    opa_urls: str = ""
+    opa_failover_cooldown_s: float = Field(default=5.0, gt=0)
     postgres_port: int = 15432
     # Empty means the embedded SQLite default under state_dir.
     database_url: str = ""
@@ -157,6 +162,11 @@ class Settings(BaseSettings):
     @property
     def opa_base_url(self) -> str:
         return self.opa_url or f"http://127.0.0.1:{self.opa_port}"
+
+    @property
+    def opa_base_urls(self) -> list[str]:
+        """The OPA servers a relay asks, in order of preference."""
+        return [u.strip() for u in self.opa_urls.split(",") if u.strip()] or [self.opa_base_url]
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -41,9 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
 
 from services import kafka_client
 from services.bench.harness import (
@@ -51,6 +55,7 @@ from services.bench.harness import (
     Tally,
     check,
     free_ports,
+    log_entries,
     recompute,
     scoped,
     supervised,
@@ -68,6 +73,7 @@ Echo = Callable[[str], None]
 @dataclass(frozen=True)
 class Params:
     events: int = 1500
+    scale_events: int = 3000  # the scale-out scenario's stream: 30 s, the two takeovers ~25 s
     rate: float = 100.0  # events per second offered
     outage_s: float = 10.0  # how long OPA and PostgreSQL stay down
     seed: int | None = None
@@ -79,13 +85,17 @@ class Params:
     fault_timeout_s: float = 300.0  # from the first event to the last one committed
     # The whole run, CI's share of its 45 minutes: a fault still relaying when it is spent
     # fails, and those not started are reported as not run (each read-back adds < 5 min).
-    budget_s: float = 690.0
+    # 690 s for the four single-relay faults, 210 s more for the scale-out scenario.
+    budget_s: float = 900.0
+    only: str = ""  # run only the faults whose name contains this (e.g. "relays")
 
 
 # name → (start it and wait for health, its pid and log files); started in this order.
+# "opa-b" is a second OPA server with the same policy, for the scale-out scenario.
 SERVICES: dict[str, tuple[Callable[[Settings, Steps], str], Callable[[Settings], Managed]]] = {
     "postgres": (postgres.up, postgres.managed),
     "opa": (opa.up, opa.managed),
+    "opa-b": (opa.up, opa.managed),
     "kafka": (kafka.up, kafka.managed),
 }
 
@@ -99,6 +109,7 @@ class PrivateStack:
     stopped with the rest, instead of leaving a server behind."""
 
     s: Settings
+    opa_b: Settings  # the second OPA server's port and state (pid, log)
     echo: Echo
     database_url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -107,7 +118,7 @@ class PrivateStack:
     @classmethod
     def under(cls, root: Path, echo: Echo) -> PrivateStack:
         root.chmod(0o755)  # PostgreSQL runs as the postgres account when we are root
-        ports = free_ports(4)
+        ports = free_ports(5)
         s = Settings().model_copy(
             update={
                 "state_dir": root / "stack",
@@ -125,25 +136,37 @@ class PrivateStack:
                 "audit_appender_key": "",
             }
         )
-        return cls(s, echo)
+        opa_b = s.model_copy(update={"state_dir": root / "opa-b", "opa_port": ports[4]})
+        return cls(s, opa_b, echo)
+
+    def settings(self, name: str) -> Settings:
+        return self.opa_b if name == "opa-b" else self.s
 
     def managed(self, name: str) -> Managed:
-        return SERVICES[name][1](self.s)
+        return SERVICES[name][1](self.settings(name))
 
     def start(self, name: str) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the private stack is stopped")
             started = time.monotonic()
-            line = SERVICES[name][0](self.s, Steps(self.echo, prefix="    "))
+            line = SERVICES[name][0](self.settings(name), Steps(self.echo, prefix="    "))
             self.echo(f"  private {line} in {time.monotonic() - started:.1f} s")
 
     def stop(self, name: str) -> None:
         with self._lock:
             stop(self.managed(name))
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a server: no shutdown of its own, as a crashed machine or an OOM kill."""
+        with self._lock:
+            pid = self.managed(name).pid()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+
     def up(self) -> None:
         self.s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.opa_b.state_dir.mkdir(parents=True, exist_ok=True)
         for name in SERVICES:
             self.echo(f"  starting the private {name} …")
             self.start(name)
@@ -315,9 +338,11 @@ async def watch(
     echo: Echo,
     counts: Counts,
     deadline: float,
+    *,
+    total: int | None = None,
 ) -> None:
-    """Print progress every ``p.progress_s``; raise ``Stalled`` when the relay is stuck or
-    ``deadline`` (time.monotonic) passes."""
+    """Print progress every ``p.progress_s`` (of ``total`` events, by default ``p.events``);
+    raise ``Stalled`` when the relay is stuck or ``deadline`` (time.monotonic) passes."""
     offsets = Offsets(s)
     loop = asyncio.get_running_loop()
     started = next_line = loop.time()
@@ -344,7 +369,7 @@ async def watch(
             if now >= next_line:
                 next_line = now + p.progress_s
                 echo(
-                    f"  {name}: {now - started:4.0f} s, sent {len(sent)}/{p.events}, "
+                    f"  {name}: {now - started:4.0f} s, sent {len(sent)}/{total or p.events}, "
                     f"relayed {counts.relayed}, relay restarts {len(exits)}"
                 )
     finally:
@@ -518,6 +543,217 @@ async def one_fault(
     return Row(name, len(exits), tally)
 
 
+SCALE_OUT = "3 relays, 2 OPA: 2 relays + 1 OPA SIGKILLed"
+ASSIGNED = "accord_relay_assigned_partitions"
+
+
+async def group_members(s: Settings) -> list[tuple[int, ...]] | None:
+    """The inbound partitions each member of the relay group owns (from the group coordinator),
+    or None while the group rebalances or the broker does not answer."""
+    admin = AIOKafkaAdminClient(
+        **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(), request_timeout_ms=10_000
+    )
+    try:
+        await admin.start()
+        [response] = await asyncio.wait_for(admin.describe_consumer_groups([s.relay_group]), 10)
+    except (KafkaError, TimeoutError, OSError, ValueError):
+        return None
+    finally:
+        await admin.close()
+    _error, _group, state, _ptype, _protocol, members = response.groups[0]
+    if state != "Stable":
+        return None
+    owned = []
+    for *_ids, _metadata, assignment in members:
+        tps = ConsumerProtocolMemberAssignment.decode(assignment).partitions()
+        owned.append(tuple(sorted(tp.partition for tp in tps if tp.topic == s.topic_inbound)))
+    return owned
+
+
+def health_port(relay: RelayProcess) -> int | None:
+    """The health port the relay's latest start bound (it logs it), or None before it did."""
+    ports = [
+        int(e["port"])
+        for e in log_entries(relay.log_file)
+        if e.get("msg") == "health port listening" and "port" in e
+    ]
+    return ports[-1] if ports else None
+
+
+async def relay_metric(relay: RelayProcess, name: str) -> float | None:
+    """The sum of a metric's samples on the relay's ``/metrics``, or None if it does not answer."""
+    port = health_port(relay)
+    if port is None or not relay.alive():
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+async def taken_over(
+    s: Settings, relays: list[RelayProcess], alive: list[int], echo: Echo, *, timeout_s: float
+) -> None:
+    """Wait until the live relays own every inbound partition between them, each at least one,
+    seen both from the group coordinator and from each relay's own
+    ``accord_relay_assigned_partitions``; say who owns what. ``Stalled`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    every = list(range(s.inbound_partitions))
+    last = ""
+    while loop.time() < deadline:
+        members = await group_members(s)
+        owned = {
+            i: await relay_metric(relays[i], "accord_relay_assigned_partitions") for i in alive
+        }
+        if members is not None:
+            last = f"group: {len(members)} member(s) owning {sorted(members)}"
+            if (
+                len(members) == len(alive)
+                and sorted(p for m in members for p in m) == every
+                and all(m for m in members)
+                and all(n for n in owned.values())
+                and sum(n or 0 for n in owned.values()) == len(every)
+            ):
+                per_relay = ", ".join(f"relay-{i} {owned[i]:.0f}" for i in alive)
+                echo(f"  {last}; partitions per relay (metrics): {per_relay}")
+                return
+        await asyncio.sleep(1.0)
+    raise Stalled(f"the live relays {alive} did not take every partition over ({last})")
+
+
+async def scale_out(
+    stack: PrivateStack,
+    s: Settings,
+    relays: list[RelayProcess],
+    counts: Counts,
+    p: Params,
+    rng: random.Random,
+    echo: Echo,
+) -> None:
+    """Once the three relays commit: SIGKILL relay 0, wait for the other two to take its
+    partition over; SIGKILL OPA server A (relays 0 and 2 prefer it) and see relaying go on
+    through B; SIGKILL relay 1, wait for relay 2 to own every partition and relay on. The
+    killed relays are not restarted: the survivors must do the work."""
+    run = Run(stack, relays[2], rng, p, echo, counts)
+    takeover_s = 90.0  # a SIGKILLed member leaves the group after its session timeout (10 s)
+    relayed = await run.relaying()
+    for victim, alive in ((0, [1, 2]), (1, [2])):
+        relayed = await run.relaying(beyond=relayed)
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        relays[victim].supervise = False
+        relays[victim].kill()
+        echo(f"  relay-{victim} SIGKILLed at {counts.relayed} relayed")
+        await taken_over(s, relays, alive, echo, timeout_s=takeover_s)
+        relayed = await run.relaying(beyond=counts.relayed)
+        if victim == 0:
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            await asyncio.to_thread(stack.kill, "opa")
+            at = counts.relayed
+            echo(f"  OPA server A SIGKILLed at {at} relayed")
+            # Past what may have been decided before the kill: relay batches are ≤ 500 events.
+            relayed = await run.relaying(beyond=at + s.relay_max_batch)
+            failovers = await relay_metric(relays[2], "accord_opa_failovers_total")
+            echo(
+                f"  relaying through OPA server B: {counts.relayed} relayed, relay-2 moved "
+                f"{failovers or 0:.0f} requests from A to B"
+            )
+
+
+async def one_scale_out(
+    deadline: float,
+    stack: PrivateStack,
+    scenario: Scenario,
+    p: Params,
+    workdir: Path,
+    rng: random.Random,
+    echo: Echo,
+) -> Row:
+    """Three ``accord relay`` processes in one group (each its own health port, each writing
+    through the transactional ids of the partitions it owns), two OPA servers: relays 0 and 2
+    prefer A, relay 1 prefers B (``ACCORD_OPA_URLS``), each failing over to the other."""
+    name = SCALE_OUT
+    tag = run_tag("scale")
+    s = scenario.relay_settings(
+        scoped(
+            stack.s,
+            tag,
+            database_url=stack.database_url,
+            opa_timeout_s=10.0,
+            relay_retry_max_s=1.0,
+        )
+    )
+    await prepare_topics(s, scenario)
+    events = [scenario.event(n) for n in range(p.scale_events)]
+    a, b = stack.s.opa_base_url, stack.opa_b.opa_base_url
+    relays = [
+        RelayProcess(
+            s,
+            workdir / f"{tag}.relay-{i}.log",
+            env={"ACCORD_OPA_URLS": f"{b},{a}" if i == 1 else f"{a},{b}"},
+        )
+        for i in range(3)
+    ]
+    sent: list[bytes] = []
+    echo(f"{name}: {p.scale_events} events at {p.rate:.0f}/s …")
+    for relay in relays:
+        relay.start()
+    counts = Counts()
+    try:
+        async with supervised(*relays) as exits:
+            try:  # the stream starts once all three own partitions (start-up is slow under load)
+                await taken_over(s, relays, [0, 1, 2], echo, timeout_s=180)
+            except Stalled as exc:
+                echo(f"  {name}: STALLED: {exc}")
+                return Row(name, len(exits), stalled=str(exc))
+            watcher = asyncio.create_task(
+                watch(s, name, relays[2], exits, sent, p, echo, counts, deadline, total=len(events))
+            )
+            publishing = asyncio.create_task(publish(s, events, p.rate, sent))
+            try:
+                await _first_of(watcher, scale_out(stack, s, relays, counts, p, rng, echo))
+                await _first_of(watcher, publishing)
+                await _until_relayed(counts, sent, watcher)
+            except Stalled as exc:
+                echo(f"  {name}: STALLED: {exc}")
+                await asyncio.to_thread(stack.ensure_up)
+                return Row(name, len(exits), stalled=str(exc))
+            finally:
+                for task in (watcher, publishing):
+                    task.cancel()
+                await asyncio.gather(watcher, publishing, return_exceptions=True)
+            echo(f"  {name}: all {len(sent)} relayed by relay-2 alone at the end; reading back …")
+            await asyncio.to_thread(stack.ensure_up)  # OPA A again, for the recompute
+            expected = await recompute(s, sent, scenario.consents)
+            tally, _, _ = await check(
+                s,
+                expected,
+                scenario.partner_ids,
+                scenario.opener,
+                sent=len(sent),
+                timeout_s=60,
+                partner_timeout_s=20,
+            )
+    finally:
+        for relay in relays:
+            relay.stop()
+    for line in tally.examples:
+        echo(f"  {line}")
+    echo(
+        f"  {name}: {'ok' if tally.ok else 'FAILED'}: {tally.decided} decided, "
+        f"{tally.delivered} delivered, {tally.duplicated} duplicated, {tally.lost} lost, "
+        f"{tally.undecided} undecided, {tally.mismatched} wrong"
+    )
+    return Row(name, len(exits), tally)
+
+
 async def _first_of(watcher: asyncio.Task[None], work: Awaitable[None]) -> None:
     """Await ``work``; if the watcher ends first (it raised ``Stalled``), raise that."""
     task = asyncio.ensure_future(work)
@@ -544,13 +780,18 @@ async def suite(
     scenario = Scenario()
     await asyncio.to_thread(prepare_database, stack.database_url, scenario)
     rows = []
-    for name, fault in FAULTS:
+    for name, fault in (*FAULTS, (SCALE_OUT, None)):
+        if p.only not in name:
+            continue
         if time.monotonic() > deadline:
             echo(f"{name}: not run, the suite's {p.budget_s:.0f} s are spent")
             rows.append(Row(name, 0, stalled="not run: the time budget was spent"))
             continue
         try:
-            row = await one_fault(deadline, name, fault, stack, scenario, p, root, rng, echo)
+            if fault is None:
+                row = await one_scale_out(deadline, stack, scenario, p, root, rng, echo)
+            else:
+                row = await one_fault(deadline, name, fault, stack, scenario, p, root, rng, echo)
             rows.append(row)
         except (KafkaError, OSError, RuntimeError, AssertionError) as exc:
             # The suite's own machinery failed (a read-back, the recompute): this fault fails,

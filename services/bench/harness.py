@@ -85,6 +85,8 @@ RELAY_SETTINGS = (
     "relay_private_key",
     "audit_appender_key",
     "opa_timeout_s",
+    "opa_urls",
+    "opa_failover_cooldown_s",
     "opa_batch_size",
     "opa_concurrency",
     "relay_max_batch",
@@ -226,19 +228,20 @@ async def relay_process(
 
 
 @asynccontextmanager
-async def supervised(relay: RelayProcess, *, every_s: float = 1.0) -> AsyncIterator[list[int]]:
-    """Start the relay again whenever it has exited, as a process supervisor would.
+async def supervised(*relays: RelayProcess, every_s: float = 1.0) -> AsyncIterator[list[int]]:
+    """Start each relay again whenever it has exited, as a process supervisor would.
 
-    Yields the list of exit codes seen (one per restart); a relay with ``supervise`` off
-    (killed and restarted on purpose) is left alone."""
+    Yields the list of exit codes seen (one per restart, of any of them); a relay with
+    ``supervise`` off (killed on purpose, to be restarted or not) is left alone."""
     exits: list[int] = []
 
     async def watch() -> None:
         while True:
             await asyncio.sleep(every_s)
-            if relay.supervise and relay.proc is not None and relay.proc.poll() is not None:
-                exits.append(relay.proc.returncode)
-                relay.start()
+            for relay in relays:
+                if relay.supervise and relay.proc is not None and relay.proc.poll() is not None:
+                    exits.append(relay.proc.returncode)
+                    relay.start()
 
     task = asyncio.create_task(watch())
     try:

@@ -82,6 +82,12 @@ OPA_REQUEST_SECONDS = Histogram(
     ["result"],
     buckets=STAGE_BUCKETS,
 )
+OPA_FAILOVERS = PromCounter(
+    "accord_opa_failovers",
+    "Decision requests a relay moved to its next OPA server because this one did not answer, "
+    "by the server's position in ACCORD_OPA_URLS.",
+    ["server"],
+)
 
 # --- sinks (the audit and rejection sinks; wired where they run) ---------------------------
 

@@ -49,7 +49,7 @@ async def engines(
     async with OpaPolicy(settings.opa_base_url, timeout_s=60) as server:
         fallback = CountingServer(server)
         wasm_settings = settings.model_copy(update={"policy_engine": "wasm"})
-        wasm = await policy_engine(wasm_settings, fallback)  # type: ignore[arg-type]
+        wasm = await policy_engine(wasm_settings, fallback)
         assert isinstance(wasm, WasmPolicy)
         yield wasm, server, fallback
 

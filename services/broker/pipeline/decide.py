@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -29,7 +29,7 @@ from services.broker.pipeline.model import (
     SurvivorFacts,
     Withheld,
 )
-from services.observability.metrics import OPA_REQUEST_SECONDS
+from services.observability.metrics import OPA_FAILOVERS, OPA_REQUEST_SECONDS
 
 POLICY_PACKAGE = "accord/decision"
 BATCH_RULE = "batch"
@@ -173,6 +173,50 @@ class OpaPolicy:
             # A missing or short result means the policy is broken: deny each item.
             return [None] * len(items)
         return result
+
+
+class FailoverPolicy:
+    """Several OPA servers serving the same policy, in order of preference: each request goes
+    to the first one not resting; one that is unavailable rests for ``cooldown_s`` and the
+    request goes to the next. Resting servers are still asked, last, so that a request fails
+    (``PolicyUnavailable``: the relay holds the batch, R1) only if no server answers. A server
+    that answers with a broken result is not skipped: that is the policy's answer (denied
+    item by item), not an outage."""
+
+    def __init__(
+        self,
+        servers: Sequence[Policy],
+        *,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not servers:
+            raise ValueError("at least one OPA server")
+        self._servers = list(servers)
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._resting_until = [0.0] * len(self._servers)
+
+    def order(self) -> list[int]:
+        """The servers' positions in the order the next request tries them."""
+        now = self._clock()
+        ready = [i for i, until in enumerate(self._resting_until) if until <= now]
+        return ready + [i for i in range(len(self._servers)) if i not in ready]
+
+    async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        order = self.order()
+        for n, i in enumerate(order):
+            try:
+                answer = await self._servers[i].decide(items)
+            except PolicyUnavailable:
+                self._resting_until[i] = self._clock() + self._cooldown_s
+                if n + 1 == len(order):
+                    raise
+                OPA_FAILOVERS.labels(str(i)).inc()
+                continue
+            self._resting_until[i] = 0.0
+            return answer
+        raise AssertionError("unreachable: the last server's failure is raised")
 
 
 def request_size(pairs: int, *, chunk: int, concurrency: int) -> int:
