@@ -71,7 +71,8 @@ bench: stack
 bench-scale: stack
 	$(BIN)/accord bench scale --instances 1,3
 
-# Relay SIGKILLs, a broker restart, OPA and PostgreSQL stopped, on a private stack (< 12 minutes).
+# Relay SIGKILLs, a broker restart, OPA and PostgreSQL stopped, then 2 of 3 relays and 1 of 2 OPA
+# servers SIGKILLed, on a private stack (< 15 minutes).
 faults: install
 	$(BIN)/accord faults
 

@@ -9,7 +9,11 @@ would. For each fault, with topics and a group of its own:
 - ``relay SIGKILL ×3``: the relay process is SIGKILLed at three random moments;
 - ``kafka broker restart``: the broker is stopped (SIGTERM) and started again;
 - ``OPA stopped``: the OPA server is stopped for a while, then started again;
-- ``PostgreSQL stopped``: the database (the partner registry) is stopped, then started again.
+- ``PostgreSQL stopped``: the database (the partner registry) is stopped, then started again;
+- scale-out (``SCALE_OUT``): three relay processes in one group and a second OPA server, each
+  relay asking both (``ACCORD_OPA_URLS``); relay 0, OPA server A and relay 1 are SIGKILLed in
+  turn and not restarted, and after each relay kill the survivors must own every partition,
+  as the group coordinator and their ``accord_relay_assigned_partitions`` both say.
 
 Afterwards the decision topic and every partner topic are read from the beginning
 (read_committed) and compared with the decisions recomputed from scratch by an in-process

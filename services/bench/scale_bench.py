@@ -40,7 +40,9 @@ class Params:
 async def measure(
     base: Settings, scenario: Scenario, n: int, p: Params, workdir: Path, echo: Echo
 ) -> float:
-    s = scenario.relay_settings(scoped(base, run_tag(f"scale{n}")))
+    # As in the fault suite: 2 s per OPA request held every batch for good on a loaded
+    # machine (load 20 on 2 cores); a timeout only ever fires on a slow server.
+    s = scenario.relay_settings(scoped(base, run_tag(f"scale{n}"), opa_timeout_s=10.0))
     await prepare_topics(s, scenario)
     relays = [RelayProcess(s, workdir / f"relay-{n}-{i}.log") for i in range(n)]
     for relay in relays:
@@ -74,7 +76,8 @@ async def bench(p: Params, echo: Echo) -> dict[int, float]:
     with tempfile.TemporaryDirectory(prefix="accord-bench-scale-") as tmp:
         for n in p.instances:
             rates[n] = await measure(base, scenario, n, p, Path(tmp), echo)
-            echo(f"{n} instance(s): {rates[n]:8.0f} events/s in")
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            echo(f"{n} instance(s): {rates[n]:8.0f} events/s in (load average {load})")
     first = p.instances[0]
     for n in p.instances[1:]:
         echo(f"{n} vs {first} instance(s): ×{rates[n] / rates[first]:.2f}")
