@@ -576,11 +576,14 @@ async def group_members(s: Settings) -> list[tuple[int, ...]] | None:
 
 def health_port(relay: RelayProcess) -> int | None:
     """The health port the relay's latest start bound (it logs it), or None before it did."""
-    ports = [
-        int(e["port"])
-        for e in log_entries(relay.log_file)
-        if e.get("msg") == "health port listening" and "port" in e
-    ]
+    try:
+        ports = [
+            int(e["port"])
+            for e in log_entries(relay.log_file)
+            if e.get("msg") == "health port listening" and "port" in e
+        ]
+    except OSError:  # no log yet: the process has only just started
+        return None
     return ports[-1] if ports else None
 
 

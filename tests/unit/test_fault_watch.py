@@ -82,3 +82,21 @@ def test_last_error_without_a_log(tmp_path: Path) -> None:
     assert last_error(tmp_path / "missing.log") == "(the relay wrote no log)"
     (tmp_path / "quiet.log").write_text("Traceback (most recent call last):\n")
     assert last_error(tmp_path / "quiet.log") == "(no error in the relay's log)"
+
+
+def test_the_health_port_is_the_one_the_latest_start_logged(tmp_path: Path) -> None:
+    from services.bench.faults import health_port
+    from services.bench.harness import RelayProcess
+    from services.settings import Settings
+
+    log = tmp_path / "relay.log"
+    relay = RelayProcess(Settings(), log)
+    assert health_port(relay) is None  # no log yet
+    lines = [
+        json.dumps({"msg": "health port listening", "host": "127.0.0.1", "port": 41001}),
+        json.dumps({"msg": "relay started"}),
+        "Traceback (most recent call last):",
+        json.dumps({"msg": "health port listening", "host": "127.0.0.1", "port": 41002}),
+    ]  # the last after a restart
+    log.write_text("".join(line + "\n" for line in lines))
+    assert health_port(relay) == 41002
