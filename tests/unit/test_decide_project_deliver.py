@@ -1,4 +1,5 @@
-"""Stages 2-4 as pure functions: the policy input, parsing OPA's answer, projection, records."""
+"""Stages 3-6 as pure functions: the policy input, parsing OPA's answer, projection, sealing,
+records."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from nacl.public import PrivateKey
 from services.broker.pipeline import deliver
 from services.broker.pipeline.decide import build_input, parse_decision
 from services.broker.pipeline.model import Judged, SurvivorFacts
-from services.broker.pipeline.project import project
-from services.broker.pipeline.seal import Sealer
+from services.broker.pipeline.project import project, projected
+from services.broker.pipeline.seal import Sealer, sealed_pair
 from tests.unit.conftest import NOW, make_event, make_recipient
 
 FIELDS = ["age", "hiv_status", "survivor_name"]
@@ -89,12 +90,9 @@ def test_projection_of_a_deny_is_empty() -> None:
 def _records(decision: dict[str, Any]) -> list[Any]:
     event = make_event(survivor_name="Secret Name", age=30, hiv_status="positive")
     judged = Judged(event, make_recipient(), parse_decision(decision, event_fields=FIELDS))
+    sealed = sealed_pair(projected(judged), Sealer(PrivateKey.generate()))  # stages 4 and 5
     return deliver.records(
-        [judged],
-        decided_at=NOW,
-        decisions_topic="decisions",
-        partner_topic_prefix="p.",
-        sealer=Sealer(PrivateKey.generate()),
+        [sealed], decided_at=NOW, decisions_topic="decisions", partner_topic_prefix="p."
     )
 
 
