@@ -126,3 +126,11 @@ def test_decision_records_never_contain_field_values() -> None:
     for record in _records(allow(["age", "hiv_status", "survivor_name"])):
         if record.topic == "decisions":
             assert b"Secret Name" not in record.value and b"positive" not in record.value
+
+
+def test_the_consent_preview_asks_with_the_relays_own_policy_input() -> None:
+    # One function builds the policy input (issue 13): the preview answers what the relay
+    # decides only if it asks with exactly it (tests/integration/test_preview_matches_relay.py).
+    from services.consent import views
+
+    assert views.build_input is build_input
