@@ -133,4 +133,4 @@ def test_the_consent_preview_asks_with_the_relays_own_policy_input() -> None:
     # decides only if it asks with exactly it (tests/integration/test_preview_matches_relay.py).
     from services.consent import views
 
-    assert views.build_input is build_input
+    assert vars(views)["build_input"] is build_input
