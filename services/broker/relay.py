@@ -125,7 +125,7 @@ class Relay:
         await self._consents.catch_up()
         await self._seen.catch_up()
         lap("views")
-        s, now = self._s, self._clock()
+        s = self._s
         # In a thread: the poll's key fetch is a database query (and opening is crypto work);
         # the loop stays free for the consumer's heartbeats and the producers.
         items = await asyncio.to_thread(
@@ -136,6 +136,7 @@ class Relay:
             max_bytes=s.max_event_bytes,
         )
         lap("unseal")
+        now = self._clock()
         items = validate.validate_all(
             items,
             schemas=self._schemas,
@@ -156,7 +157,8 @@ class Relay:
             concurrency=s.opa_concurrency,
         )
         lap("decide")
-        items = seal.seal_all(project.project_all(items), self._sealer)
+        items = project.project_all(items)
+        items = seal.seal_all(items, self._sealer)
         items = deliver.deliver(items, topics=self._topics, decided_at=now)
         lap("seal")
         return batch_results(items, stages_ms=lap.ms)
