@@ -1,7 +1,11 @@
-"""Stage 2: ask the policy what each recipient may receive of each event.
+"""Stage 3, decide: ask the policy what each recipient may receive of each event.
 
-``build_input`` and ``parse_decision`` are pure; ``OpaPolicy`` is the only I/O. One HTTP call
-carries a whole batch of event × partner pairs (rule ``data.accord.decision.batch``).
+``decide`` is the stage: the poll's questions (``questions``: one policy input per event ×
+subscribed partner, built by ``build_input``, the one function that builds it, for the relay
+and the consent preview alike), asked of a ``Policy``, answered as one ``Judged`` per pair.
+``build_input`` and ``parse_decision`` are pure; the policy (``OpaPolicy``, or ``WasmPolicy``
+in decide_wasm.py) is the only I/O. One HTTP call carries a whole batch of event × partner
+pairs (rule ``data.accord.decision.batch``).
 
 Fail closed (R1): if OPA cannot be reached, answers late or with an error status,
 ``PolicyUnavailable`` is raised and the relay delivers nothing of the batch and retries it later.
@@ -11,8 +15,10 @@ If OPA answers but an item's decision is missing or malformed, that item is deni
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -25,17 +31,19 @@ from services.broker.pipeline.model import (
     Decision,
     InboundEvent,
     Judged,
+    PollItem,
     Recipient,
     SurvivorFacts,
     Withheld,
 )
 from services.observability.metrics import OPA_REQUEST_SECONDS
+from services.unavailable import Unavailable
 
 POLICY_PACKAGE = "accord/decision"
 BATCH_RULE = "batch"
 
 
-class PolicyUnavailable(RuntimeError):
+class PolicyUnavailable(Unavailable):
     """OPA could not give decisions now; nothing may be delivered until it can."""
 
 
@@ -43,6 +51,20 @@ class Policy(Protocol):
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
         """Raw decisions, one per input item, in order."""
         ...
+
+
+class Audience(Protocol):
+    """Who receives an event type, as the relay's registry snapshot says for one poll."""
+
+    @property
+    def jurisdictions(self) -> Mapping[str, str]:
+        """Agency id → its jurisdiction."""
+        ...
+
+    def recipients(self, event_type: str, *, publisher: str) -> Sequence[Recipient]: ...
+
+
+Question = tuple[InboundEvent, Recipient, JSON]  # an event, a recipient, the policy input
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -208,4 +230,52 @@ async def decide_all(
     return [
         Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
         for (event, recipient), answer in zip(pairs, raw, strict=True)
+    ]
+
+
+def questions(
+    event: InboundEvent,
+    *,
+    audience: Audience,
+    facts: Callable[[str], SurvivorFacts],
+    now: datetime,
+) -> list[Question]:
+    """One policy question per partner subscribed to the event (not its publisher)."""
+    survivor = facts(event.survivor_id)
+    jurisdiction = audience.jurisdictions[event.agency_id]
+    return [
+        (event, r, build_input(event, r, jurisdiction=jurisdiction, facts=survivor, now=now))
+        for r in audience.recipients(event.type, publisher=event.agency_id)
+    ]
+
+
+async def decide(
+    items: Sequence[PollItem],
+    policy: Policy,
+    *,
+    audience: Audience,
+    facts: Callable[[str], SurvivorFacts],
+    now: datetime,
+    chunk: int,
+    concurrency: int,
+) -> list[PollItem]:
+    """The poll's items, each validated event with one ``Judged`` per recipient: one policy
+    fan-out (``decide_all``) for the whole poll."""
+    asked = [
+        questions(item.event, audience=audience, facts=facts, now=now) if item.event else []
+        for item in items
+    ]
+    flat = [q for qs in asked for q in qs]
+    judged = iter(
+        await decide_all(
+            policy,
+            [(e, r) for e, r, _ in flat],
+            [i for _, _, i in flat],
+            chunk=chunk,
+            concurrency=concurrency,
+        )
+    )
+    return [
+        replace(item, judged=tuple(itertools.islice(judged, len(qs))))
+        for item, qs in zip(items, asked, strict=True)
     ]
