@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from services.broker.ownership import Handover, PartitionProducers, claim
 from services.settings import Settings
+from tests.support.stand_ins import StandInConsumer
 
 A, B = TopicPartition("inbound", 0), TopicPartition("inbound", 1)
 
@@ -43,18 +44,6 @@ class Factory:
     def __call__(self, transactional_id: str) -> AIOKafkaProducer:
         self.made.append(StandInProducer(transactional_id, fails=self.fails))
         return cast(AIOKafkaProducer, self.made[-1])
-
-
-class StandInConsumer:
-    def __init__(self, assigned: set[TopicPartition]) -> None:
-        self.assigned = assigned
-        self.seeks: list[tuple[TopicPartition, int]] = []
-
-    def assignment(self) -> set[TopicPartition]:
-        return self.assigned
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp, offset))
 
 
 def producers(factory: Factory) -> PartitionProducers:

@@ -35,6 +35,7 @@ from services.broker.pipeline.model import (
     Recipient,
     SurvivorFacts,
     Withheld,
+    rfc3339,
 )
 from services.observability.metrics import OPA_REQUEST_SECONDS
 from services.unavailable import Unavailable
@@ -68,7 +69,7 @@ Question = tuple[InboundEvent, Recipient, JSON]  # an event, a recipient, the po
 
 
 def _ts(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    return rfc3339(value) if value is not None else None
 
 
 def build_input(

@@ -20,6 +20,7 @@ from services.broker.pipeline.model import (
     OutRecord,
     PollItem,
     Rejection,
+    rfc3339,
 )
 from services.broker.pipeline.seal import delivery_id
 from services.broker.pipeline.validate import event_key
@@ -28,10 +29,6 @@ from services.broker.replay import seen_record
 
 def _dumps(value: JSON) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _ts(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def outcome(d: Decision) -> str:
@@ -61,7 +58,7 @@ def decision_record(judged: Judged, *, decided_at: datetime) -> JSON:
         "review_required": d.review_required,
         "flags": list(d.flags),
         "policy_revision": d.policy_revision,
-        "decided_at": _ts(decided_at),
+        "decided_at": rfc3339(decided_at),
     }
 
 

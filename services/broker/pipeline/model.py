@@ -17,6 +17,11 @@ from typing import Any
 JSON = dict[str, Any]
 
 
+def rfc3339(value: datetime) -> str:
+    """A UTC time as the records, deliveries and policy input write it (``...Z``)."""
+    return value.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class SurvivorFacts:
     """What the policy reads about a survivor besides the event, as one value so that no

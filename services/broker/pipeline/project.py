@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 
-from services.broker.pipeline.model import JSON, Decision, InboundEvent, Judged, PollItem
+from services.broker.pipeline.model import JSON, Decision, InboundEvent, Judged, PollItem, rfc3339
 
 
 def project(event: InboundEvent, decision: Decision) -> JSON:
@@ -15,10 +14,6 @@ def project(event: InboundEvent, decision: Decision) -> JSON:
         return {}
     released = set(decision.fields)
     return {name: value for name, value in event.data.items() if name in released}
-
-
-def _ts(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def delivery_payload(judged: Judged) -> JSON:
@@ -30,7 +25,7 @@ def delivery_payload(judged: Judged) -> JSON:
         "source": f"/agencies/{event.agency_id}",
         "type": event.type,
         "subject": event.survivor_id,
-        "time": _ts(event.time),
+        "time": rfc3339(event.time),
         "datacontenttype": "application/json",
         "data": project(event, d),
         "accordpurpose": judged.recipient.purpose,
