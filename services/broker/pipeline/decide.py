@@ -207,14 +207,13 @@ def request_size(pairs: int, *, chunk: int, concurrency: int) -> int:
 
 async def decide_all(
     policy: Policy,
-    pairs: Sequence[tuple[InboundEvent, Recipient]],
-    inputs: Sequence[JSON],
+    asked: Sequence[Question],
     *,
     chunk: int = 100,
     concurrency: int = 2,
 ) -> list[Judged]:
-    """Ask for every pair's decision, at most ``chunk`` pairs per request, ``concurrency`` at a
-    time.
+    """Ask every question (event, recipient, policy input), at most ``chunk`` per request,
+    ``concurrency`` requests at a time.
 
     Chunks keep each request well inside the policy timeout however large the relay's batch,
     and let OPA evaluate on several cores; one unavailable chunk fails the whole batch.
@@ -225,12 +224,13 @@ async def decide_all(
         async with gate:
             return await policy.decide(part)
 
+    inputs = [i for _, _, i in asked]
     size = request_size(len(inputs), chunk=chunk, concurrency=concurrency)
     parts = [inputs[i : i + size] for i in range(0, len(inputs), size)]
     raw = [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
     return [
         Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
-        for (event, recipient), answer in zip(pairs, raw, strict=True)
+        for (event, recipient, _), answer in zip(asked, raw, strict=True)
     ]
 
 
@@ -267,15 +267,7 @@ async def decide(
         for item in items
     ]
     flat = [q for qs in asked for q in qs]
-    judged = iter(
-        await decide_all(
-            policy,
-            [(e, r) for e, r, _ in flat],
-            [i for _, _, i in flat],
-            chunk=chunk,
-            concurrency=concurrency,
-        )
-    )
+    judged = iter(await decide_all(policy, flat, chunk=chunk, concurrency=concurrency))
     return [
         replace(item, judged=tuple(itertools.islice(judged, len(qs))))
         for item, qs in zip(items, asked, strict=True)
