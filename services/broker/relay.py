@@ -28,7 +28,6 @@ from aiokafka import (
 )
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
-from services.broker import topics
 from services.broker.pipeline import deliver, unseal
 from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_input, decide_all
 from services.broker.pipeline.model import (
@@ -42,11 +41,12 @@ from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key, validate
 from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavailable
 from services.broker.replay import Seen, seen_record
-from services.broker.stable_offsets import stable_committed
 from services.broker.survivor_keys import SurvivorKeys
-from services.compacted import ViewUnavailable
 from services.consent.view import ConsentView
-from services.kafka_client import RELAY, kafka
+from services.kafka import topics
+from services.kafka.client import RELAY, kafka
+from services.kafka.compacted import ViewUnavailable
+from services.kafka.offsets import stable_committed
 from services.observability import metrics
 from services.settings import Settings
 

@@ -4,7 +4,7 @@ Hardened like production: clients connect with SASL/SCRAM-SHA-512 over TLS only,
 certificate is signed by a CA made for this stack (``<state_dir>/kafka/tls/``), and ACLs
 decide everything (``allow.everyone.if.no.acl.found=false``). The super user's credential is
 written into the metadata at format time; ``up`` then provisions the fixed principals (relay,
-API, audit sink) and their ACLs through the Admin API (``services/kafka_acl.py``). Passwords
+API, audit sink) and their ACLs through the Admin API (``services/kafka/acls.py``). Passwords
 are generated into ``<state_dir>/kafka/credentials.json`` (0600) and never printed.
 """
 
@@ -20,7 +20,6 @@ from string import Template
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services import kafka_acl, kafka_client
 from services.devstack import tls
 from services.devstack.process import (
     QUIET,
@@ -32,6 +31,8 @@ from services.devstack.process import (
     spawn,
     wait_until,
 )
+from services.kafka import acls as kafka_acl
+from services.kafka import client as kafka_client
 from services.settings import REPO_ROOT, Settings
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"

@@ -31,19 +31,21 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import devstack, kafka_client, migrations
+from services import devstack, migrations
 from services.audit.checkpoints import Checkpointer
-from services.broker import provenance, topics
-from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
-from services.kafka_acl import delete_acls_under, provision
-from services.kafka_client import ADMIN, AUDIT, kafka
+from services.events import provenance
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import delete_acls_under, provision
+from services.kafka.client import ADMIN, AUDIT, kafka
 from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
+from services.sdk.partner import collect, tail
 from services.settings import Settings
 from services.sink_worker import SinkWorker
 from services.vocabulary import Category
@@ -340,7 +342,7 @@ async def kafka_ready(s: Settings, partners: list[str] | None = None) -> None:
     """As the operator: grant these settings' topics to the relay, the API, the audit sink,
     the registry's agencies and partners (and ``partners``), then create the core topics.
     Every component then connects as its own principal, so the whole suite runs under the
-    ACLs of ``services/kafka_acl.py``."""
+    ACLs of ``services/kafka/acls.py``."""
     await provision(
         s,
         agencies=[a.id for a in REGISTRY.agencies],

@@ -12,15 +12,15 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import topics
-from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_acl import provision
-from services.kafka_client import ADMIN, AUDIT, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import provision
+from services.kafka.client import ADMIN, AUDIT, kafka
+from services.sdk.partner import collect, tail
 from services.settings import Settings
 from tests.integration.conftest import (
     PARTNER_KEYS,

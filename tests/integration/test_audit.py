@@ -31,9 +31,9 @@ from services.audit.signing import appender_verify_key
 from services.audit.sink import audit_sink
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.partner import collect, tail
 from services.db import transaction
-from services.kafka_client import AUDIT, kafka
+from services.kafka.client import AUDIT, kafka
+from services.sdk.partner import collect, tail
 from services.settings import Settings
 from tests.integration.conftest import (
     AUDIT_KEY,

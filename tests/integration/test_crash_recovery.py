@@ -20,20 +20,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.bench.harness import (
-    check,
-    publish_steadily,
-    read_all,
-    recompute,
-    relay_process,
-    scoped,
-)
-from services.broker import topics
-from services.broker.partner import collect, tail
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_client import ADMIN, AUDIT, kafka
+from services.kafka import topics
+from services.kafka.client import ADMIN, AUDIT, kafka
+from services.sdk.partner import collect, tail
 from services.settings import Settings
 from tests.integration.conftest import (
     ALL_CATEGORIES,
@@ -46,6 +38,14 @@ from tests.integration.conftest import (
     permit,
     sealer,
     with_keys,
+)
+from tools.bench.harness import (
+    check,
+    publish_steadily,
+    read_all,
+    recompute,
+    relay_process,
+    scoped,
 )
 
 pytestmark = pytest.mark.integration

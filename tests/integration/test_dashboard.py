@@ -32,10 +32,10 @@ from services.audit import chain
 from services.audit.models import AuditEntry
 from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
-from services.broker.partner import collect, tail
 from services.dashboard import session as browser_session
 from services.db import transaction
-from services.kafka_client import AUDIT, kafka
+from services.kafka.client import AUDIT, kafka
+from services.sdk.partner import collect, tail
 from services.settings import REPO_ROOT, Settings
 from tests.integration.conftest import (
     PARTNERS,

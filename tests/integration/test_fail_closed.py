@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services import kafka_client
-from services.broker import topics
-from services.broker.partner import collect, tail
-from services.kafka_client import ADMIN, AUDIT, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.client import ADMIN, AUDIT, kafka
 from services.runtime import running_relay
+from services.sdk.partner import collect, tail
 from services.settings import Settings
 from tests.integration.conftest import (
     cloudevent,

@@ -21,18 +21,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from nacl.public import PrivateKey
 
-from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import topics
 from services.broker.feed import encode_cursor
-from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.broker.schemas import PartnerIn
 from services.broker.service import upsert_partner
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_acl import partner_group_prefix, provision
-from services.kafka_client import ADMIN, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import partner_group_prefix, provision
+from services.kafka.client import ADMIN, kafka
 from services.sdk import (
     Delivery,
     DeliveryRejected,
@@ -40,6 +39,7 @@ from services.sdk import (
     KafkaFeed,
     PartnerClient,
 )
+from services.sdk.partner import collect, tail
 from services.settings import Settings
 from tests.integration.conftest import (
     PARTNER_KEYS,

@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, TopicAuthorizationFailedError
 
-from services import kafka_client
-from services.broker import topics
-from services.kafka_acl import (
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import (
     CONSUMER_BYTE_RATE,
     PRODUCER_BYTE_RATE,
     REQUEST_PERCENTAGE,
@@ -38,7 +38,7 @@ from services.kafka_acl import (
     revoke,
     rotate,
 )
-from services.kafka_client import ADMIN, KafkaConn, KafkaCredentialMissing, kafka
+from services.kafka.client import ADMIN, KafkaConn, KafkaCredentialMissing, kafka
 from services.settings import Settings
 
 RUN = uuid.uuid4().hex[:6]

@@ -34,9 +34,9 @@ from nacl.signing import SigningKey
 from services.api import create_app
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import provenance
 from services.broker.pipeline import seal
 from services.db import transaction
+from services.events import provenance
 from services.settings import Settings
 from tests.integration.api_process import accord_api
 from tests.integration.conftest import (

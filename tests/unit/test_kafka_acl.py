@@ -1,4 +1,4 @@
-"""The ACL table of services/kafka_acl.py, read as a whole: who may write and read each topic.
+"""The ACL table of services/kafka/acls.py, read as a whole: who may write and read each topic.
 (tests/integration/test_kafka_security.py shows the broker enforcing it.)"""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiokafka.protocol.admin import DeleteAclsRequest_v1
 
-from services import kafka_client
-from services.kafka_acl import (
+from services.kafka import client as kafka_client
+from services.kafka.acls import (
     ANY,
     CONSUMER_BYTE_RATE,
     PRODUCER_BYTE_RATE,
@@ -35,7 +35,7 @@ from services.kafka_acl import (
     principal_filter,
     quotas,
 )
-from services.kafka_client import API, AUDIT, CHECKPOINTER, RELAY
+from services.kafka.client import API, AUDIT, CHECKPOINTER, RELAY
 from services.settings import Settings
 
 S = Settings(state_dir=Path("/nonexistent"))

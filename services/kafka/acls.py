@@ -48,8 +48,8 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from services import kafka_client
-from services.kafka_client import (
+from services.kafka import client as kafka_client
+from services.kafka.client import (
     ADMIN,
     API,
     AUDIT,

@@ -7,7 +7,7 @@ the offset from before that transaction, and the new owner would read its record
 replay guard refuses them, but the agency sees false ``replayed`` rejections). With
 ``require_stable`` the coordinator answers UNSTABLE_OFFSET_COMMIT while such offsets are
 pending, and the caller asks again. aiokafka has no call for it, so the request is declared
-here with aiokafka's protocol types, as ``services/kafka_acl.py`` does for ACLs.
+here with aiokafka's protocol types, as ``services/kafka/acls.py`` does for ACLs.
 """
 
 from __future__ import annotations
