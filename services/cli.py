@@ -82,7 +82,7 @@ def kafka_provision() -> None:
 
     from services.broker import models
     from services.db import make_engine, make_sessionmaker
-    from services.kafka.acls import provision
+    from services.kafka.provisioning import provision
 
     s = Settings()
     try:
@@ -118,7 +118,7 @@ def kafka_revoke(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -
     gives it a new credential."""
     import asyncio
 
-    from services.kafka.acls import revoke
+    from services.kafka.provisioning import revoke
 
     principal = _principal_of(partner, agency)
     try:
@@ -135,7 +135,7 @@ def kafka_rotate(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -
     new connections (to cut open connections too, revoke)."""
     import asyncio
 
-    from services.kafka.acls import rotate
+    from services.kafka.provisioning import rotate
 
     principal = _principal_of(partner, agency)
     try:

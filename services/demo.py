@@ -33,8 +33,8 @@ from services.db import make_engine, make_sessionmaker, transaction
 from services.events import provenance
 from services.kafka import client as kafka_client
 from services.kafka import topics
-from services.kafka.acls import provision
 from services.kafka.client import ADMIN, API, AUDIT, kafka
+from services.kafka.provisioning import provision
 from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
 from services.sdk.partner import collect, tail
 from services.settings import REPO_ROOT, Settings

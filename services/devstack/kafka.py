@@ -31,8 +31,8 @@ from services.devstack.process import (
     spawn,
     wait_until,
 )
-from services.kafka import acls as kafka_acl
 from services.kafka import client as kafka_client
+from services.kafka import provisioning
 from services.settings import REPO_ROOT, Settings
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -216,7 +216,7 @@ def _wait_for_coordinators(s: Settings, proc: Managed) -> None:
 def up(s: Settings, steps: Steps = QUIET) -> str:
     proc = managed(s)
     if proc.pid() is not None and healthy(s):
-        asyncio.run(kafka_acl.provision(s))  # idempotent: grants added since are applied
+        asyncio.run(provisioning.provision(s))  # idempotent: grants added since are applied
         _wait_for_coordinators(s, proc)  # a broker started before this check existed
         return f"kafka already running (pid {proc.pid()})"
     if proc.pid() is None and port_open(s.kafka_port):
@@ -234,5 +234,5 @@ def up(s: Settings, steps: Steps = QUIET) -> str:
     steps("kafka: waiting for the group and transaction coordinators")
     _wait_for_coordinators(s, proc)
     steps("kafka: creating the principals' credentials and ACLs")
-    asyncio.run(kafka_acl.provision(s))
+    asyncio.run(provisioning.provision(s))
     return f"kafka {s.kafka_version} on {s.bootstrap_servers}, SASL_SSL (pid {proc.pid()})"

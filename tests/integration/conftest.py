@@ -42,8 +42,9 @@ from services.devstack import opa, postgres
 from services.events import provenance
 from services.kafka import client as kafka_client
 from services.kafka import topics
-from services.kafka.acls import delete_acls_under, provision
+from services.kafka.admin import delete_acls_under
 from services.kafka.client import ADMIN, AUDIT, kafka
+from services.kafka.provisioning import provision
 from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
 from services.sdk.partner import collect, tail
 from services.settings import Settings

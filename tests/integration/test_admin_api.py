@@ -18,8 +18,8 @@ from services.broker.pipeline import seal
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka import client as kafka_client
 from services.kafka import topics
-from services.kafka.acls import provision
 from services.kafka.client import ADMIN, AUDIT, kafka
+from services.kafka.provisioning import provision
 from services.sdk.partner import collect, tail
 from services.settings import Settings
 from tests.integration.conftest import (

@@ -30,8 +30,9 @@ from services.broker.service import upsert_partner
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka import client as kafka_client
 from services.kafka import topics
-from services.kafka.acls import partner_group_prefix, provision
+from services.kafka.acls import partner_group_prefix
 from services.kafka.client import ADMIN, kafka
+from services.kafka.provisioning import provision
 from services.sdk import (
     Delivery,
     DeliveryRejected,

@@ -22,8 +22,9 @@ from aiokafka.errors import (
 
 from services.kafka import client as kafka_client
 from services.kafka import topics
-from services.kafka.acls import partner_group_prefix, provision
+from services.kafka.acls import partner_group_prefix
 from services.kafka.client import ADMIN, API, AUDIT, RELAY, KafkaConn, kafka
+from services.kafka.provisioning import provision
 from services.settings import Settings
 
 # Partners of this module only (Kafka principals and topics, not in the registry), so the

@@ -27,8 +27,8 @@ from services.db import transaction
 from services.devstack.kafka import lib_dir
 from services.kafka import client as kafka_client
 from services.kafka import topics
-from services.kafka.acls import provision
 from services.kafka.client import ADMIN, kafka
+from services.kafka.provisioning import provision
 from services.settings import Settings
 from tests.integration.conftest import (
     PARTNER_KEYS,

@@ -43,7 +43,7 @@ from services.broker.survivor_keys import EventSealer, seal_all, subject_of
 from services.devstack import kafka, postgres
 from services.kafka import client as kafka_client
 from services.kafka import topics
-from services.kafka.acls import provision
+from services.kafka.provisioning import provision
 from services.settings import Settings
 from tools.bench import opa_latency
 from tools.bench.harness import RelayProcess, log_entries, peak_rss_bytes, scoped

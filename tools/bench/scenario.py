@@ -29,8 +29,8 @@ from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
 from services.events import provenance
 from services.kafka import topics
-from services.kafka.acls import provision
 from services.kafka.client import ADMIN, kafka
+from services.kafka.provisioning import provision
 from services.settings import Settings
 from services.vocabulary import Category
 
