@@ -15,7 +15,7 @@ from services.atrest import store
 from services.atrest.keys import kek_ring
 from services.audit import store as audit_store
 from services.audit.signing import appender_key
-from services.consent.publisher import mark_for_republish
+from services.consent.models import mark_for_republish
 from services.consent.schemas import Consent
 from services.db import make_engine, make_sessionmaker, transaction
 from services.settings import Settings
