@@ -14,18 +14,21 @@ SERVICES = REPO_ROOT / "services"
 LAZY_ALLOWED = {SERVICES / "cli.py"}
 
 
+def imported(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    return [node.module] if node.level == 0 and node.module else []
+
+
 def tool_imports(tree: ast.AST) -> list[tuple[int, bool]]:
     """(line, inside a function) of every import of ``tools`` or a module under it."""
     found: list[tuple[int, bool]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            names: list[str] = []
-            if isinstance(child, ast.Import):
-                names = [a.name for a in child.names]
-            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
-                names = [child.module]
-            if any(n == "tools" or n.startswith("tools.") for n in names):
+            if isinstance(child, ast.Import | ast.ImportFrom) and any(
+                n == "tools" or n.startswith("tools.") for n in imported(child)
+            ):
                 found.append((child.lineno, in_function))
             inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
             visit(child, inner)
