@@ -22,14 +22,9 @@ from services.kafka.client import ADMIN, AUDIT, kafka
 from services.kafka.provisioning import provision
 from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import (
-    PARTNER_KEYS,
-    cloudevent,
-    consent_change,
-    inbound_record,
-    opener,
-    permit,
-)
+from tests.support.events import cloudevent, consent_change, inbound_record
+from tests.support.keys import PARTNER_KEYS, opener
+from tests.support.registry import permit
 
 pytestmark = pytest.mark.integration
 
@@ -295,7 +290,7 @@ async def test_bad_subscription_and_patch_are_422(admin: httpx.AsyncClient) -> N
 
 
 async def test_ids_of_another_partner_are_409(admin: httpx.AsyncClient) -> None:
-    # sub-metro-police and mou-metro-police belong to metro-police (see conftest).
+    # sub-metro-police and mou-metro-police belong to metro-police (see tests/support/registry.py).
     r = await admin.put(
         f"/v1/admin/partners/{NEW}/subscriptions/sub-metro-police",
         json={"event_types": [TYPE], "purpose": "service_referral"},

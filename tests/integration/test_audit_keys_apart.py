@@ -37,7 +37,7 @@ from services.devstack import postgres
 from services.kafka import client as kafka_client
 from services.kafka.client import API, AUDIT, CHECKPOINTER
 from services.settings import REPO_ROOT, Settings
-from tests.integration.conftest import free_port, fresh_database, kafka_ready, run_tag
+from tests.support.stack import free_port, fresh_database, kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
 

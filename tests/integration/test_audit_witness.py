@@ -41,7 +41,7 @@ from services.db import transaction
 from services.kafka.client import AUDIT, kafka
 from services.runtime import running_checkpointer
 from services.settings import Settings
-from tests.integration.conftest import kafka_ready, run_tag
+from tests.support.stack import kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
 

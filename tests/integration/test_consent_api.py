@@ -26,7 +26,8 @@ from services.kafka import client as kafka_client
 from services.kafka.client import kafka
 from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import cloudevent, inbound_record, opener
+from tests.support.events import cloudevent, inbound_record
+from tests.support.keys import opener
 
 pytestmark = pytest.mark.integration
 

@@ -27,18 +27,10 @@ from services.kafka import topics
 from services.kafka.client import ADMIN, AUDIT, kafka
 from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import (
-    ALL_CATEGORIES,
-    cloudevent,
-    free_port,
-    kafka_ready,
-    opa_server,
-    opener,
-    partner,
-    permit,
-    sealer,
-    with_keys,
-)
+from tests.support.events import cloudevent, sealer
+from tests.support.keys import opener, with_keys
+from tests.support.registry import ALL_CATEGORIES, partner, permit
+from tests.support.stack import free_port, kafka_ready, opa_server
 from tools.bench.harness import (
     check,
     publish_steadily,

@@ -37,14 +37,8 @@ from services.db import transaction
 from services.kafka.client import AUDIT, kafka
 from services.sdk.partner import collect, tail
 from services.settings import REPO_ROOT, Settings
-from tests.integration.conftest import (
-    PARTNERS,
-    REFERRAL,
-    RULE_PARTNERS,
-    cloudevent,
-    inbound_record,
-    publish_and_collect,
-)
+from tests.support.events import PARTNERS, REFERRAL, cloudevent, inbound_record, publish_and_collect
+from tests.support.registry import RULE_PARTNERS
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,8 @@ from services.kafka.client import AUDIT, kafka
 from services.sdk.partner import collect, tail
 from services.settings import Settings
 from services.sink_worker import SinkWorker
-from tests.integration.conftest import AGENCY_KEYS, cloudevent
+from tests.support.events import cloudevent
+from tests.support.keys import AGENCY_KEYS
 
 pytestmark = pytest.mark.integration
 

@@ -42,17 +42,9 @@ from services.sdk import (
 )
 from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import (
-    PARTNER_KEYS,
-    RELAY_KEY,
-    cloudevent,
-    consent_change,
-    inbound_record,
-    opener,
-    partner,
-    permit,
-    with_keys,
-)
+from tests.support.events import cloudevent, consent_change, inbound_record
+from tests.support.keys import PARTNER_KEYS, RELAY_KEY, opener, with_keys
+from tests.support.registry import partner, permit
 
 pytestmark = pytest.mark.integration
 

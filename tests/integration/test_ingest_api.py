@@ -18,7 +18,8 @@ from services.events import provenance
 from services.kafka.client import RELAY, kafka
 from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import AGENCY_KEYS, cloudevent, sign
+from tests.support.events import cloudevent
+from tests.support.keys import AGENCY_KEYS, sign
 
 pytestmark = pytest.mark.integration
 

@@ -38,14 +38,11 @@ from services.broker.pipeline import seal
 from services.db import transaction
 from services.events import provenance
 from services.settings import Settings
-from tests.integration.api_process import accord_api
-from tests.integration.conftest import (
-    AGENCY_KEYS,
-    cloudevent,
-    kafka_ready,
-    private_api,
-)
 from tests.integration.test_authz_matrix import COLUMNS, expected
+from tests.support.api_process import accord_api
+from tests.support.events import cloudevent
+from tests.support.keys import AGENCY_KEYS
+from tests.support.stack import kafka_ready, private_api
 
 pytestmark = pytest.mark.integration
 

@@ -30,15 +30,9 @@ from services.kafka import topics
 from services.kafka.client import ADMIN, kafka
 from services.kafka.provisioning import provision
 from services.settings import Settings
-from tests.integration.conftest import (
-    PARTNER_KEYS,
-    RELAY_KEY,
-    cloudevent,
-    consent_change,
-    inbound_record,
-    partner,
-    permit,
-)
+from tests.support.events import cloudevent, consent_change, inbound_record
+from tests.support.keys import PARTNER_KEYS, RELAY_KEY
+from tests.support.registry import partner, permit
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,8 @@ from services.kafka.sink import SinkProgress
 from services.runtime import running_sinks
 from services.settings import Settings
 from services.sink_worker import SinkWorker, audit_group, rejections_group
-from tests.integration.conftest import AUDIT_KEY, free_port, fresh_database, kafka_ready
+from tests.support.keys import AUDIT_KEY
+from tests.support.stack import free_port, fresh_database, kafka_ready
 from tools.bench.harness import RelayProcess, scoped
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from services.broker.survivor_keys import StaticSurvivorKeys
 from services.consent.view import StaticConsentView
 from services.events import provenance
 from services.settings import Settings
-from tests.unit.conftest import NOW, make_recipient
+from tests.support.pipeline import NOW, make_recipient
 
 
 @dataclass
