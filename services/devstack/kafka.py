@@ -4,7 +4,7 @@ Hardened like production: clients connect with SASL/SCRAM-SHA-512 over TLS only,
 certificate is signed by a CA made for this stack (``<state_dir>/kafka/tls/``), and ACLs
 decide everything (``allow.everyone.if.no.acl.found=false``). The super user's credential is
 written into the metadata at format time; ``up`` then provisions the fixed principals (relay,
-API, audit sink) and their ACLs through the Admin API (``services/kafka/acls.py``). Passwords
+API, audit sink) and their ACLs through the Admin API (``services/kafka/provisioning.py``). Passwords
 are generated into ``<state_dir>/kafka/credentials.json`` (0600) and never printed.
 """
 
