@@ -45,6 +45,7 @@ RESOURCE_NOT_FOUND = 91  # Kafka's error code (aiokafka has no class for it)
 UNSTABLE_OFFSET_COMMIT = 88  # Kafka's error code (aiokafka has no class for it)
 NO_OFFSET = -1  # OffsetFetch's committed offset when nothing is committed
 
+# The codes of ACL resource types, pattern types, operations and permissions on the wire.
 ANY = 1  # the "any" value of resource type, pattern type, operation and permission filters
 
 
@@ -68,7 +69,7 @@ class Op(enum.IntEnum):
     IDEMPOTENT_WRITE = 12
 
 
-ALLOW = 3
+ALLOW = 3  # the permission type of every ACL Accord creates
 
 
 class AlterUserScramCredentialsResponse_v0(Response):  # type: ignore[misc]
