@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import openapi, policy_data
+from services.atrest.keys import kek_ring
 from services.atrest.store import SurvivorErased
 from services.audit import store
 from services.audit import views as audit_views
@@ -37,13 +38,12 @@ from services.consent.publisher import ConsentPublisher, republish_pending
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
-from services.kafka_client import API, kafka
-from services.keys import kek_ring
+from services.kafka.client import API, kafka
+from services.kafka.sink import SinkProgress
 from services.legal import views as legal_views
 from services.observability import views as observability_views
 from services.observability.readiness import OpaCheck, standard_checks
 from services.settings import Settings
-from services.sink import SinkProgress
 from services.sink_worker import audit_group
 
 log = logging.getLogger("accord.api")

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.atrest import store
+from services.atrest.keys import kek_ring
 from services.audit import store as audit_store
 from services.audit.signing import appender_key
-from services.consent.publisher import mark_for_republish
+from services.consent.models import mark_for_republish
 from services.consent.schemas import Consent
 from services.db import make_engine, make_sessionmaker, transaction
-from services.keys import kek_ring
 from services.settings import Settings
 
 
@@ -107,7 +107,7 @@ async def _notify(s: Settings, sessions: sessionmaker[Session], ended: list[Cons
     from services import policy_data
     from services.audit.disclosures import AuditDisclosureLog
     from services.consent.notices import send_notices
-    from services.kafka_client import ADMIN, kafka
+    from services.kafka.client import ADMIN, kafka
 
     disclosures = AuditDisclosureLog(sessions, policy_data.categorizer(s.policies_dir))
     producer = AIOKafkaProducer(**kafka(s, ADMIN).kwargs(), acks="all", enable_idempotence=True)

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker import topics
-from services.kafka_client import API, FEED_GROUP_PREFIX, kafka
+from services.kafka import topics
+from services.kafka.client import API, FEED_GROUP_PREFIX, kafka
 from services.settings import Settings
 
 router = APIRouter(prefix="/v1/feed", tags=["feed"])

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.auth.deps import SessionDep, require
 from services.auth.principals import Principal, Role
 from services.broker.models import RejectedEvent
-from services.kafka_client import KafkaConn
-from services.sink import Table, TopicSink
+from services.kafka.client import KafkaConn
+from services.kafka.sink import Table, TopicSink
 
 log = logging.getLogger("accord.rejections")
 

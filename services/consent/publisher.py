@@ -50,16 +50,6 @@ def mark_published(*, session: Session, survivor_id: str, seq: int) -> None:
     )
 
 
-def mark_for_republish(session: Session, survivor_id: str) -> None:
-    """Have ``republish_pending`` publish the survivor's snapshot again (after their data key
-    was erased, the snapshot on the topic no longer opens)."""
-    session.execute(
-        update(models.Survivor)
-        .where(models.Survivor.id == survivor_id)
-        .values(change_seq=models.Survivor.change_seq + 1)
-    )
-
-
 async def publish_committed(
     sessions: sessionmaker[Session], publisher: ConsentPublisher, survivor_id: str
 ) -> None:

@@ -21,8 +21,8 @@ from services.atrest import sealed
 from services.atrest.envelope import Unreadable
 from services.broker.pipeline.model import JSON, SurvivorFacts
 from services.broker.registry import RegistryUnavailable
-from services.compacted import CompactedTable, ViewUnavailable
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
+from services.kafka.compacted import CompactedTable, ViewUnavailable
 
 if TYPE_CHECKING:
     from services.broker.pipeline.unseal import Keys

@@ -134,7 +134,7 @@ def hold_cause(exc: BaseException) -> str:
 
     from services.broker.pipeline.decide import PolicyUnavailable
     from services.broker.registry import RegistryUnavailable
-    from services.compacted import ViewUnavailable
+    from services.kafka.compacted import ViewUnavailable
 
     if isinstance(exc, PolicyUnavailable):
         return "opa_unavailable"

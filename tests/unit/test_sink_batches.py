@@ -23,8 +23,8 @@ from services.broker.models import RejectedEvent
 from services.broker.rejections import REJECTIONS, Position
 from services.db import Base, make_engine, make_sessionmaker
 from services.devstack.tls import ensure_broker_tls
-from services.kafka_client import KafkaConn
-from services.sink import Table, TopicSink
+from services.kafka.client import KafkaConn
+from services.kafka.sink import Table, TopicSink
 
 
 @pytest.fixture(scope="module")

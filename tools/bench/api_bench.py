@@ -31,12 +31,16 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.bench.harness import RelayProcess, free_ports, log_entries, scoped
-from services.bench.relay_bench import committed, percentiles
-from services.bench.scenario import (
+from services.broker.survivor_keys import EventSealer, subject_of
+from services.db import make_engine, make_sessionmaker, transaction
+from services.devstack import postgres
+from services.kafka import client as kafka_client
+from services.settings import Settings
+from tools.bench.harness import RelayProcess, free_ports, log_entries, scoped
+from tools.bench.relay_bench import committed, percentiles
+from tools.bench.scenario import (
     AGENCY,
     EVENT_TYPE,
     Scenario,
@@ -44,10 +48,6 @@ from services.bench.scenario import (
     prepare_topics,
     run_tag,
 )
-from services.broker.survivor_keys import EventSealer, subject_of
-from services.db import make_engine, make_sessionmaker, transaction
-from services.devstack import postgres
-from services.settings import Settings
 
 BENCH_API_DATABASE = "accord_bench_api"
 SURVIVOR = "sv-bench-api"

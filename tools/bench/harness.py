@@ -31,8 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from nacl.public import PrivateKey
 
-from services import kafka_client
-from services.broker import topics
+from services.atrest.keys import kek_ring
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
@@ -42,7 +41,8 @@ from services.broker.replay import StaticSeen
 from services.broker.survivor_keys import SqlSurvivorKeys, seal_all, subject_of
 from services.consent.view import StaticConsentView
 from services.db import make_engine, make_sessionmaker
-from services.keys import kek_ring
+from services.kafka import client as kafka_client
+from services.kafka import topics
 from services.settings import Settings
 
 JSON = dict[str, Any]

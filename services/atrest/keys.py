@@ -18,7 +18,7 @@ from services.atrest.envelope import KekRing, LocalKek, parse_ring
 from services.settings import Settings
 
 
-def _key_bytes(configured: str, path: Path) -> bytes:
+def key_bytes(configured: str, path: Path) -> bytes:
     """The configured key (base64), else the one in ``path``, created with 32 random bytes."""
     if configured:
         return base64.b64decode(configured, validate=True)
@@ -37,13 +37,11 @@ def _key_bytes(configured: str, path: Path) -> bytes:
 
 
 def relay_key(s: Settings) -> PrivateKey:
-    return PrivateKey(_key_bytes(s.relay_private_key, s.state_dir / "keys" / "relay.key"))
+    return PrivateKey(key_bytes(s.relay_private_key, s.state_dir / "keys" / "relay.key"))
 
 
 def kek_ring(s: Settings) -> KekRing:
     """The KEKs for data at rest: ``ACCORD_KEKS`` or, in development, one local key file."""
     if s.keks:
         return parse_ring(s.keks, s.kek_active)
-    return KekRing(
-        {"dev": LocalKek("dev", _key_bytes("", s.state_dir / "keys" / "kek.key"))}, "dev"
-    )
+    return KekRing({"dev": LocalKek("dev", key_bytes("", s.state_dir / "keys" / "kek.key"))}, "dev")

@@ -23,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.broker import topics
-from services.kafka_client import KafkaConn
+from services.kafka import topics
+from services.kafka.client import KafkaConn
 from services.observability import metrics
 
 log = logging.getLogger("accord.sink")

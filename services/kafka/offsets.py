@@ -6,8 +6,8 @@ the transaction markers, asynchronously. A plain OffsetFetch (all aiokafka sends
 the offset from before that transaction, and the new owner would read its records again (the
 replay guard refuses them, but the agency sees false ``replayed`` rejections). With
 ``require_stable`` the coordinator answers UNSTABLE_OFFSET_COMMIT while such offsets are
-pending, and the caller asks again. aiokafka has no call for it, so the request is declared
-here with aiokafka's protocol types, as ``services/kafka_acl.py`` does for ACLs.
+pending, and the caller asks again. aiokafka has no call for it: the request is declared in
+``services/kafka/protocol.py`` with every other hand-declared one.
 """
 
 from __future__ import annotations
@@ -17,82 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, for_code
-from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.types import (
-    Boolean,
-    CompactArray,
-    CompactString,
-    Int16,
-    Int32,
-    Int64,
-    Schema,
-    TaggedFields,
-)
 
-UNSTABLE_OFFSET_COMMIT = 88
-NO_OFFSET = -1
-
-
-class OffsetFetchResponse_v7(Response):  # type: ignore[misc]
-    API_KEY = 9
-    API_VERSION = 7
-    SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                (
-                    "partitions",
-                    CompactArray(
-                        ("partition_index", Int32),
-                        ("committed_offset", Int64),
-                        ("committed_leader_epoch", Int32),
-                        ("metadata", CompactString("utf-8")),
-                        ("error_code", Int16),
-                        ("tags", TaggedFields),
-                    ),
-                ),
-                ("tags", TaggedFields),
-            ),
-        ),
-        ("error_code", Int16),
-        ("tags", TaggedFields),
-    )
-
-
-class OffsetFetchRequest_v7(RequestStruct):  # type: ignore[misc]
-    FLEXIBLE_VERSION = True
-    API_KEY = 9
-    API_VERSION = 7
-    RESPONSE_TYPE = OffsetFetchResponse_v7
-    SCHEMA = Schema(
-        ("group_id", CompactString("utf-8")),
-        (
-            "topics",
-            CompactArray(
-                ("name", CompactString("utf-8")),
-                ("partition_indexes", CompactArray(Int32)),
-                ("tags", TaggedFields),
-            ),
-        ),
-        ("require_stable", Boolean),
-        ("tags", TaggedFields),
-    )
-
-
-class StableOffsetFetchRequest(Request[OffsetFetchRequest_v7]):  # type: ignore[misc]
-    API_KEY = 9
-
-    def __init__(self, group_id: str, tp: TopicPartition) -> None:
-        self._group_id = group_id
-        self._tp = tp
-
-    def build(self, request_struct_class: type[OffsetFetchRequest_v7]) -> OffsetFetchRequest_v7:
-        topics: list[tuple[str, list[int], dict[int, bytes]]] = [
-            (self._tp.topic, [self._tp.partition], {})
-        ]
-        return request_struct_class(self._group_id, topics, True, {})
+from services.kafka.protocol import NO_OFFSET, UNSTABLE_OFFSET_COMMIT, StableOffsetFetchRequest
 
 
 class Unstable(Exception):

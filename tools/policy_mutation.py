@@ -8,7 +8,7 @@ real tree is never touched. A mutant is *killed* if ``opa test`` fails on it, *i
 does not compile (``opa check``), and *survives* otherwise. Only the Rego tests are run, not
 the end-to-end tests.
 
-    python -m services.policy_mutation          # print the table; exit 1 if any mutant survives
+    python -m tools.policy_mutation          # print the table; exit 1 if any mutant survives
 """
 
 from __future__ import annotations

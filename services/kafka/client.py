@@ -2,7 +2,7 @@
 
 There is no PLAINTEXT path. Each component connects as its own principal (the relay, the API,
 the audit sink, one per agency, one per partner), so the broker's ACLs limit what a stolen
-credential reaches (``services/kafka_acl.py`` grants them). Passwords come from a JSON file
+credential reaches (``services/kafka/acls.py`` grants them). Passwords come from a JSON file
 ``{"<principal>": "<password>"}`` (``ACCORD_KAFKA_CREDENTIALS_FILE``; the dev stack writes
 ``<state_dir>/kafka/credentials.json``, mode 0600); a process needs only its own entries.
 The broker's certificate is checked against ``ACCORD_KAFKA_CA_FILE``.

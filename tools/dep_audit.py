@@ -17,7 +17,7 @@ Before anything, a positive control: pycrypto, whose latest release (2.6.1, of 2
 unfixed advisories, must come back with a non-empty list; otherwise the service is taken as
 not carrying vulnerability data (a mirror that strips it) and the audit is unavailable.
 
-    python -m services.dep_audit [--require-complete]
+    python -m tools.dep_audit [--require-complete]
 
 Exit 0: no known vulnerability among the checked distributions (some may be unchecked, listed).
 Exit 1: a known vulnerability was found; or, with ``--require-complete``, some distribution

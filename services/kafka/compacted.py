@@ -11,8 +11,8 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from services.broker.topics import partitions
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
+from services.kafka.topics import partitions
 from services.unavailable import Unavailable
 
 

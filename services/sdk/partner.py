@@ -11,8 +11,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from services.broker.topics import partitions
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
+from services.kafka.topics import partitions
 
 
 @asynccontextmanager

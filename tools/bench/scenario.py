@@ -22,14 +22,15 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from services import migrations
-from services.broker import provenance, topics
 from services.broker.pipeline import seal
 from services.broker.schemas import RegistryIn
 from services.broker.service import load_registry
 from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_acl import provision
-from services.kafka_client import ADMIN, kafka
+from services.events import provenance
+from services.kafka import topics
+from services.kafka.client import ADMIN, kafka
+from services.kafka.provisioning import provision
 from services.settings import Settings
 from services.vocabulary import Category
 

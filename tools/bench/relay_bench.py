@@ -38,16 +38,16 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from services import kafka_client
-from services.bench import opa_latency
-from services.bench.harness import RelayProcess, log_entries, peak_rss_bytes, scoped
-from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
-from services.broker import topics
 from services.broker.pipeline.decide import request_size
 from services.broker.survivor_keys import EventSealer, seal_all, subject_of
 from services.devstack import kafka, postgres
-from services.kafka_acl import provision
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.provisioning import provision
 from services.settings import Settings
+from tools.bench import opa_latency
+from tools.bench.harness import RelayProcess, log_entries, peak_rss_bytes, scoped
+from tools.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 
 BENCH_DATABASE = "accord_bench"
 Echo = Callable[[str], None]

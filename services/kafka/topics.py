@@ -9,7 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
 
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
 from services.settings import Settings
 
 

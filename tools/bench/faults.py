@@ -45,8 +45,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from services import kafka_client
-from services.bench.harness import (
+from services.broker.survivor_keys import seal_all, subject_of
+from services.devstack import kafka, opa, postgres
+from services.devstack.process import Managed, Steps, stop
+from services.kafka import client as kafka_client
+from services.settings import Settings
+from tools.bench.harness import (
     RelayProcess,
     Tally,
     check,
@@ -56,11 +60,7 @@ from services.bench.harness import (
     supervised,
     table,
 )
-from services.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
-from services.broker.survivor_keys import seal_all, subject_of
-from services.devstack import kafka, opa, postgres
-from services.devstack.process import Managed, Steps, stop
-from services.settings import Settings
+from tools.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
 
 Echo = Callable[[str], None]
 
