@@ -1,7 +1,8 @@
 """The Accord HTTP API: one FastAPI app, every route authenticated.
 
-Routers come from their domains (``services/broker/ingest.py``, ...); this module only wires
-settings, the database, the Kafka producer and limits together.
+Routers come from their domains (``services/broker/edges/ingest.py``,
+``services/registry/views.py``, ...); this module only wires settings, the database, the Kafka
+producer and limits together.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from services.audit.disclosures import AuditDisclosureLog
 from services.audit.signing import appender_key
 from services.audit.witness import audit_verification
 from services.auth import views as auth_views
-from services.broker import admin, feed, ingest
-from services.broker import rejections as rejections_views
+from services.broker.edges import feed, ingest
+from services.broker.edges import rejections as rejections_views
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
 from services.consent import fhir_views as consent_fhir_views
@@ -42,6 +43,7 @@ from services.keys import kek_ring
 from services.legal import views as legal_views
 from services.observability import views as observability_views
 from services.observability.readiness import OpaCheck, standard_checks
+from services.registry import views as registry_views
 from services.settings import Settings
 from services.sink import SinkProgress
 from services.sink_worker import audit_group
@@ -167,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(ingest.router)
-    app.include_router(admin.router)
+    app.include_router(registry_views.router)
     app.include_router(feed.router)
     app.include_router(rejections_views.router)
     app.include_router(consent_views.router)

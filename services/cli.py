@@ -80,9 +80,9 @@ def kafka_provision() -> None:
 
     from sqlalchemy import select
 
-    from services.broker import models
     from services.db import make_engine, make_sessionmaker
     from services.kafka_acl import provision
+    from services.registry import models
 
     s = Settings()
     try:

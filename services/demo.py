@@ -27,13 +27,13 @@ from services.auth.service import issue_credential
 from services.broker import provenance, topics
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
-from services.broker.schemas import RegistryIn
-from services.broker.service import load_registry
 from services.broker.survivor_keys import EventSealer, seal_all
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_acl import provision
 from services.kafka_client import ADMIN, API, AUDIT, kafka
 from services.keys import relay_key as relay_private_key
+from services.registry.schemas import RegistryIn
+from services.registry.service import load_registry
 from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
 from services.settings import REPO_ROOT, Settings
 

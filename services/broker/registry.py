@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.broker import models
 from services.broker.pipeline.model import Agreement, Recipient
+from services.registry import models
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from services.broker import models as broker_models
 from services.consent import service
 from services.consent.fhir import FhirRefused, from_fhir, to_fhir
 from services.consent.schemas import Consent, ConsentIn
 from services.consent.service import ConsentError
 from services.consent.views import Actor, _change, _fail, _now, _sessions, publish_snapshot
 from services.openapi import errors
+from services.registry import models as registry_models
 
 router = APIRouter(prefix="/v1", tags=["consent", "fhir"])
 
@@ -174,7 +174,7 @@ async def import_fhir(
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             data = from_fhir(resource, survivor_id=survivor_id)
             named = {p for prov in data.provisions for p in prov.recipients.partners}
-            if any(session.get(broker_models.Partner, p) is None for p in sorted(named)):
+            if any(session.get(registry_models.Partner, p) is None for p in sorted(named)):
                 raise FhirRefused(["provision: an actor names a partner Accord does not know"])
             return data
 

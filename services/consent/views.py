@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker import models as broker_models
 from services.broker.pipeline.decide import PolicyUnavailable, build_input, parse_decision
 from services.broker.pipeline.model import InboundEvent
 from services.broker.registry import recipient_of
@@ -30,6 +29,7 @@ from services.consent.publisher import ConsentPublisher, publish_committed
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
 from services.openapi import errors
+from services.registry import models as registry_models
 from services.vocabulary import Purpose
 
 log = logging.getLogger("accord.consent")
@@ -202,7 +202,7 @@ def _check_partners(session: Session, data: ConsentIn) -> None:
         f"provisions[{i}].recipients.partners[{j}]"
         for i, prov in enumerate(data.provisions)
         for j, p in enumerate(prov.recipients.partners)
-        if session.get(broker_models.Partner, p) is None
+        if session.get(registry_models.Partner, p) is None
     ]
     if unknown:  # where, never the id sent: it may be a name
         raise ConsentError(422, f"No registered partner at {', '.join(unknown)}.")
@@ -431,8 +431,8 @@ async def preview(
     def read() -> tuple[Any, ...]:  # blocking: in the threadpool, never on the event loop
         with _sessions(request)() as session:
             survivor = service.access(session=session, principal=actor, survivor_id=survivor_id)
-            partner = session.get(broker_models.Partner, body.partner_id)
-            agency = session.get(broker_models.Agency, survivor.agency_id)
+            partner = session.get(registry_models.Partner, body.partner_id)
+            agency = session.get(registry_models.Agency, survivor.agency_id)
             if partner is None or agency is None:
                 raise ConsentError(422, "Unknown partner (partner_id).")
             purpose = body.purpose or next(

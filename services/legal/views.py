@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker import models as broker_models
 from services.consent.schemas import PSEUDONYM
 from services.consent.service import ConsentError
 from services.consent.views import publish_snapshot
@@ -25,6 +24,7 @@ from services.legal import service
 from services.legal.models import CourtOrder, Declaration
 from services.legal.schemas import CourtOrderIn, CourtOrderOut, DeclarationIn, DeclarationOut
 from services.openapi import errors
+from services.registry import models as registry_models
 
 router = APIRouter(prefix="/v1/survivors/{survivor_id}", tags=["legal bases"])
 
@@ -149,7 +149,7 @@ async def record_court_order(
     assert agency_id is not None
 
     def save(session: Session) -> CourtOrderOut:
-        if session.get(broker_models.Partner, body.recipient) is None:
+        if session.get(registry_models.Partner, body.recipient) is None:
             raise ConsentError(422, "Unknown partner (recipient).")
         row = service.record_court_order(
             session=session,

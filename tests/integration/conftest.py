@@ -36,13 +36,13 @@ from services.audit.checkpoints import Checkpointer
 from services.broker import provenance, topics
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
-from services.broker.schemas import RegistryIn
-from services.broker.service import load_registry
 from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
 from services.kafka_acl import delete_acls_under, provision
 from services.kafka_client import ADMIN, AUDIT, kafka
+from services.registry.schemas import RegistryIn
+from services.registry.service import load_registry
 from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
 from services.settings import Settings
 from services.sink_worker import SinkWorker

@@ -28,7 +28,6 @@ from services.audit.cli import run_verify
 from services.audit.models import AuditEntry
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.models import Agency
 from services.consent import models, service
 from services.consent.publisher import encode
 from services.consent.schemas import ConsentIn, RecordedBy
@@ -37,6 +36,7 @@ from services.devstack import postgres
 from services.legal import models as legal_models
 from services.legal import service as legal
 from services.legal.schemas import DeclarationIn
+from services.registry.models import Agency
 from services.settings import Settings
 
 pytestmark = pytest.mark.integration

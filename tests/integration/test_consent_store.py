@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services import migrations
 from services.auth.principals import Role
-from services.broker.models import Agency
 from services.consent import models, service
 from services.consent.schemas import ConsentIn, RecordedBy
 from services.consent.service import ConsentError
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
+from services.registry.models import Agency
 from services.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -30,10 +30,10 @@ from services.bench.harness import (
 )
 from services.broker import topics
 from services.broker.partner import collect, tail
-from services.broker.schemas import RegistryIn
-from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_client import ADMIN, AUDIT, kafka
+from services.registry.schemas import RegistryIn
+from services.registry.service import load_registry
 from services.settings import Settings
 from tests.integration.conftest import (
     ALL_CATEGORIES,

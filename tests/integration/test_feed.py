@@ -25,14 +25,14 @@ from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker import topics
-from services.broker.feed import encode_cursor
+from services.broker.edges.feed import encode_cursor
 from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
-from services.broker.schemas import PartnerIn
-from services.broker.service import upsert_partner
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka_acl import partner_group_prefix, provision
 from services.kafka_client import ADMIN, kafka
+from services.registry.schemas import PartnerIn
+from services.registry.service import upsert_partner
 from services.sdk import (
     Delivery,
     DeliveryRejected,

@@ -23,12 +23,12 @@ from aiokafka import AIOKafkaProducer
 from services import kafka_client
 from services.broker import topics
 from services.broker.pipeline import seal
-from services.broker.schemas import PartnerIn
-from services.broker.service import upsert_partner
 from services.db import transaction
 from services.devstack.kafka import lib_dir
 from services.kafka_acl import provision
 from services.kafka_client import ADMIN, kafka
+from services.registry.schemas import PartnerIn
+from services.registry.service import upsert_partner
 from services.settings import Settings
 from tests.integration.conftest import (
     PARTNER_KEYS,

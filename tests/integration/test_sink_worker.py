@@ -26,7 +26,7 @@ from services.audit.models import AuditEntry
 from services.audit.signing import appender_verify_key
 from services.bench.harness import RelayProcess, scoped
 from services.broker import topics
-from services.broker.models import RejectedEvent
+from services.broker.edges.models import RejectedEvent
 from services.broker.pipeline.deliver import dead_letter_record
 from services.broker.pipeline.model import Rejection
 from services.db import make_engine, make_sessionmaker

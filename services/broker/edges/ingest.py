@@ -22,9 +22,9 @@ from services.atrest import sealed, store
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.broker.cloudevents import ID_PATTERN, CloudEvent
-from services.broker.models import Agency
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.provenance import verify_event
+from services.registry.models import Agency
 
 router = APIRouter(prefix="/v1/events", tags=["ingest"])
 

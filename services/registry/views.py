@@ -33,11 +33,12 @@ from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker import models, topics
+from services.broker import topics
 from services.broker.pipeline.validate import SchemaRegistry
-from services.broker.schemas import AgreementIn, PartnerIn, SubscriptionIn
-from services.broker.service import upsert_partner
 from services.kafka_client import API, kafka
+from services.registry import models
+from services.registry.schemas import AgreementIn, PartnerIn, SubscriptionIn
+from services.registry.service import upsert_partner
 from services.settings import Settings
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])

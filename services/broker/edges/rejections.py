@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth.deps import SessionDep, require
 from services.auth.principals import Principal, Role
-from services.broker.models import RejectedEvent
+from services.broker.edges.models import RejectedEvent
 from services.kafka_client import KafkaConn
 from services.sink import Table, TopicSink
 
