@@ -24,7 +24,6 @@ from services import openapi, policy_data
 from services.atrest.store import SurvivorErased
 from services.audit import store
 from services.audit import views as audit_views
-from services.audit.disclosures import AuditDisclosureLog
 from services.audit.signing import appender_key
 from services.audit.witness import audit_verification
 from services.auth import views as auth_views
@@ -34,7 +33,7 @@ from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
-from services.consent.publisher import ConsentPublisher, republish_pending
+from services.consent.audit_disclosures import AuditDisclosureLog
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
 from services.http_security import HttpSecurity
@@ -47,6 +46,7 @@ from services.registry import views as registry_views
 from services.settings import Settings
 from services.sink import SinkProgress
 from services.sink_worker import audit_group
+from services.snapshot.publisher import ConsentPublisher, Snapshots, republish_pending
 
 log = logging.getLogger("accord.api")
 
@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         publisher = ConsentPublisher(producer, s.topic_consents)
         app.state.consent_publisher = publisher
-        # R14 reads releases from the audit chain (services/audit/disclosures.py).
+        app.state.snapshots = Snapshots(sessions, publisher)
+        # R14 reads releases from the audit chain (services/consent/audit_disclosures.py).
         app.state.disclosures = AuditDisclosureLog(
             sessions, policy_data.categorizer(s.policies_dir)
         )

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.atrest import store
 from services.audit import store as audit_store
 from services.audit.signing import appender_key
-from services.consent.publisher import mark_for_republish
 from services.consent.schemas import Consent
 from services.db import make_engine, make_sessionmaker, transaction
 from services.keys import kek_ring
 from services.settings import Settings
+from services.snapshot.publisher import mark_for_republish
 
 
 def new_kek_entry(key_id: str) -> str:
@@ -105,7 +105,7 @@ async def _notify(s: Settings, sessions: sessionmaker[Session], ended: list[Cons
     from aiokafka import AIOKafkaProducer
 
     from services import policy_data
-    from services.audit.disclosures import AuditDisclosureLog
+    from services.consent.audit_disclosures import AuditDisclosureLog
     from services.consent.notices import send_notices
     from services.kafka_client import ADMIN, kafka
 

@@ -33,6 +33,7 @@ from nacl.public import PrivateKey
 
 from services import kafka_client
 from services.broker import topics
+from services.broker.consent_view import StaticConsentView
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
@@ -40,7 +41,6 @@ from services.broker.registry import SqlRegistry
 from services.broker.relay import Relay
 from services.broker.replay import StaticSeen
 from services.broker.survivor_keys import SqlSurvivorKeys, seal_all, subject_of
-from services.consent.view import StaticConsentView
 from services.db import make_engine, make_sessionmaker
 from services.keys import kek_ring
 from services.settings import Settings

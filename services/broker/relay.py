@@ -29,6 +29,7 @@ from aiokafka import (
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
 from services.broker import topics
+from services.broker.consent_view import ConsentView
 from services.broker.pipeline import deliver, unseal
 from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_input, decide_all
 from services.broker.pipeline.model import (
@@ -45,7 +46,6 @@ from services.broker.replay import Seen, seen_record
 from services.broker.stable_offsets import stable_committed
 from services.broker.survivor_keys import SurvivorKeys
 from services.compacted import ViewUnavailable
-from services.consent.view import ConsentView
 from services.kafka_client import RELAY, kafka
 from services.observability import metrics
 from services.settings import Settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
@@ -20,12 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.broker.pipeline.decide import PolicyUnavailable, build_input, parse_decision
-from services.broker.pipeline.model import InboundEvent
+from services.broker.pipeline.model import InboundEvent, SurvivorFacts
 from services.broker.registry import recipient_of
-from services.consent import service
+from services.consent import models, service
 from services.consent.disclosures import DisclosureLog, DisclosureOut
 from services.consent.notices import send_revocation_notices
-from services.consent.publisher import ConsentPublisher, publish_committed
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
 from services.openapi import errors
@@ -208,10 +207,19 @@ def _check_partners(session: Session, data: ConsentIn) -> None:
         raise ConsentError(422, f"No registered partner at {', '.join(unknown)}.")
 
 
+class Snapshots(Protocol):
+    """The survivors' snapshots for the relay (``services/snapshot/``, above the consent and
+    legal services; the API puts one in ``app.state.snapshots``)."""
+
+    async def publish(self, survivor_id: str) -> None: ...
+
+    def facts(self, *, session: Session, survivor: models.Survivor) -> SurvivorFacts: ...
+
+
 async def publish_snapshot(request: Request, survivor_id: str) -> None:
-    publisher: ConsentPublisher = request.app.state.consent_publisher
+    snapshots: Snapshots = request.app.state.snapshots
     try:
-        await publish_committed(_sessions(request), publisher, survivor_id)
+        await snapshots.publish(survivor_id)
     except KafkaError as exc:
         log.error("consent snapshot not published", extra={"survivor_id": survivor_id})
         raise HTTPException(
@@ -427,6 +435,7 @@ async def preview(
     if unknown:  # where, never the name sent: the answer lists the fields it judged
         raise HTTPException(422, detail=f"Not a field of this event type: {', '.join(unknown)}.")
     now = _now()
+    snapshots: Snapshots = request.app.state.snapshots
 
     def read() -> tuple[Any, ...]:  # blocking: in the threadpool, never on the event loop
         with _sessions(request)() as session:
@@ -443,7 +452,7 @@ async def preview(
                 raise ConsentError(
                     422, "Say which purpose: the partner has no subscription to this event type."
                 )
-            facts = service.snapshot(session=session, survivor=survivor).facts
+            facts = snapshots.facts(session=session, survivor=survivor)
             if body.draft is not None:
                 _check_partners(session, body.draft)
                 by = service.recorded_by(session=session, principal=actor, survivor_id=survivor_id)

@@ -20,7 +20,7 @@ import re
 from datetime import datetime
 from functools import cache
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
@@ -34,7 +34,6 @@ from starlette.concurrency import run_in_threadpool
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.broker import topics
-from services.broker.pipeline.validate import SchemaRegistry
 from services.kafka_client import API, kafka
 from services.registry import models
 from services.registry.schemas import AgreementIn, PartnerIn, SubscriptionIn
@@ -259,6 +258,12 @@ def _check_key(problems: Problems, loc: list[str | int], key: str | None, *, cur
             problems.add(loc, "not a usable Curve25519 public key", "bad_key")
 
 
+class EventTypes(Protocol):
+    """The event schemas the relay validates with (``app.state.schemas``)."""
+
+    def known(self, event_type: str) -> bool: ...
+
+
 class Checker:
     def __init__(self, request: Request) -> None:
         s: Settings = request.app.state.settings
@@ -267,7 +272,7 @@ class Checker:
         self.purposes = frozenset(vocab["purposes"])
         self.categories = frozenset(vocab["categories"])
         self.jurisdictions = _jurisdictions(s.policies_dir)
-        self.schemas: SchemaRegistry = request.app.state.schemas
+        self.schemas: EventTypes = request.app.state.schemas
 
     def subscription(self, p: Problems, loc: list[str | int], sub: SubscriptionBody) -> None:
         p.word([*loc, "purpose"], sub.purpose, self.purposes, "purpose")
