@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +37,7 @@ from services.consent import views as consent_views
 from services.consent.audit_disclosures import AuditDisclosureLog
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
+from services.errors import DomainError
 from services.http_security import HttpSecurity
 from services.kafka_client import API, kafka
 from services.keys import kek_ring
@@ -145,6 +147,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(DomainError)
+    async def refused(request: Request, exc: DomainError) -> Response:
+        # Every domain's refusals, answered once: its status, the Error schema, its own message.
+        return await http_exception_handler(request, HTTPException(exc.status, detail=exc.message))
 
     @app.exception_handler(SurvivorErased)
     async def erased(request: Request, exc: SurvivorErased) -> JSONResponse:

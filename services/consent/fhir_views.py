@@ -18,8 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from services.consent import service
 from services.consent.fhir import FhirRefused, from_fhir, to_fhir
 from services.consent.schemas import Consent, ConsentIn
-from services.consent.service import ConsentError
-from services.consent.views import Actor, _change, _fail, _now, _sessions, publish_snapshot
+from services.consent.views import Actor, _change, _now, _sessions, publish_snapshot
 from services.openapi import errors
 from services.registry import models as registry_models
 
@@ -126,23 +125,20 @@ def export_fhir(
         int | None, Query(ge=1, le=2**31 - 1, description="A version; default: latest")
     ] = None,
 ) -> FhirJSONResponse:
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            if version is not None:
-                consent = service.version(
-                    session=session,
-                    survivor_id=survivor_id,
-                    consent_id=consent_id,
-                    number=version,
-                    now=_now(),
-                )
-                return _exported(consent)
-            service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
-            current = service.current_consents(session=session, survivor_id=survivor_id, now=_now())
-            return _exported(next(c for c in current if c.id == consent_id))
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with _sessions(request)() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        if version is not None:
+            consent = service.version(
+                session=session,
+                survivor_id=survivor_id,
+                consent_id=consent_id,
+                number=version,
+                now=_now(),
+            )
+            return _exported(consent)
+        service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
+        current = service.current_consents(session=session, survivor_id=survivor_id, now=_now())
+        return _exported(next(c for c in current if c.id == consent_id))
 
 
 @router.post(
@@ -180,8 +176,6 @@ async def import_fhir(
 
     try:
         data = await run_in_threadpool(checked)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
     except FhirRefused as exc:
         raise HTTPException(422, detail=_problems(exc.problems)) from exc
     consent = await run_in_threadpool(_change, request, actor, survivor_id, data, "grant")

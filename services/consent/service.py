@@ -24,15 +24,11 @@ from services.auth.principals import Principal, Role
 from services.auth.service import issue_credential
 from services.consent import models
 from services.consent.schemas import Consent, ConsentIn, Evidence, Provision, RecordedBy
+from services.errors import DomainError
 
 
-class ConsentError(Exception):
+class ConsentError(DomainError):
     """A request the consent service refuses; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _forbidden() -> ConsentError:

@@ -49,10 +49,6 @@ def _sessions(request: Request) -> sessionmaker[Session]:
     return factory
 
 
-def _fail(exc: ConsentError) -> HTTPException:
-    return HTTPException(exc.status, detail=exc.message)
-
-
 # --- survivors, guardians, enrollment --------------------------------------------------------
 
 
@@ -70,17 +66,14 @@ class SurvivorOut(BaseModel):
 def register_survivor(body: SurvivorIn, request: Request, advocate: Advocate) -> SurvivorOut:
     """An advocate registers a survivor of their agency (by pseudonym)."""
     assert advocate.agency_id is not None
-    try:
-        with _sessions(request)() as session, session.begin():
-            s = service.register_survivor(
-                session=session,
-                survivor_id=body.survivor_id,
-                agency_id=advocate.agency_id,
-                now=_now(),
-            )
-            return SurvivorOut(id=s.id, agency_id=s.agency_id)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with _sessions(request)() as session, session.begin():
+        s = service.register_survivor(
+            session=session,
+            survivor_id=body.survivor_id,
+            agency_id=advocate.agency_id,
+            now=_now(),
+        )
+        return SurvivorOut(id=s.id, agency_id=s.agency_id)
 
 
 class GuardianIn(BaseModel):
@@ -113,10 +106,7 @@ async def record_guardian(
                 suspect=body.suspect,
             )
 
-    try:
-        await run_in_threadpool(save)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    await run_in_threadpool(save)
     await publish_snapshot(request, survivor_id)
 
 
@@ -137,33 +127,28 @@ def issue_code(
 ) -> EnrollmentOut:
     """A single-use code, valid 15 minutes, that the survivor (or guardian) exchanges for a key."""
     now = _now()
-    try:
-        with _sessions(request)() as session, session.begin():
-            survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
-            if body.role == "guardian":
-                link = body.guardian_id and service.guardianship(
-                    session, body.guardian_id, survivor_id
+    with _sessions(request)() as session, session.begin():
+        survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
+        if body.role == "guardian":
+            link = body.guardian_id and service.guardianship(session, body.guardian_id, survivor_id)
+            if not link or link.suspect:
+                raise ConsentError(
+                    422, "Record this guardian first; a suspect guardian gets no code."
                 )
-                if not link or link.suspect:
-                    raise ConsentError(
-                        422, "Record this guardian first; a suspect guardian gets no code."
-                    )
-                role, subject = Role.GUARDIAN, body.guardian_id
-            else:
-                role, subject = Role.SURVIVOR, survivor_id
-            assert subject is not None
-            code = service.issue_enrollment_code(
-                session=session,
-                survivor=survivor,
-                role=role,
-                subject=subject,
-                issued_by=advocate.subject,
-                now=now,
-                ttl=ENROLLMENT_TTL,
-            )
-        return EnrollmentOut(code=code, expires_at=now + ENROLLMENT_TTL)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+            role, subject = Role.GUARDIAN, body.guardian_id
+        else:
+            role, subject = Role.SURVIVOR, survivor_id
+        assert subject is not None
+        code = service.issue_enrollment_code(
+            session=session,
+            survivor=survivor,
+            role=role,
+            subject=subject,
+            issued_by=advocate.subject,
+            now=now,
+            ttl=ENROLLMENT_TTL,
+        )
+    return EnrollmentOut(code=code, expires_at=now + ENROLLMENT_TTL)
 
 
 class EnrollIn(BaseModel):
@@ -185,12 +170,9 @@ class EnrollOut(BaseModel):
 )
 def enroll(body: EnrollIn, request: Request) -> EnrollOut:
     """Exchange an enrollment code (the credential for this call) for an API key."""
-    try:
-        with _sessions(request)() as session, session.begin():
-            key, role = service.redeem_enrollment_code(session=session, code=body.code, now=_now())
-        return EnrollOut(api_key=key, role=role)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with _sessions(request)() as session, session.begin():
+        key, role = service.redeem_enrollment_code(session=session, code=body.code, now=_now())
+    return EnrollOut(api_key=key, role=role)
 
 
 # --- consents -----------------------------------------------------------------------------
@@ -237,43 +219,37 @@ def _change(
     op: Literal["grant", "amend", "revoke"],
     consent_id: str = "",
 ) -> Consent:
-    try:
-        with _sessions(request)() as session, session.begin():
-            survivor = service.access(session=session, principal=principal, survivor_id=survivor_id)
-            by: RecordedBy = service.recorded_by(
-                session=session, principal=principal, survivor_id=survivor_id
+    with _sessions(request)() as session, session.begin():
+        survivor = service.access(session=session, principal=principal, survivor_id=survivor_id)
+        by: RecordedBy = service.recorded_by(
+            session=session, principal=principal, survivor_id=survivor_id
+        )
+        now = _now()
+        if op == "grant" and body is not None:
+            _check_partners(session, body)
+            return service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
+        if op == "amend" and body is not None:
+            _check_partners(session, body)
+            return service.amend(
+                session=session,
+                survivor=survivor,
+                consent_id=consent_id,
+                data=body,
+                by=by,
+                now=now,
             )
-            now = _now()
-            if op == "grant" and body is not None:
-                _check_partners(session, body)
-                return service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
-            if op == "amend" and body is not None:
-                _check_partners(session, body)
-                return service.amend(
-                    session=session,
-                    survivor=survivor,
-                    consent_id=consent_id,
-                    data=body,
-                    by=by,
-                    now=now,
-                )
-            return service.revoke(
-                session=session, survivor=survivor, consent_id=consent_id, by=by, now=now
-            )
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+        return service.revoke(
+            session=session, survivor=survivor, consent_id=consent_id, by=by, now=now
+        )
 
 
 @router.get("/survivors/{survivor_id}/consents", response_model=list[Consent])
 def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Consent]:
     """The survivor's consents, each at its latest version, with its status now (active,
     expired or revoked)."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            return service.current_consents(session=session, survivor_id=survivor_id, now=_now())
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with _sessions(request)() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        return service.current_consents(session=session, survivor_id=survivor_id, now=_now())
 
 
 @router.post(
@@ -337,22 +313,19 @@ async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Act
 )
 def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> list[Consent]:
     """Every version of one consent, oldest first (an amendment adds one; none is erased)."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
-            return [
-                service.version(
-                    session=session,
-                    survivor_id=survivor_id,
-                    consent_id=consent_id,
-                    number=n,
-                    now=_now(),
-                )
-                for n in range(1, last.version + 1)
-            ]
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with _sessions(request)() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
+        return [
+            service.version(
+                session=session,
+                survivor_id=survivor_id,
+                consent_id=consent_id,
+                number=n,
+                now=_now(),
+            )
+            for n in range(1, last.version + 1)
+        ]
 
 
 @router.get(
@@ -368,18 +341,15 @@ def read_version(
     actor: Actor,
 ) -> Consent:
     """One version of a consent, as it was recorded."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            return service.version(
-                session=session,
-                survivor_id=survivor_id,
-                consent_id=consent_id,
-                number=number,
-                now=_now(),
-            )
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with _sessions(request)() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        return service.version(
+            session=session,
+            survivor_id=survivor_id,
+            consent_id=consent_id,
+            number=number,
+            now=_now(),
+        )
 
 
 # --- preview and disclosures ------------------------------------------------------------------
@@ -469,10 +439,7 @@ async def preview(
                 facts = replace(facts, consents=(*facts.consents, draft))
             return survivor, partner, agency, purpose, facts, recipient_of(partner, purpose)
 
-    try:
-        survivor, partner, agency, purpose, facts, recipient = await run_in_threadpool(read)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    survivor, partner, agency, purpose, facts, recipient = await run_in_threadpool(read)
     event = InboundEvent(
         id="preview",
         type=body.event_type,
@@ -505,10 +472,7 @@ async def preview(
 )
 def disclosures(survivor_id: str, request: Request, actor: Actor) -> list[DisclosureOut]:
     """Every release of data about the survivor, and every notice sent about it (R14)."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with _sessions(request)() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
     disclosure_log: DisclosureLog = request.app.state.disclosures
     return disclosure_log.for_survivor(survivor_id)

@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.consent.schemas import PSEUDONYM
-from services.consent.service import ConsentError
 from services.consent.views import publish_snapshot
+from services.errors import DomainError
 from services.legal import service
 from services.legal.models import CourtOrder, Declaration
 from services.legal.schemas import CourtOrderIn, CourtOrderOut, DeclarationIn, DeclarationOut
@@ -71,10 +71,7 @@ async def _saved_then_published(
         with request.app.state.sessions() as session, session.begin():
             return save(session)
 
-    try:
-        out = await run_in_threadpool(run)
-    except ConsentError as exc:
-        raise HTTPException(exc.status, detail=exc.message) from exc
+    out = await run_in_threadpool(run)
     await publish_snapshot(request, survivor_id)
     return out
 
@@ -150,7 +147,7 @@ async def record_court_order(
 
     def save(session: Session) -> CourtOrderOut:
         if session.get(registry_models.Partner, body.recipient) is None:
-            raise ConsentError(422, "Unknown partner (recipient).")
+            raise DomainError(422, "Unknown partner (recipient).")
         row = service.record_court_order(
             session=session,
             survivor_id=survivor_id,
