@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from services.audit import chain, reports
 from services.audit import record as audit_record
 from services.audit.models import AuditEntry
-from services.auth.deps import SessionDep, require
+from services.auth.deps import require
 from services.auth.principals import Principal, Role
+from services.deps import SessionDep
 from services.openapi import DateTimeParam
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])

@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from services.consent import service
 from services.consent.fhir import FhirRefused, from_fhir, to_fhir
 from services.consent.schemas import Consent, ConsentIn
-from services.consent.views import Actor, _change, _now, _sessions, publish_snapshot
+from services.consent.views import Actor, change, publish_snapshot
+from services.deps import Now, Sessions
 from services.openapi import errors
 from services.registry import models as registry_models
 
@@ -117,6 +118,8 @@ def _exported(consent: Consent, status_code: int = 200) -> FhirJSONResponse:
     "Revoked and expired consents are exported with status `inactive`.",
 )
 def export_fhir(
+    sessions: Sessions,
+    now: Now,
     survivor_id: str,
     consent_id: str,
     request: Request,
@@ -125,7 +128,7 @@ def export_fhir(
         int | None, Query(ge=1, le=2**31 - 1, description="A version; default: latest")
     ] = None,
 ) -> FhirJSONResponse:
-    with _sessions(request)() as session:
+    with sessions() as session:
         service.access(session=session, principal=actor, survivor_id=survivor_id)
         if version is not None:
             consent = service.version(
@@ -133,11 +136,11 @@ def export_fhir(
                 survivor_id=survivor_id,
                 consent_id=consent_id,
                 number=version,
-                now=_now(),
+                now=now,
             )
             return _exported(consent)
         service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
-        current = service.current_consents(session=session, survivor_id=survivor_id, now=_now())
+        current = service.current_consents(session=session, survivor_id=survivor_id, now=now)
         return _exported(next(c for c in current if c.id == consent_id))
 
 
@@ -157,6 +160,8 @@ def export_fhir(
     "request. Answers with the stored consent, exported; acknowledged once in effect (R3).",
 )
 async def import_fhir(
+    sessions: Sessions,
+    now: Now,
     survivor_id: str,
     request: Request,
     actor: Actor,
@@ -166,7 +171,7 @@ async def import_fhir(
     ],
 ) -> FhirJSONResponse:
     def checked() -> ConsentIn:  # blocking: in the threadpool, never on the event loop
-        with _sessions(request)() as session:
+        with sessions() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             data = from_fhir(resource, survivor_id=survivor_id)
             named = {p for prov in data.provisions for p in prov.recipients.partners}
@@ -178,6 +183,6 @@ async def import_fhir(
         data = await run_in_threadpool(checked)
     except FhirRefused as exc:
         raise HTTPException(422, detail=_problems(exc.problems)) from exc
-    consent = await run_in_threadpool(_change, request, actor, survivor_id, data, "grant")
+    consent = await run_in_threadpool(change, sessions, now, actor, survivor_id, data, "grant")
     await publish_snapshot(request, survivor_id)
     return _exported(consent, status_code=201)

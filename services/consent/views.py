@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol
 
 from aiokafka.errors import KafkaError
@@ -27,6 +27,7 @@ from services.consent.disclosures import DisclosureLog, DisclosureOut
 from services.consent.notices import send_revocation_notices
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
+from services.deps import Now, Sessions
 from services.openapi import errors
 from services.registry import models as registry_models
 from services.vocabulary import Purpose
@@ -38,15 +39,6 @@ router = APIRouter(prefix="/v1", tags=["consent"])
 Actor = Annotated[Principal, Depends(require(Role.SURVIVOR, Role.ADVOCATE, Role.GUARDIAN))]
 Advocate = Annotated[Principal, Depends(require(Role.ADVOCATE))]
 ENROLLMENT_TTL = timedelta(minutes=15)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _sessions(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessions
-    return factory
 
 
 # --- survivors, guardians, enrollment --------------------------------------------------------
@@ -63,15 +55,17 @@ class SurvivorOut(BaseModel):
 
 
 @router.post("/survivors", status_code=201, response_model=SurvivorOut, responses=errors(409))
-def register_survivor(body: SurvivorIn, request: Request, advocate: Advocate) -> SurvivorOut:
+def register_survivor(
+    sessions: Sessions, now: Now, body: SurvivorIn, request: Request, advocate: Advocate
+) -> SurvivorOut:
     """An advocate registers a survivor of their agency (by pseudonym)."""
     assert advocate.agency_id is not None
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         s = service.register_survivor(
             session=session,
             survivor_id=body.survivor_id,
             agency_id=advocate.agency_id,
-            now=_now(),
+            now=now,
         )
         return SurvivorOut(id=s.id, agency_id=s.agency_id)
 
@@ -90,13 +84,13 @@ class GuardianIn(BaseModel):
 # An unknown survivor answers 403 as another agency's does (service.access): no 404 here.
 @router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(410, 503))
 async def record_guardian(
-    survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
+    sessions: Sessions, survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
     """Record a guardian of a minor; ``suspect`` bars them from everything and voids the
     consents they recorded (R5), from the moment this answers."""
 
     def save() -> None:  # blocking: in the threadpool, never on the event loop
-        with _sessions(request)() as session, session.begin():
+        with sessions() as session, session.begin():
             survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
             service.record_guardian(
                 session=session,
@@ -123,11 +117,15 @@ class EnrollmentOut(BaseModel):
 
 @router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201)
 def issue_code(
-    survivor_id: str, body: EnrollmentIn, request: Request, advocate: Advocate
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    body: EnrollmentIn,
+    request: Request,
+    advocate: Advocate,
 ) -> EnrollmentOut:
     """A single-use code, valid 15 minutes, that the survivor (or guardian) exchanges for a key."""
-    now = _now()
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
         if body.role == "guardian":
             link = body.guardian_id and service.guardianship(session, body.guardian_id, survivor_id)
@@ -168,10 +166,10 @@ class EnrollOut(BaseModel):
     response_model=EnrollOut,
     responses={401: {"description": "The code is wrong, used or expired"}},
 )
-def enroll(body: EnrollIn, request: Request) -> EnrollOut:
+def enroll(sessions: Sessions, now: Now, body: EnrollIn, request: Request) -> EnrollOut:
     """Exchange an enrollment code (the credential for this call) for an API key."""
-    with _sessions(request)() as session, session.begin():
-        key, role = service.redeem_enrollment_code(session=session, code=body.code, now=_now())
+    with sessions() as session, session.begin():
+        key, role = service.redeem_enrollment_code(session=session, code=body.code, now=now)
     return EnrollOut(api_key=key, role=role)
 
 
@@ -211,20 +209,20 @@ async def publish_snapshot(request: Request, survivor_id: str) -> None:
         ) from exc
 
 
-def _change(
-    request: Request,
+def change(
+    sessions: sessionmaker[Session],
+    now: datetime,
     principal: Principal,
     survivor_id: str,
     body: ConsentIn | None,
     op: Literal["grant", "amend", "revoke"],
     consent_id: str = "",
 ) -> Consent:
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         survivor = service.access(session=session, principal=principal, survivor_id=survivor_id)
         by: RecordedBy = service.recorded_by(
             session=session, principal=principal, survivor_id=survivor_id
         )
-        now = _now()
         if op == "grant" and body is not None:
             _check_partners(session, body)
             return service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
@@ -244,12 +242,14 @@ def _change(
 
 
 @router.get("/survivors/{survivor_id}/consents", response_model=list[Consent])
-def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Consent]:
+def list_consents(
+    sessions: Sessions, now: Now, survivor_id: str, request: Request, actor: Actor
+) -> list[Consent]:
     """The survivor's consents, each at its latest version, with its status now (active,
     expired or revoked)."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         service.access(session=session, principal=actor, survivor_id=survivor_id)
-        return service.current_consents(session=session, survivor_id=survivor_id, now=_now())
+        return service.current_consents(session=session, survivor_id=survivor_id, now=now)
 
 
 @router.post(
@@ -258,9 +258,11 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
     response_model=Consent,
     responses=errors(410, 503),
 )
-async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
+async def grant(
+    sessions: Sessions, now: Now, survivor_id: str, body: ConsentIn, request: Request, actor: Actor
+) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
-    consent = await run_in_threadpool(_change, request, actor, survivor_id, body, "grant")
+    consent = await run_in_threadpool(change, sessions, now, actor, survivor_id, body, "grant")
     await publish_snapshot(request, survivor_id)
     return consent
 
@@ -271,11 +273,17 @@ async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Acto
     responses={**errors(404, 410, 503), 409: {"description": "The consent was revoked"}},
 )
 async def amend(
-    survivor_id: str, consent_id: str, body: ConsentIn, request: Request, actor: Actor
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    consent_id: str,
+    body: ConsentIn,
+    request: Request,
+    actor: Actor,
 ) -> Consent:
     """Replace the provisions (narrow or widen): a new version; the old one stays readable."""
     consent = await run_in_threadpool(
-        _change, request, actor, survivor_id, body, "amend", consent_id
+        change, sessions, now, actor, survivor_id, body, "amend", consent_id
     )
     await publish_snapshot(request, survivor_id)
     return consent
@@ -286,11 +294,13 @@ async def amend(
     response_model=Consent,
     responses={**errors(404, 503), 409: {"description": "Already revoked"}},
 )
-async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> Consent:
+async def revoke(
+    sessions: Sessions, now: Now, survivor_id: str, consent_id: str, request: Request, actor: Actor
+) -> Consent:
     """Revoke. Once this answers, no event the relay processes afterwards uses this consent (R3);
     partners that received data under it are sent a ``consent.revoked`` notice."""
     consent = await run_in_threadpool(
-        _change, request, actor, survivor_id, None, "revoke", consent_id
+        change, sessions, now, actor, survivor_id, None, "revoke", consent_id
     )
     await publish_snapshot(request, survivor_id)
     try:
@@ -311,9 +321,11 @@ async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Act
     response_model=list[Consent],
     responses=errors(404),
 )
-def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> list[Consent]:
+def history(
+    sessions: Sessions, now: Now, survivor_id: str, consent_id: str, request: Request, actor: Actor
+) -> list[Consent]:
     """Every version of one consent, oldest first (an amendment adds one; none is erased)."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         service.access(session=session, principal=actor, survivor_id=survivor_id)
         last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
         return [
@@ -322,7 +334,7 @@ def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -
                 survivor_id=survivor_id,
                 consent_id=consent_id,
                 number=n,
-                now=_now(),
+                now=now,
             )
             for n in range(1, last.version + 1)
         ]
@@ -334,6 +346,8 @@ def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -
     responses=errors(404),
 )
 def read_version(
+    sessions: Sessions,
+    now: Now,
     survivor_id: str,
     consent_id: str,
     number: Annotated[int, Path(ge=1, le=2**31 - 1)],
@@ -341,14 +355,14 @@ def read_version(
     actor: Actor,
 ) -> Consent:
     """One version of a consent, as it was recorded."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         service.access(session=session, principal=actor, survivor_id=survivor_id)
         return service.version(
             session=session,
             survivor_id=survivor_id,
             consent_id=consent_id,
             number=number,
-            now=_now(),
+            now=now,
         )
 
 
@@ -390,7 +404,12 @@ class PreviewOut(BaseModel):
 
 @router.post("/survivors/{survivor_id}/preview", response_model=PreviewOut, responses=errors(503))
 async def preview(
-    survivor_id: str, request: Request, actor: Actor, body: Annotated[PreviewIn, Body()]
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    request: Request,
+    actor: Actor,
+    body: Annotated[PreviewIn, Body()],
 ) -> PreviewOut:
     """What would this partner receive of such an event under my consents right now?
 
@@ -404,11 +423,10 @@ async def preview(
     unknown = [f"fields[{i}]" for i, name in enumerate(fields) if name not in declared]
     if unknown:  # where, never the name sent: the answer lists the fields it judged
         raise HTTPException(422, detail=f"Not a field of this event type: {', '.join(unknown)}.")
-    now = _now()
     snapshots: Snapshots = request.app.state.snapshots
 
     def read() -> tuple[Any, ...]:  # blocking: in the threadpool, never on the event loop
-        with _sessions(request)() as session:
+        with sessions() as session:
             survivor = service.access(session=session, principal=actor, survivor_id=survivor_id)
             partner = session.get(registry_models.Partner, body.partner_id)
             agency = session.get(registry_models.Agency, survivor.agency_id)
@@ -470,9 +488,11 @@ async def preview(
     "/survivors/{survivor_id}/disclosures",
     response_model=list[DisclosureOut],
 )
-def disclosures(survivor_id: str, request: Request, actor: Actor) -> list[DisclosureOut]:
+def disclosures(
+    sessions: Sessions, survivor_id: str, request: Request, actor: Actor
+) -> list[DisclosureOut]:
     """Every release of data about the survivor, and every notice sent about it (R14)."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         service.access(session=session, principal=actor, survivor_id=survivor_id)
     disclosure_log: DisclosureLog = request.app.state.disclosures
     return disclosure_log.for_survivor(survivor_id)

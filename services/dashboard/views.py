@@ -34,11 +34,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit import chain, reports
 from services.audit import views as audit
 from services.audit.models import AuditEntry
-from services.auth.deps import SessionDep
 from services.auth.models import Credential
 from services.auth.principals import Principal, Role
 from services.auth.service import authenticate
 from services.dashboard import session as browser
+from services.deps import SessionDep
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50

@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
 from services.broker import topics
+from services.deps import Sessions
 from services.kafka_client import API, kafka
 from services.registry import models
 from services.registry.schemas import AgreementIn, PartnerIn, SubscriptionIn
@@ -309,11 +310,6 @@ def _valid_id(value: str) -> bool:
     return re.fullmatch(ID, value) is not None
 
 
-def _sessions(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessions
-    return factory
-
-
 def _taken(
     session: Session,
     model: type[models.Agreement] | type[models.Subscription],
@@ -400,12 +396,17 @@ async def _ensure_topic(request: Request, partner_id: str) -> None:
     },
 )
 def put_agency(
-    agency_id: ItemId, body: AgencyBody, request: Request, response: Response, _: Admin
+    sessions: Sessions,
+    agency_id: ItemId,
+    body: AgencyBody,
+    request: Request,
+    response: Response,
+    _: Admin,
 ) -> AgencyOut:
     """Create the agency (201) or replace its name, jurisdiction and signing key (200).
     Give it its Kafka principal afterwards with `accord kafka provision`."""
     Checker(request).agency(body)
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         row = session.get(models.Agency, agency_id)
         if row is None:
             row = models.Agency(id=agency_id)
@@ -416,9 +417,9 @@ def put_agency(
 
 
 @router.get("/agencies", response_model=list[AgencyOut], responses=AUTH_RESPONSES)
-def list_agencies(request: Request, _: Admin) -> list[AgencyOut]:
+def list_agencies(sessions: Sessions, request: Request, _: Admin) -> list[AgencyOut]:
     """Every registered agency, by id."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         rows = session.scalars(select(models.Agency).order_by(models.Agency.id))
         return [_agency_out(r) for r in rows]
 
@@ -428,9 +429,9 @@ def list_agencies(request: Request, _: Admin) -> list[AgencyOut]:
     response_model=AgencyOut,
     responses={**AUTH_RESPONSES, 404: {"description": "No such agency"}},
 )
-def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
+def get_agency(sessions: Sessions, agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
     """One agency."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         row = session.get(models.Agency, agency_id)
         if row is None:
             raise _not_found("agency")
@@ -456,7 +457,12 @@ def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
     },
 )
 async def put_partner(
-    partner_id: ItemId, body: PartnerBody, request: Request, response: Response, _: Admin
+    sessions: Sessions,
+    partner_id: ItemId,
+    body: PartnerBody,
+    request: Request,
+    response: Response,
+    _: Admin,
 ) -> PartnerOut:
     """Create the partner (201, with its Kafka topic) or replace it (200). Agreement and
     subscription ids are global: one already used by another partner is a 409. Give the
@@ -464,14 +470,18 @@ async def put_partner(
     Checker(request).partner(body)
     await _ensure_topic(request, partner_id)
     # Async only for Kafka: the database work runs in the threadpool, never on the loop.
-    return await run_in_threadpool(_save_partner, partner_id, body, request, response)
+    return await run_in_threadpool(_save_partner, sessions, partner_id, body, request, response)
 
 
 def _save_partner(
-    partner_id: str, body: PartnerBody, request: Request, response: Response
+    sessions: sessionmaker[Session],
+    partner_id: str,
+    body: PartnerBody,
+    request: Request,
+    response: Response,
 ) -> PartnerOut:
     s: Settings = request.app.state.settings
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         existing = session.get(models.Partner, partner_id)
         agreement_ids = [a.id for a in body.agreements]
         if taken := _taken(session, models.Agreement, agreement_ids, partner_id):
@@ -500,10 +510,10 @@ def _save_partner(
 
 
 @router.get("/partners", response_model=list[PartnerOut], responses=AUTH_RESPONSES)
-def list_partners(request: Request, _: Admin) -> list[PartnerOut]:
+def list_partners(sessions: Sessions, request: Request, _: Admin) -> list[PartnerOut]:
     """Every registered partner, by id, with its agreements and subscriptions."""
     s: Settings = request.app.state.settings
-    with _sessions(request)() as session:
+    with sessions() as session:
         rows = session.scalars(select(models.Partner).order_by(models.Partner.id))
         return [_partner_out(r, s) for r in rows]
 
@@ -513,9 +523,9 @@ def list_partners(request: Request, _: Admin) -> list[PartnerOut]:
     response_model=PartnerOut,
     responses={**AUTH_RESPONSES, 404: {"description": "No such partner"}},
 )
-def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
+def get_partner(sessions: Sessions, partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
     """One partner, with its agreements and subscriptions."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         row = session.get(models.Partner, partner_id)
         if row is None:
             raise _not_found("partner")
@@ -532,13 +542,15 @@ def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
         422: {"description": "Bad input"},
     },
 )
-def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: Admin) -> PartnerOut:
+def patch_partner(
+    sessions: Sessions, partner_id: ItemId, body: PartnerPatch, request: Request, _: Admin
+) -> PartnerOut:
     """Change only the fields given; a suspended partner receives nothing from the next
     event on (cut its Kafka access too: `accord kafka revoke`)."""
     p = Problems()
     _check_key(p, ["public_key"], body.public_key, curve=True)
     p.raise_if_any()
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         row = session.get(models.Partner, partner_id)
         if row is None:
             raise _not_found("partner")
@@ -565,6 +577,7 @@ def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: A
     },
 )
 def put_subscription(
+    sessions: Sessions,
     partner_id: ItemId,
     subscription_id: ItemId,
     body: SubscriptionBody,
@@ -576,7 +589,7 @@ def put_subscription(
     p = Problems()
     Checker(request).subscription(p, [], body)
     p.raise_if_any()
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         if session.get(models.Partner, partner_id) is None:
             raise _not_found("partner")
         row = session.get(models.Subscription, subscription_id)
@@ -596,10 +609,10 @@ def put_subscription(
     responses={**AUTH_RESPONSES, 404: {"description": "No such partner or subscription"}},
 )
 def delete_subscription(
-    partner_id: ItemId, subscription_id: ItemId, request: Request, _: Admin
+    sessions: Sessions, partner_id: ItemId, subscription_id: ItemId, request: Request, _: Admin
 ) -> None:
     """Remove one subscription: the partner receives no more events under it."""
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         row = session.get(models.Subscription, subscription_id)
         if row is None or row.partner_id != partner_id:
             raise _not_found("subscription")
