@@ -17,16 +17,14 @@ import base64
 import binascii
 import json
 import re
-from datetime import datetime
 from functools import cache
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -37,14 +35,26 @@ from services.broker import topics
 from services.deps import Sessions
 from services.kafka_client import API, kafka
 from services.registry import models
-from services.registry.schemas import AgreementIn, PartnerIn, SubscriptionIn
+from services.registry.schemas import (
+    ID,
+    AgencyBody,
+    AgencyOut,
+    AgreementIn,
+    AgreementOut,
+    PartnerBody,
+    PartnerIn,
+    PartnerOut,
+    PartnerPatch,
+    SubscriptionBody,
+    SubscriptionIn,
+    SubscriptionOut,
+)
 from services.registry.service import upsert_partner
 from services.settings import Settings
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
-ID = r"^[a-z0-9][a-z0-9-]{0,63}$"
 ItemId = Annotated[str, Path(pattern=ID, description="Lower-case letters, digits and dashes.")]
 KEY_BYTES = 32
 
@@ -52,150 +62,6 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
     403: {"description": "The key is not an admin's"},
 }
-
-
-# --- request and response shapes -------------------------------------------------------------
-
-
-class AgencyBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Harbor Street Outreach",
-                    "jurisdiction": "state-a",
-                    "public_key": "5Dq8vQvVh3v7kq0fJ0c6o1vXQmYb3m2gkq3Kx2mN1aU=",
-                }
-            ]
-        },
-    )
-    name: str = Field(min_length=1, max_length=200)
-    jurisdiction: str = Field(description="A jurisdiction the policies know (R12).")
-    public_key: str | None = Field(
-        default=None, description="Ed25519 verify key (32 bytes, base64) of its signatures."
-    )
-
-
-class AgencyOut(BaseModel):
-    id: str
-    name: str
-    jurisdiction: str
-    public_key: str | None
-
-
-class AgreementBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(pattern=ID)
-    purposes: list[str] = Field(min_length=1)
-    categories: list[str] = Field(min_length=1)
-    valid_from: AwareDatetime
-    valid_until: AwareDatetime
-
-
-class SubscriptionBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_types": ["accord.referral.made", "accord.case.identified"],
-                    "purpose": "service_referral",
-                }
-            ]
-        },
-    )
-    event_types: list[str] = Field(min_length=1)
-    purpose: str
-
-
-class SubscriptionOut(SubscriptionBody):
-    id: str
-
-
-class PartnerBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Lighthouse Shelter",
-                    "type": "shelter",
-                    "jurisdiction": "state-a",
-                    "vetted": True,
-                    "training_attested_until": "2030-01-01T00:00:00Z",
-                    "public_key": "q1Yb0b2l7F3w9hX4m8dJr6tT2uV0cS5eA1kP7nZ3xQE=",
-                    "agreements": [
-                        {
-                            "id": "mou-lighthouse-2026",
-                            "purposes": ["service_referral"],
-                            "categories": ["identity", "contact", "service_need"],
-                            "valid_from": "2026-01-01T00:00:00Z",
-                            "valid_until": "2030-01-01T00:00:00Z",
-                        }
-                    ],
-                    "subscriptions": {
-                        "sub-lighthouse-2026": {
-                            "event_types": ["accord.referral.made"],
-                            "purpose": "service_referral",
-                        }
-                    },
-                }
-            ]
-        },
-    )
-    name: str = Field(min_length=1, max_length=200)
-    type: str = Field(description="A partner type of the vocabulary.")
-    jurisdiction: str
-    status: Literal["active", "suspended"] = "active"
-    vetted: bool = False
-    immigration_enforcement: bool = False
-    training_attested_until: AwareDatetime | None = Field(
-        default=None, description="Until when the partner's staff training is attested (R13)."
-    )
-    public_key: str | None = Field(
-        default=None,
-        description="Curve25519 public key (32 bytes, base64) deliveries are sealed to; "
-        "without one nothing is delivered.",
-    )
-    agreements: list[AgreementBody] = []
-    subscriptions: dict[str, SubscriptionBody] | None = Field(
-        default=None,
-        description="By subscription id; omitted keeps the partner's current subscriptions.",
-    )
-
-
-class PartnerPatch(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"status": "suspended"}]}
-    )
-    status: Literal["active", "suspended"] | None = None
-    vetted: bool | None = None
-    training_attested_until: AwareDatetime | None = None
-    public_key: str | None = None
-
-
-class AgreementOut(BaseModel):
-    id: str
-    purposes: list[str]
-    categories: list[str]
-    valid_from: datetime
-    valid_until: datetime
-
-
-class PartnerOut(BaseModel):
-    id: str
-    name: str
-    type: str
-    jurisdiction: str
-    status: str
-    vetted: bool
-    immigration_enforcement: bool
-    training_attested_until: datetime | None
-    public_key: str | None
-    topic: str
-    agreements: list[AgreementOut]
-    subscriptions: list[SubscriptionOut]
 
 
 # --- checks ----------------------------------------------------------------------------------
