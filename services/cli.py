@@ -80,9 +80,9 @@ def kafka_provision() -> None:
 
     from sqlalchemy import select
 
-    from services.broker import models
     from services.db import make_engine, make_sessionmaker
     from services.kafka.provisioning import provision
+    from services.registry import models
 
     s = Settings()
     try:
@@ -167,7 +167,7 @@ def credentials_issue(
     out: Path | None = _OUT,
 ) -> None:
     """Issue an API key; its secret is shown once (printed, or written to --out)."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     try:
         auth_cli.issue(
@@ -183,7 +183,7 @@ def credentials_list(
     role: Role | None = _ROLE_FILTER,
 ) -> None:
     """List keys (id, role, agency, when issued and revoked, subject); never a secret."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     auth_cli.list_credentials(Settings(), typer.echo, subject=subject, role=role)
 
@@ -193,7 +193,7 @@ def credentials_revoke(
     credential_id: str = typer.Argument(..., help="The <id> of acc_<id>_..."),
 ) -> None:
     """Revoke a key: it fails from its next request."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     try:
         auth_cli.revoke(Settings(), typer.echo, credential_id)
@@ -207,7 +207,7 @@ def credentials_rotate(
     out: Path | None = _OUT,
 ) -> None:
     """Replace a key: a new one for the same role and subject (shown once), the old one revoked."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     try:
         auth_cli.rotate(Settings(), typer.echo, credential_id, out=out)
@@ -320,7 +320,7 @@ def keys_erase(
     yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
 ) -> None:
     """Destroy a survivor's data keys: their evidence and justifications become unreadable."""
-    from services.atrest.cli import erase_command
+    from services.consent.erasure import erase_command
 
     if not yes:
         _fail(ValueError("erasure cannot be undone: pass --yes"))

@@ -17,6 +17,7 @@ from services.audit import health
 from services.audit.chain import Signer
 from services.audit.checkpoints import Checkpointer
 from services.audit.witness import KafkaWitness, witness_topic
+from services.broker.consent_view import KafkaConsentView
 from services.broker.pipeline.decide import OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
 from services.broker.pipeline.seal import Sealer
@@ -25,7 +26,6 @@ from services.broker.registry import SqlRegistry
 from services.broker.relay import Clock, Relay, utcnow
 from services.broker.replay import SeenEvents
 from services.broker.survivor_keys import SqlSurvivorKeys
-from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
 from services.http_security import server_options

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
-from services.atrest.keys import key_bytes
 from services.audit.chain import key_id
+from services.keyfile import key_bytes
 from services.settings import Settings
 
 

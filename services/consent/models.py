@@ -26,9 +26,9 @@ class Survivor(Base):
 
 
 def mark_for_republish(session: Session, survivor_id: str) -> None:
-    """Have ``republish_pending`` (services/consent/publisher.py) publish the survivor's
+    """Have ``republish_pending`` (services/snapshot/publisher.py) publish the survivor's
     snapshot again: after their data key was erased, the snapshot on the topic no longer opens.
-    Here, beside the two sequence numbers, so that the erasure (services/atrest/cli.py) need
+    Here, beside the two sequence numbers, so that the erasure (services/consent/erasure.py) need
     not reach into the publisher."""
     session.execute(
         update(Survivor)

@@ -32,7 +32,7 @@ AUDIT = "accord-audit"  # the audit sink: the only reader of the decision topic 
 CHECKPOINTER = "accord-checkpointer"  # the only writer of the witnessed audit checkpoints
 
 
-# The HTTP feed's consumer groups (``services/broker/feed.py``), one per partner; the API's.
+# The HTTP feed's consumer groups (``services/broker/edges/feed.py``), one per partner; the API's.
 FEED_GROUP_PREFIX = "accord.feed."
 
 

@@ -19,6 +19,8 @@ from services.unavailable import Unavailable
 class ViewUnavailable(Unavailable):
     """The copy could not be brought up to date; deciding now could use stale facts."""
 
+    cause = "consents_unavailable"
+
 
 class CompactedTable:
     def __init__(self, conn: KafkaConn, topic: str, *, timeout_s: float = 5.0) -> None:

@@ -14,13 +14,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, update
 
-from services.atrest.cli import erase_command
 from services.atrest.store import SurvivorErased
 from services.audit.models import AuditEntry
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.survivor_keys import EventSealer
 from services.consent import models
+from services.consent.erasure import erase_command
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka import client as kafka_client
 from services.kafka.client import kafka

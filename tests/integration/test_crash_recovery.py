@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.broker.schemas import RegistryIn
-from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka import topics
 from services.kafka.client import ADMIN, AUDIT, kafka
+from services.registry.schemas import RegistryIn
+from services.registry.service import load_registry
 from services.sdk.partner import collect, tail
 from services.settings import Settings
 from tests.support.events import cloudevent, sealer

@@ -23,16 +23,16 @@ from nacl.public import PrivateKey
 
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.feed import encode_cursor
+from services.broker.edges.feed import encode_cursor
 from services.broker.pipeline import seal
-from services.broker.schemas import PartnerIn
-from services.broker.service import upsert_partner
 from services.db import make_engine, make_sessionmaker, transaction
 from services.kafka import client as kafka_client
 from services.kafka import topics
 from services.kafka.acls import partner_group_prefix
 from services.kafka.client import ADMIN, kafka
 from services.kafka.provisioning import provision
+from services.registry.schemas import PartnerIn
+from services.registry.service import upsert_partner
 from services.sdk import (
     Delivery,
     DeliveryRejected,

@@ -21,14 +21,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.broker.pipeline import seal
-from services.broker.schemas import PartnerIn
-from services.broker.service import upsert_partner
 from services.db import transaction
 from services.devstack.kafka import lib_dir
 from services.kafka import client as kafka_client
 from services.kafka import topics
 from services.kafka.client import ADMIN, kafka
 from services.kafka.provisioning import provision
+from services.registry.schemas import PartnerIn
+from services.registry.service import upsert_partner
 from services.settings import Settings
 from tests.support.events import cloudevent, consent_change, inbound_record
 from tests.support.keys import PARTNER_KEYS, RELAY_KEY

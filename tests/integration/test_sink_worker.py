@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit import store
 from services.audit.models import AuditEntry
 from services.audit.signing import appender_verify_key
-from services.broker.models import RejectedEvent
+from services.broker.edges.models import RejectedEvent
 from services.broker.pipeline.deliver import dead_letter_record
 from services.broker.pipeline.model import Rejection
 from services.db import make_engine, make_sessionmaker

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.broker.schemas import RegistryIn
+from services.registry.schemas import RegistryIn
 from services.vocabulary import Category
 from tests.support.keys import with_keys
 

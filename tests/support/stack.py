@@ -19,12 +19,12 @@ import psycopg
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import migrations
-from services.broker.service import load_registry
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import opa, postgres
 from services.kafka import topics
 from services.kafka.client import ADMIN, kafka
 from services.kafka.provisioning import provision
+from services.registry.service import load_registry
 from services.settings import Settings
 from tests.support.keys import AUDIT_KEY
 from tests.support.registry import REGISTRY

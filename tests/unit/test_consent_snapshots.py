@@ -14,10 +14,10 @@ from aiokafka import TopicPartition
 
 from services.atrest.envelope import Unreadable
 from services.atrest.sealed import Sealed, private_key, public_key, seal, snapshot_header
+from services.broker.consent_view import KafkaConsentView, open_change, read
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
 from services.broker.survivor_keys import StaticSurvivorKeys
-from services.consent.view import KafkaConsentView, open_change, read
 from services.kafka.client import KafkaConn
 from services.kafka.compacted import ViewUnavailable
 

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from nacl.public import PrivateKey
 
 from services.atrest.keys import kek_ring
+from services.broker.consent_view import StaticConsentView
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
@@ -39,7 +40,6 @@ from services.broker.registry import SqlRegistry
 from services.broker.relay import Relay
 from services.broker.replay import StaticSeen
 from services.broker.survivor_keys import SqlSurvivorKeys, seal_all, subject_of
-from services.consent.view import StaticConsentView
 from services.db import make_engine, make_sessionmaker
 from services.kafka import client as kafka_client
 from services.kafka import topics

@@ -23,14 +23,14 @@ from nacl.signing import SigningKey
 
 from services import migrations
 from services.broker.pipeline import seal
-from services.broker.schemas import RegistryIn
-from services.broker.service import load_registry
 from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
 from services.events import provenance
 from services.kafka import topics
 from services.kafka.client import ADMIN, kafka
 from services.kafka.provisioning import provision
+from services.registry.schemas import RegistryIn
+from services.registry.service import load_registry
 from services.settings import Settings
 from services.vocabulary import Category
 

@@ -18,9 +18,10 @@ from pydantic import BaseModel
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.auth.deps import SessionDep, require
+from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker.models import RejectedEvent
+from services.broker.edges.models import RejectedEvent
+from services.deps import SessionDep
 from services.kafka.client import KafkaConn
 from services.kafka.sink import Table, TopicSink
 

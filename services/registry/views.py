@@ -17,34 +17,44 @@ import base64
 import binascii
 import json
 import re
-from datetime import datetime
 from functools import cache
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Protocol
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker import models
-from services.broker.pipeline.validate import SchemaRegistry
-from services.broker.schemas import AgreementIn, PartnerIn, SubscriptionIn
-from services.broker.service import upsert_partner
+from services.deps import Sessions
 from services.kafka import topics
 from services.kafka.client import API, kafka
+from services.registry import models
+from services.registry.schemas import (
+    ID,
+    AgencyBody,
+    AgencyOut,
+    AgreementIn,
+    AgreementOut,
+    PartnerBody,
+    PartnerIn,
+    PartnerOut,
+    PartnerPatch,
+    SubscriptionBody,
+    SubscriptionIn,
+    SubscriptionOut,
+)
+from services.registry.service import upsert_partner
 from services.settings import Settings
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
-ID = r"^[a-z0-9][a-z0-9-]{0,63}$"
 ItemId = Annotated[str, Path(pattern=ID, description="Lower-case letters, digits and dashes.")]
 KEY_BYTES = 32
 
@@ -52,150 +62,6 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
     403: {"description": "The key is not an admin's"},
 }
-
-
-# --- request and response shapes -------------------------------------------------------------
-
-
-class AgencyBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Harbor Street Outreach",
-                    "jurisdiction": "state-a",
-                    "public_key": "5Dq8vQvVh3v7kq0fJ0c6o1vXQmYb3m2gkq3Kx2mN1aU=",
-                }
-            ]
-        },
-    )
-    name: str = Field(min_length=1, max_length=200)
-    jurisdiction: str = Field(description="A jurisdiction the policies know (R12).")
-    public_key: str | None = Field(
-        default=None, description="Ed25519 verify key (32 bytes, base64) of its signatures."
-    )
-
-
-class AgencyOut(BaseModel):
-    id: str
-    name: str
-    jurisdiction: str
-    public_key: str | None
-
-
-class AgreementBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(pattern=ID)
-    purposes: list[str] = Field(min_length=1)
-    categories: list[str] = Field(min_length=1)
-    valid_from: AwareDatetime
-    valid_until: AwareDatetime
-
-
-class SubscriptionBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_types": ["accord.referral.made", "accord.case.identified"],
-                    "purpose": "service_referral",
-                }
-            ]
-        },
-    )
-    event_types: list[str] = Field(min_length=1)
-    purpose: str
-
-
-class SubscriptionOut(SubscriptionBody):
-    id: str
-
-
-class PartnerBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Lighthouse Shelter",
-                    "type": "shelter",
-                    "jurisdiction": "state-a",
-                    "vetted": True,
-                    "training_attested_until": "2030-01-01T00:00:00Z",
-                    "public_key": "q1Yb0b2l7F3w9hX4m8dJr6tT2uV0cS5eA1kP7nZ3xQE=",
-                    "agreements": [
-                        {
-                            "id": "mou-lighthouse-2026",
-                            "purposes": ["service_referral"],
-                            "categories": ["identity", "contact", "service_need"],
-                            "valid_from": "2026-01-01T00:00:00Z",
-                            "valid_until": "2030-01-01T00:00:00Z",
-                        }
-                    ],
-                    "subscriptions": {
-                        "sub-lighthouse-2026": {
-                            "event_types": ["accord.referral.made"],
-                            "purpose": "service_referral",
-                        }
-                    },
-                }
-            ]
-        },
-    )
-    name: str = Field(min_length=1, max_length=200)
-    type: str = Field(description="A partner type of the vocabulary.")
-    jurisdiction: str
-    status: Literal["active", "suspended"] = "active"
-    vetted: bool = False
-    immigration_enforcement: bool = False
-    training_attested_until: AwareDatetime | None = Field(
-        default=None, description="Until when the partner's staff training is attested (R13)."
-    )
-    public_key: str | None = Field(
-        default=None,
-        description="Curve25519 public key (32 bytes, base64) deliveries are sealed to; "
-        "without one nothing is delivered.",
-    )
-    agreements: list[AgreementBody] = []
-    subscriptions: dict[str, SubscriptionBody] | None = Field(
-        default=None,
-        description="By subscription id; omitted keeps the partner's current subscriptions.",
-    )
-
-
-class PartnerPatch(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"status": "suspended"}]}
-    )
-    status: Literal["active", "suspended"] | None = None
-    vetted: bool | None = None
-    training_attested_until: AwareDatetime | None = None
-    public_key: str | None = None
-
-
-class AgreementOut(BaseModel):
-    id: str
-    purposes: list[str]
-    categories: list[str]
-    valid_from: datetime
-    valid_until: datetime
-
-
-class PartnerOut(BaseModel):
-    id: str
-    name: str
-    type: str
-    jurisdiction: str
-    status: str
-    vetted: bool
-    immigration_enforcement: bool
-    training_attested_until: datetime | None
-    public_key: str | None
-    topic: str
-    agreements: list[AgreementOut]
-    subscriptions: list[SubscriptionOut]
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -259,6 +125,12 @@ def _check_key(problems: Problems, loc: list[str | int], key: str | None, *, cur
             problems.add(loc, "not a usable Curve25519 public key", "bad_key")
 
 
+class EventTypes(Protocol):
+    """The event schemas the relay validates with (``app.state.schemas``)."""
+
+    def known(self, event_type: str) -> bool: ...
+
+
 class Checker:
     def __init__(self, request: Request) -> None:
         s: Settings = request.app.state.settings
@@ -267,7 +139,7 @@ class Checker:
         self.purposes = frozenset(vocab["purposes"])
         self.categories = frozenset(vocab["categories"])
         self.jurisdictions = _jurisdictions(s.policies_dir)
-        self.schemas: SchemaRegistry = request.app.state.schemas
+        self.schemas: EventTypes = request.app.state.schemas
 
     def subscription(self, p: Problems, loc: list[str | int], sub: SubscriptionBody) -> None:
         p.word([*loc, "purpose"], sub.purpose, self.purposes, "purpose")
@@ -302,11 +174,6 @@ class Checker:
 
 def _valid_id(value: str) -> bool:
     return re.fullmatch(ID, value) is not None
-
-
-def _sessions(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessions
-    return factory
 
 
 def _taken(
@@ -395,12 +262,17 @@ async def _ensure_topic(request: Request, partner_id: str) -> None:
     },
 )
 def put_agency(
-    agency_id: ItemId, body: AgencyBody, request: Request, response: Response, _: Admin
+    sessions: Sessions,
+    agency_id: ItemId,
+    body: AgencyBody,
+    request: Request,
+    response: Response,
+    _: Admin,
 ) -> AgencyOut:
     """Create the agency (201) or replace its name, jurisdiction and signing key (200).
     Give it its Kafka principal afterwards with `accord kafka provision`."""
     Checker(request).agency(body)
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         row = session.get(models.Agency, agency_id)
         if row is None:
             row = models.Agency(id=agency_id)
@@ -411,9 +283,9 @@ def put_agency(
 
 
 @router.get("/agencies", response_model=list[AgencyOut], responses=AUTH_RESPONSES)
-def list_agencies(request: Request, _: Admin) -> list[AgencyOut]:
+def list_agencies(sessions: Sessions, request: Request, _: Admin) -> list[AgencyOut]:
     """Every registered agency, by id."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         rows = session.scalars(select(models.Agency).order_by(models.Agency.id))
         return [_agency_out(r) for r in rows]
 
@@ -423,9 +295,9 @@ def list_agencies(request: Request, _: Admin) -> list[AgencyOut]:
     response_model=AgencyOut,
     responses={**AUTH_RESPONSES, 404: {"description": "No such agency"}},
 )
-def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
+def get_agency(sessions: Sessions, agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
     """One agency."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         row = session.get(models.Agency, agency_id)
         if row is None:
             raise _not_found("agency")
@@ -451,7 +323,12 @@ def get_agency(agency_id: ItemId, request: Request, _: Admin) -> AgencyOut:
     },
 )
 async def put_partner(
-    partner_id: ItemId, body: PartnerBody, request: Request, response: Response, _: Admin
+    sessions: Sessions,
+    partner_id: ItemId,
+    body: PartnerBody,
+    request: Request,
+    response: Response,
+    _: Admin,
 ) -> PartnerOut:
     """Create the partner (201, with its Kafka topic) or replace it (200). Agreement and
     subscription ids are global: one already used by another partner is a 409. Give the
@@ -459,14 +336,18 @@ async def put_partner(
     Checker(request).partner(body)
     await _ensure_topic(request, partner_id)
     # Async only for Kafka: the database work runs in the threadpool, never on the loop.
-    return await run_in_threadpool(_save_partner, partner_id, body, request, response)
+    return await run_in_threadpool(_save_partner, sessions, partner_id, body, request, response)
 
 
 def _save_partner(
-    partner_id: str, body: PartnerBody, request: Request, response: Response
+    sessions: sessionmaker[Session],
+    partner_id: str,
+    body: PartnerBody,
+    request: Request,
+    response: Response,
 ) -> PartnerOut:
     s: Settings = request.app.state.settings
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         existing = session.get(models.Partner, partner_id)
         agreement_ids = [a.id for a in body.agreements]
         if taken := _taken(session, models.Agreement, agreement_ids, partner_id):
@@ -495,10 +376,10 @@ def _save_partner(
 
 
 @router.get("/partners", response_model=list[PartnerOut], responses=AUTH_RESPONSES)
-def list_partners(request: Request, _: Admin) -> list[PartnerOut]:
+def list_partners(sessions: Sessions, request: Request, _: Admin) -> list[PartnerOut]:
     """Every registered partner, by id, with its agreements and subscriptions."""
     s: Settings = request.app.state.settings
-    with _sessions(request)() as session:
+    with sessions() as session:
         rows = session.scalars(select(models.Partner).order_by(models.Partner.id))
         return [_partner_out(r, s) for r in rows]
 
@@ -508,9 +389,9 @@ def list_partners(request: Request, _: Admin) -> list[PartnerOut]:
     response_model=PartnerOut,
     responses={**AUTH_RESPONSES, 404: {"description": "No such partner"}},
 )
-def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
+def get_partner(sessions: Sessions, partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
     """One partner, with its agreements and subscriptions."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         row = session.get(models.Partner, partner_id)
         if row is None:
             raise _not_found("partner")
@@ -527,13 +408,15 @@ def get_partner(partner_id: ItemId, request: Request, _: Admin) -> PartnerOut:
         422: {"description": "Bad input"},
     },
 )
-def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: Admin) -> PartnerOut:
+def patch_partner(
+    sessions: Sessions, partner_id: ItemId, body: PartnerPatch, request: Request, _: Admin
+) -> PartnerOut:
     """Change only the fields given; a suspended partner receives nothing from the next
     event on (cut its Kafka access too: `accord kafka revoke`)."""
     p = Problems()
     _check_key(p, ["public_key"], body.public_key, curve=True)
     p.raise_if_any()
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         row = session.get(models.Partner, partner_id)
         if row is None:
             raise _not_found("partner")
@@ -560,6 +443,7 @@ def patch_partner(partner_id: ItemId, body: PartnerPatch, request: Request, _: A
     },
 )
 def put_subscription(
+    sessions: Sessions,
     partner_id: ItemId,
     subscription_id: ItemId,
     body: SubscriptionBody,
@@ -571,7 +455,7 @@ def put_subscription(
     p = Problems()
     Checker(request).subscription(p, [], body)
     p.raise_if_any()
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         if session.get(models.Partner, partner_id) is None:
             raise _not_found("partner")
         row = session.get(models.Subscription, subscription_id)
@@ -591,10 +475,10 @@ def put_subscription(
     responses={**AUTH_RESPONSES, 404: {"description": "No such partner or subscription"}},
 )
 def delete_subscription(
-    partner_id: ItemId, subscription_id: ItemId, request: Request, _: Admin
+    sessions: Sessions, partner_id: ItemId, subscription_id: ItemId, request: Request, _: Admin
 ) -> None:
     """Remove one subscription: the partner receives no more events under it."""
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         row = session.get(models.Subscription, subscription_id)
         if row is None or row.partner_id != partner_id:
             raise _not_found("subscription")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from services.broker import models
-from services.broker.schemas import PartnerIn, RegistryIn
+from services.registry import models
+from services.registry.schemas import PartnerIn, RegistryIn
 
 
 def upsert_partner(*, session: Session, partner: PartnerIn) -> models.Partner:

@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from services.auth import issuing, service
+from services.auth import service
 from services.auth.deps import CurrentPrincipal, require
 from services.auth.models import Credential
 from services.auth.principals import Principal, Role
+from services.credentials import issuing
+from services.deps import Sessions
 
 router = APIRouter(prefix="/v1", tags=["credentials"])
 
@@ -27,11 +28,6 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
     **AUTH,
     403: {"description": "The key is not an admin's"},
 }
-
-
-def _sessions(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessions
-    return factory
 
 
 class RotatedOut(BaseModel):
@@ -66,10 +62,10 @@ def _out(c: Credential) -> CredentialOut:
     summary="Replace the calling key: the new key is shown once, the old one stops at once",
     responses=AUTH,
 )
-def rotate(principal: CurrentPrincipal, request: Request) -> RotatedOut:
+def rotate(sessions: Sessions, principal: CurrentPrincipal, request: Request) -> RotatedOut:
     """Any role: a new key for the same subject and role, shown only in this answer; the
     calling key is revoked in the same transaction."""
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         try:
             key = service.rotate_credential(session=session, principal=principal)
         except LookupError as exc:  # revoked by someone else in the meantime
@@ -120,12 +116,12 @@ class IssuedOut(BaseModel):
         422: {"description": "Where the request is wrong (never what it contained)"},
     },
 )
-def issue(body: IssueIn, _: Admin, request: Request) -> IssuedOut:
+def issue(sessions: Sessions, body: IssueIn, _: Admin, request: Request) -> IssuedOut:
     """A new API key for a registered agency or partner, or for staff of a registered agency
     (advocates, supervisors) or compliance. The secret is in this answer only; admins' keys
     come from `accord credentials issue`, survivors' and guardians' from enrollment codes."""
     role = Role(body.role)
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         problems = issuing.check(session, role, body.subject, body.agency_id)
         if problems:
             raise HTTPException(
@@ -152,12 +148,13 @@ def issue(body: IssueIn, _: Admin, request: Request) -> IssuedOut:
     responses=ADMIN_ONLY,
 )
 def list_credentials(
+    sessions: Sessions,
     _: Admin,
     request: Request,
     subject: Annotated[str, Query(min_length=1, max_length=128)],
 ) -> list[CredentialOut]:
     """A subject's credentials, oldest first: id, role, when created and revoked."""
-    with _sessions(request)() as session:
+    with sessions() as session:
         rows = session.scalars(
             select(Credential).where(Credential.subject == subject).order_by(Credential.created_at)
         )
@@ -170,9 +167,9 @@ def list_credentials(
     summary="Revoke a credential; it fails from its next request (idempotent)",
     responses={**ADMIN_ONLY, 404: {"description": "No such credential"}},
 )
-def revoke(credential_id: KeyId, _: Admin, request: Request) -> CredentialOut:
+def revoke(sessions: Sessions, credential_id: KeyId, _: Admin, request: Request) -> CredentialOut:
     """Revoke one credential by its id; revoking it again changes nothing."""
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         service.revoke_credential(session=session, credential_id=credential_id)
         cred = session.get(Credential, credential_id)
         if cred is None:

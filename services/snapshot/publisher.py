@@ -17,8 +17,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.atrest import store
+from services.broker.pipeline.model import SurvivorFacts
 from services.consent import models
-from services.consent.service import Snapshot, snapshot
+from services.snapshot.build import Snapshot, snapshot
 
 
 def encode(snap: Snapshot) -> bytes:
@@ -97,3 +98,18 @@ async def republish_pending(sessions: sessionmaker[Session], publisher: ConsentP
     for survivor_id in pending:
         await publish_committed(sessions, publisher, survivor_id)
     return len(pending)
+
+
+class Snapshots:
+    """What the consent and legal views need of snapshots (``services.consent.views.Snapshots``):
+    publish one survivor's as committed, and the facts the relay would read (the preview)."""
+
+    def __init__(self, sessions: sessionmaker[Session], publisher: ConsentPublisher) -> None:
+        self._sessions = sessions
+        self._publisher = publisher
+
+    async def publish(self, survivor_id: str) -> None:
+        await publish_committed(self._sessions, self._publisher, survivor_id)
+
+    def facts(self, *, session: Session, survivor: models.Survivor) -> SurvivorFacts:
+        return snapshot(session=session, survivor=survivor).facts

@@ -16,15 +16,17 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from services.atrest import sealed, store
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker.models import Agency
 from services.broker.pipeline.validate import SchemaRegistry
+from services.deps import Sessions
 from services.events.cloudevents import ID_PATTERN, CloudEvent
 from services.events.provenance import verify_event
+from services.registry.models import Agency
 
 router = APIRouter(prefix="/v1/events", tags=["ingest"])
 
@@ -61,8 +63,10 @@ SurvivorId = Annotated[str, Path(pattern=ID_PATTERN, description="Pseudonymous s
         410: {"description": "The survivor's data was erased: no event about them is accepted"},
     },
 )
-def event_key(survivor_id: SurvivorId, request: Request, _: AgencyPrincipal) -> EventKey:
-    with request.app.state.sessions() as session:
+def event_key(
+    sessions: Sessions, survivor_id: SurvivorId, request: Request, _: AgencyPrincipal
+) -> EventKey:
+    with sessions() as session:
         generation, key = store.survivor_public_key(session, survivor_id)
         session.commit()
     return EventKey(
@@ -72,15 +76,15 @@ def event_key(survivor_id: SurvivorId, request: Request, _: AgencyPrincipal) -> 
     )
 
 
-def _agency_key(request: Request, agency_id: str) -> str | None:
-    with request.app.state.sessions() as session:
+def _agency_key(sessions: sessionmaker[Session], agency_id: str) -> str | None:
+    with sessions() as session:
         agency = session.get(Agency, agency_id)
         return agency.public_key if agency is not None else None
 
 
-def _sealed(request: Request, raw: bytes, agency_id: str, survivor_id: str) -> bytes:
+def _sealed(sessions: sessionmaker[Session], raw: bytes, agency_id: str, survivor_id: str) -> bytes:
     """The event sealed to its survivor (the data key may be created: a transaction)."""
-    with request.app.state.sessions() as session:
+    with sessions() as session:
         record = store.seal_inbound(session, raw, agency_id=agency_id, survivor_id=survivor_id)
         session.commit()
     return record
@@ -104,7 +108,9 @@ def _sealed(request: Request, raw: bytes, agency_id: str, survivor_id: str) -> b
         503: {"description": "Kafka unavailable; nothing was accepted, retry later"},
     },
 )
-async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipal) -> Accepted:
+async def publish(
+    sessions: Sessions, event: CloudEvent, request: Request, principal: AgencyPrincipal
+) -> Accepted:
     """Accept one event signed by the calling agency (`accordsignature`, Ed25519 over its
     canonical JSON), about one survivor (`subject`), whose `data` matches its type's schema.
     202 once Kafka holds it; the relay then decides, per partner, what is delivered."""
@@ -114,7 +120,7 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
             detail="An agency can only publish as itself: "
             f"source must be /agencies/{principal.subject}.",
         )
-    agency_key = await run_in_threadpool(_agency_key, request, principal.subject)
+    agency_key = await run_in_threadpool(_agency_key, sessions, principal.subject)
     raw = await request.body()
     # Forward exactly the signed bytes: re-serialising would change what was signed.
     if not verify_event(json.loads(raw), agency_key):
@@ -141,7 +147,7 @@ async def publish(event: CloudEvent, request: Request, principal: AgencyPrincipa
                 for path, keyword in problems
             ],
         )
-    record = await run_in_threadpool(_sealed, request, raw, principal.subject, event.subject)
+    record = await run_in_threadpool(_sealed, sessions, raw, principal.subject, event.subject)
     producer: AIOKafkaProducer = request.app.state.producer
     try:
         await producer.send_and_wait(

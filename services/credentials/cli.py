@@ -15,9 +15,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.auth import issuing, service
+from services.auth import service
 from services.auth.models import Credential
 from services.auth.principals import Role
+from services.credentials import issuing
 from services.db import make_engine, make_sessionmaker, transaction
 from services.settings import Settings
 

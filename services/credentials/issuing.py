@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from services.auth.principals import Role
-from services.broker.models import Agency, Partner
+from services.registry.models import Agency, Partner
 
 # Staff subjects are pseudonymous staff ids; agencies and partners use their registry id.
 SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
