@@ -8,7 +8,8 @@
   them (every property required, no other allowed), so a new or renamed field fails there;
   the event ``data`` schemas are ``schemas/events/*.json``, as the relay validates them;
 - security: SASL_SSL with SCRAM-SHA-512, one scheme per principal; operations: who may read
-  (``receive``) and write (``send``) each channel, from the ACL table ``kafka_acl.bindings``.
+  (``receive``) and write (``send``) each channel, from the ACL table
+  ``services.kafka.acls.bindings``.
 
 ``accord asyncapi`` writes ``docs/asyncapi.yaml``; ``accord asyncapi --check`` (and the unit
 test) fail if the committed document is not the generated one; ``make asyncapi`` validates it
@@ -25,10 +26,12 @@ from typing import Any
 
 import yaml
 
-from services import kafka_client
 from services.audit.witness import witness_topic
-from services.broker import topics
-from services.kafka_acl import Binding, Op, Pattern, Resource, bindings
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import bindings
+from services.kafka.admin import Binding
+from services.kafka.protocol import Op, Pattern, Resource
 from services.settings import REPO_ROOT, Settings
 
 JSON = dict[str, Any]

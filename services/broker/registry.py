@@ -14,8 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.broker import models
 from services.broker.pipeline.model import Agreement, Recipient
+from services.registry import models
+from services.unavailable import Unavailable
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ def recipient_of(partner: models.Partner, purpose: str) -> Recipient:
     )
 
 
-class RegistryUnavailable(Exception):
+class RegistryUnavailable(Unavailable):
     """The registry database cannot be read; the relay holds its batch and retries."""
+
+    cause = "database_unavailable"  # the survivors' keys raise it too
 
 
 class SqlRegistry:

@@ -1,7 +1,7 @@
 """Several relay instances in one consumer group share the inbound partitions; when one is
 killed its partitions move to the other, and still every delivery arrives exactly once.
 
-Fencing is per inbound partition (services/broker/relay.py, PartitionProducers): the instance
+Fencing is per inbound partition (services/broker/ownership.py, PartitionProducers): the instance
 that takes a partition over starts that partition's transactional producer, which aborts
 whatever the previous owner had open.
 """
@@ -16,12 +16,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from services.bench.harness import publish_steadily, relay_process
-from services.broker import topics
-from services.broker.stable_offsets import stable_committed
-from services.kafka_client import ADMIN, kafka
+from services.kafka import topics
+from services.kafka.client import ADMIN, kafka
+from services.kafka.offsets import stable_committed
 from services.settings import Settings
 from tests.integration.test_crash_recovery import Run, check_exactly_once, run
+from tools.bench.harness import publish_steadily, relay_process
 
 pytestmark = pytest.mark.integration
 __all__ = ["run"]  # the fixture

@@ -23,19 +23,28 @@ from services import asyncapi
 from services.atrest import sealed
 from services.audit.chain import sign_checkpoint
 from services.audit.witness import witness_topic
-from services.broker import topics
 from services.broker.pipeline import deliver
 from services.broker.pipeline.decide import parse_decision
 from services.broker.pipeline.model import Judged, Rejection
-from services.broker.pipeline.seal import Sealer, delivery_id, open_delivery, public_key_of
-from services.broker.provenance import sign_event
+from services.broker.pipeline.project import projected
+from services.broker.pipeline.seal import (
+    Sealer,
+    delivery_id,
+    open_delivery,
+    public_key_of,
+    sealed_pair,
+)
 from services.broker.replay import seen_record
 from services.consent.notices import notice
-from services.consent.publisher import encode
 from services.consent.schemas import Consent
-from services.consent.service import Snapshot
-from services.kafka_acl import FIXED, Op, Resource, bindings
-from tests.unit.conftest import NOW, make_event, make_recipient
+from services.events.provenance import sign_event
+from services.kafka import topics
+from services.kafka.acls import bindings
+from services.kafka.protocol import Op, Resource
+from services.kafka.provisioning import FIXED
+from services.snapshot.build import Snapshot
+from services.snapshot.publisher import encode
+from tests.support.pipeline import NOW, make_event, make_recipient
 
 DOC = asyncapi.document()
 SCHEMAS = DOC["components"]["schemas"]
@@ -133,11 +142,10 @@ def test_relay_records_match_their_schemas(raw: dict[str, Any]) -> None:
     sealer = Sealer(relay_key)
     recipient = replace(make_recipient(), public_key=public_key_of(partner_key))
     out = deliver.records(
-        [Judged(judged.event, recipient, judged.decision)],
+        [sealed_pair(projected(Judged(judged.event, recipient, judged.decision)), sealer)],
         decided_at=NOW,
         decisions_topic="accord.decisions",
         partner_topic_prefix="accord.partner.",
-        sealer=sealer,
     )
     by_topic = {r.topic: r.value for r in out}
     valid("DecisionRecord", by_topic["accord.decisions"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.bench.faults import StallWatch, last_error
+from tools.bench.faults import StallWatch, last_error
 
 
 def test_restarts_without_a_new_commit_are_a_stall() -> None:
@@ -85,9 +85,9 @@ def test_last_error_without_a_log(tmp_path: Path) -> None:
 
 
 def test_the_health_port_is_the_one_the_latest_start_logged(tmp_path: Path) -> None:
-    from services.bench.faults import health_port
-    from services.bench.harness import RelayProcess
     from services.settings import Settings
+    from tools.bench.faults import health_port
+    from tools.bench.harness import RelayProcess
 
     log = tmp_path / "relay.log"
     relay = RelayProcess(Settings(), log)
