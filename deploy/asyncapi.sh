@@ -2,7 +2,7 @@
 # Validates an AsyncAPI document (default docs/asyncapi.yaml) with the AsyncAPI CLI, pinned,
 # installed from npm on first use into the cache (ACCORD_CACHE_DIR, ~/.cache/accord by default;
 # about 1.5 GB, once). Node.js and npm come from Debian's packages if missing. The CLI's usage
-# metrics are off: its config file lives in the cache, not in $HOME.
+# metrics are off: its config file lives in the cache, not in $HOME; npm's download cache too.
 set -euo pipefail
 VERSION=4.1.1  # the last release that runs on Node.js < 24 (5.x needs 24)
 DOC=${1:-docs/asyncapi.yaml}
@@ -18,7 +18,8 @@ fi
 if [ ! -x "$CLI" ]; then
   echo "asyncapi: installing @asyncapi/cli@$VERSION into $DIR (only the first time; minutes)"
   mkdir -p "$DIR"
-  npm install --prefix "$DIR" --no-audit --no-fund --loglevel=error "@asyncapi/cli@$VERSION"
+  npm install --prefix "$DIR" --cache "$CACHE/npm" --no-audit --no-fund --loglevel=error \
+    "@asyncapi/cli@$VERSION"
 fi
 export ASYNCAPI_METRICS_CONFIG_PATH=$DIR/analytics.json
 if [ ! -f "$ASYNCAPI_METRICS_CONFIG_PATH" ]; then
