@@ -15,6 +15,7 @@
 # archive moves on (snapshot.debian.org is not reachable here): the build writes the exact
 # package versions beside the image (.accord/image/*.packages) to compare two builds.
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) fails the build
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/.venv/bin}
@@ -117,7 +118,7 @@ build_app() {
     # schemas/ and deploy/ beside services/): no tests, no caches.
     local app="$r/opt/accord/app"
     mkdir -p "$app/deploy"
-    (cd "$ROOT" && git ls-files -z services policies schemas deploy/kafka deploy/demo \
+    (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard services policies schemas deploy/kafka deploy/demo \
         | grep -zv '_test\.rego$' | xargs -0 cp --parents -t "$app")
     say "bytecode (unchecked-hash: valid whatever the mtimes)"
     PYTHONHASHSEED=0 "$PY" -m compileall -q -j0 --invalidation-mode unchecked-hash -s "$r" -p / \
