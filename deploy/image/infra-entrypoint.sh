@@ -19,15 +19,14 @@ wait_for() {  # file
 
 case "${1:-}" in
 kafka)
-    wait_for "$STATE/kafka/server.properties"
+    wait_for "$STATE/kafka/scram"  # pilot-init writes it after the configuration
+    set -f  # the classpath's * is Java's wildcard, not the shell's
     java="java -Xms256m -Xmx${ACCORD_KAFKA_HEAP:-768m} -Dlog4j2.configurationFile=/opt/kafka/log4j2.properties -cp /opt/kafka/libs/*"
     if [ ! -f "$STATE/kafka/data/meta.properties" ]; then
         echo "accord-infra: formatting Kafka's storage (KRaft, with the super user's credential)"
-        # shellcheck disable=SC2086
         $java kafka.tools.StorageTool format -t "$(cat "$STATE/kafka/cluster.id")" \
             -c "$STATE/kafka/server.properties" --add-scram "$(cat "$STATE/kafka/scram")" >/dev/null
     fi
-    # shellcheck disable=SC2086
     exec $java kafka.Kafka "$STATE/kafka/server.properties"
     ;;
 postgres)

@@ -178,3 +178,35 @@ def test_pilot_broker_listens_on_all_addresses_and_is_reached_by_its_name(
     assert "controller.quorum.voters=1@kafka:9094\n" in text
     dev = Path(dev_kafka.render_config(s)).read_text()
     assert "advertised.listeners=SASL_SSL://127.0.0.1:9093\n" in dev
+
+
+def test_pilot_init_prepares_every_file_private_and_names_the_broker(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from services import pilot
+
+    s = Settings(state_dir=tmp_path)
+    hosts = pilot.PilotHosts()
+    pilot.prepare(s, hosts)
+    for private in (
+        "kafka/server.properties",
+        "kafka/scram",
+        "kafka/credentials.json",
+        "kafka/tls/broker.pem",
+        "postgres/password",
+        "stack.env",
+        "keys/relay.key",
+        "keys/kek.key",
+    ):
+        assert (tmp_path / private).stat().st_mode & 0o077 == 0, private
+    cert = x509.load_pem_x509_certificate((tmp_path / "kafka" / "tls" / "broker.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kafka" in names.get_values_for_type(x509.DNSName)
+    env = (tmp_path / "stack.env").read_text()
+    assert "ACCORD_KAFKA_BOOTSTRAP=kafka:9093\n" in env
+    assert "ACCORD_OPA_URL=http://opa:8181\n" in env
+    assert "@postgres:5432/accord\n" in env
+    assert not (tmp_path / "kafka" / "cluster.id").read_text().startswith("-")
+    before = (tmp_path / "postgres" / "password").read_text()
+    pilot.prepare(s, hosts)  # idempotent: the same password, keys and CA
+    assert (tmp_path / "postgres" / "password").read_text() == before
