@@ -13,9 +13,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.broker.topics import partitions
 from services.kafka_client import KafkaConn
+from services.unavailable import Unavailable
 
 
-class ViewUnavailable(RuntimeError):
+class ViewUnavailable(Unavailable):
     """The copy could not be brought up to date; deciding now could use stale facts."""
 
 

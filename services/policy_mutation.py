@@ -82,8 +82,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m("R4", REP, "immigration enforcement is not restricted",
        "restricted_recipient(partner, _) if partner.immigration_enforcement == true\n"),
     _m("R4", REP, "restricted partner types are not restricted",
-       "restricted_recipient(partner, jurisdiction_id) if partner.type in "
-       "jurisdiction.settings(jurisdiction_id).adult_restricted_partner_types\n"),
+       "\tpartner.type in jurisdiction.settings(jurisdiction_id).adult_restricted_partner_types\n",
+       "\tfalse\n"),
     # R5 mandated reporting for minors; suspect guardians
     _m("R5", REP, "adults get the mandated report",
        "mandated_report_recipient(partner, age, jurisdiction_id) if {\n"
@@ -113,7 +113,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m("R7", D, "never-shared categories pass the gates",
        "\tnever := categories & sensitivity.never_shared_categories\n", "\tnever := set()\n"),
     _m("R7", D, "internal fields are releasable",
-       '"releasable": object.remove(classified, internal),', '"releasable": classified,'),
+       '"releasable": object.remove(classified, internal_fields),', '"releasable": classified,'),
     # R8 imminent danger
     _m("R8", D, "a declaration is never a basis",
        "some field in known.emergency_fields}", "some field in set()}"),
@@ -174,7 +174,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m("R13", D, "the policy revision is never pinned",
        "policy_revision := data.accord.meta.revision if is_string(data.accord.meta.revision)\n"),
     _m("R13", D, "reasons omit the allowing rules",
-       '"reasons": sort(allowing | denying)', '"reasons": sort(denying)'),
+       ":= sort(allowing | denying) if {", ":= sort(denying) if {"),
     _m("R13", D, "batch drops its last item",
        "batch := [decide(item) | some item in input.items]",
        "batch := [decide(item) | some i, item in input.items; i < count(input.items) - 1]"),

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.broker import models
 from services.broker.pipeline.model import Agreement, Recipient
+from services.unavailable import Unavailable
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def recipient_of(partner: models.Partner, purpose: str) -> Recipient:
     )
 
 
-class RegistryUnavailable(Exception):
+class RegistryUnavailable(Unavailable):
     """The registry database cannot be read; the relay holds its batch and retries."""
 
 

@@ -1,54 +1,48 @@
 """The relay: consume inbound events, decide, project, and write the results exactly once.
 
 The aiokafka consume-process-produce pattern and nothing more: auto-commit off,
-``read_committed``, and per batch one producer transaction holding the deliveries, the
-decision records, the dead letters and the consumed offsets. If OPA, the consent view or
-Kafka fails mid-batch, the transaction aborts, the consumer rewinds to the batch start, and
-the same batch is retried with bounded exponential backoff: nothing undecided is delivered
-and nothing is lost (R1, R3).
+``read_committed``, and per inbound partition one producer transaction holding the
+deliveries, the decision records, the dead letters and the consumed offsets. ``process``
+runs the stages of ``pipeline/`` over one list of poll items (unseal → validate → decide →
+project → seal → deliver); ``run`` is the loop; which instance writes for which partition
+is ``ownership.py``. If OPA, the consent view, the database or Kafka fails mid-batch
+(``services.unavailable.Unavailable``, ``KafkaError``), the transaction aborts, the consumer
+rewinds to the batch start, and the same batch is retried with bounded exponential backoff:
+nothing undecided is delivered and nothing is lost (R1, R3).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
-    ConsumerRebalanceListener,
     ConsumerRecord,
     TopicPartition,
 )
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
-from services.broker import topics
-from services.broker.pipeline import deliver, unseal
-from services.broker.pipeline.decide import Policy, PolicyUnavailable, build_input, decide_all
-from services.broker.pipeline.model import (
-    InboundEvent,
-    Judged,
-    OutRecord,
-    Recipient,
-    Rejection,
-)
+from services.broker import ownership, topics
+from services.broker.ownership import Handover, PartitionProducers
+from services.broker.pipeline import decide, deliver, project, seal, unseal, validate
+from services.broker.pipeline.decide import Policy
+from services.broker.pipeline.model import OutRecord, PollItem
 from services.broker.pipeline.seal import Sealer
-from services.broker.pipeline.validate import SchemaRegistry, event_key, validate
-from services.broker.registry import Registry, RegistrySnapshot, RegistryUnavailable
-from services.broker.replay import Seen, seen_record
-from services.broker.stable_offsets import stable_committed
+from services.broker.pipeline.validate import SchemaRegistry, event_key
+from services.broker.registry import Registry, RegistrySnapshot
+from services.broker.replay import Seen
 from services.broker.survivor_keys import SurvivorKeys
-from services.compacted import ViewUnavailable
 from services.consent.view import ConsentView
 from services.kafka_client import RELAY, kafka
 from services.observability import metrics
 from services.settings import Settings
+from services.unavailable import Unavailable
 
 log = logging.getLogger("accord.relay")
 
@@ -108,6 +102,12 @@ class Relay:
         self._schemas = schemas
         self._clock = clock
         self._known_topics: set[str] = set()
+        self._topics = deliver.Topics(
+            decisions=settings.topic_decisions,
+            deadletter=settings.topic_deadletter,
+            seen=settings.topic_seen,
+            partner_prefix=settings.partner_topic_prefix,
+        )
         # For /readyz (services/observability): the consumer once started, and why a batch is
         # held while it is (None: nothing held).
         self.consumer: AIOKafkaConsumer | None = None
@@ -117,131 +117,51 @@ class Relay:
     async def process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], snapshot: RegistrySnapshot
     ) -> dict[TopicPartition, BatchResult]:
-        """Validate, decide, project and seal one poll into output records per inbound
-        partition (writes nothing). One replay check and one policy fan-out serve the whole
-        poll; each partition's records go into that partition's own transaction."""
+        """Unseal, validate, decide, project, seal and deliver one poll into output records
+        per inbound partition (writes nothing). The stages run in order over one list of poll
+        items: one replay check and one policy fan-out serve the whole poll; each partition's
+        records go into that partition's own transaction."""
         lap = _Laps()
         await self._consents.catch_up()
         await self._seen.catch_up()
         lap("views")
+        s = self._s
         # In a thread: the poll's key fetch is a database query (and opening is crypto work);
         # the loop stays free for the consumer's heartbeats and the producers.
-        opened = iter(
-            await asyncio.to_thread(
-                unseal.unseal_all,
-                [msg.value or b"" for msgs in batch.values() for msg in msgs],
-                self._keys.private_keys,
-                required=self._s.kafka_sealing == "required",
-                max_bytes=self._s.max_event_bytes,
-            )
+        items = await asyncio.to_thread(
+            unseal.unseal,
+            poll_items(batch),
+            self._keys.private_keys,
+            required=s.kafka_sealing == "required",
+            max_bytes=s.max_event_bytes,
         )
         lap("unseal")
         now = self._clock()
-        window = timedelta(seconds=self._s.replay_window_s)
-        # Replay-guard keys accepted earlier in this poll, per partition, with the event time.
-        accepted: dict[TopicPartition, dict[str, datetime]] = {tp: {} for tp in batch}
-
-        def seen(key: str) -> bool:
-            return key in self._seen or any(key in keys for keys in accepted.values())
-
-        out: dict[TopicPartition, list[OutRecord]] = {tp: [] for tp in batch}
-        rejected: Counter[TopicPartition] = Counter()
-        tallies = {tp: metrics.BatchTally() for tp in batch}
-        pairs: list[tuple[InboundEvent, Recipient]] = []
-        pair_tps: list[TopicPartition] = []
-        inputs = []
-        for tp, msgs in batch.items():
-            for msg in msgs:
-                record = next(opened)  # the poll's records were unsealed in this order
-                checked = (
-                    record
-                    if isinstance(record, Rejection)
-                    else validate(
-                        record.event,
-                        schemas=self._schemas,
-                        agency_keys=snapshot.agency_keys,
-                        max_bytes=self._s.max_event_bytes,
-                        seen=seen,
-                        now=now,
-                        max_age=window,
-                        sealed_for=record.sealed_for,
-                    )
-                )
-                if not isinstance(checked, InboundEvent):
-                    rejected[tp] += 1
-                    tallies[tp].dead_letters[checked.code] += 1
-                    log.warning(
-                        f"event rejected: {checked.code}",
-                        extra={
-                            "code": checked.code,
-                            "event_id": checked.event_id,
-                            "partition": tp.partition,
-                            "offset": msg.offset,
-                        },
-                    )
-                    out[tp].append(
-                        deliver.dead_letter_record(
-                            checked,
-                            deadletter_topic=self._s.topic_deadletter,
-                            topic=tp.topic,
-                            partition=tp.partition,
-                            offset=msg.offset,
-                        )
-                    )
-                    continue
-                key = event_key(checked.agency_id, checked.id)
-                accepted[tp][key] = checked.time
-                out[tp].append(OutRecord(self._s.topic_seen, *seen_record(key, checked.time)))
-                facts = self._consents.facts_for(checked.survivor_id)
-                jurisdiction = snapshot.jurisdictions[checked.agency_id]
-                for recipient in snapshot.recipients(checked.type, publisher=checked.agency_id):
-                    pairs.append((checked, recipient))
-                    pair_tps.append(tp)
-                    inputs.append(
-                        build_input(
-                            checked, recipient, jurisdiction=jurisdiction, facts=facts, now=now
-                        )
-                    )
+        items = validate.validate_all(
+            items,
+            schemas=self._schemas,
+            agency_keys=snapshot.agency_keys,
+            max_bytes=s.max_event_bytes,
+            seen=self._seen.__contains__,
+            now=now,
+            max_age=timedelta(seconds=s.replay_window_s),
+        )
         lap("validate")
-        judged = await decide_all(
+        items = await decide.decide(
+            items,
             self._policy,
-            pairs,
-            inputs,
-            chunk=self._s.opa_batch_size,
-            concurrency=self._s.opa_concurrency,
+            audience=snapshot,
+            facts=self._consents.facts_for,
+            now=now,
+            chunk=s.opa_batch_size,
+            concurrency=s.opa_concurrency,
         )
         lap("decide")
-        judged_by_tp: dict[TopicPartition, list[Judged]] = {tp: [] for tp in batch}
-        for judgement, tp in zip(judged, pair_tps, strict=True):
-            judged_by_tp[tp].append(judgement)
-        for tp, mine in judged_by_tp.items():
-            for j in mine:
-                rules = [*j.decision.reasons, *(r for w in j.decision.withheld for r in w.rules)]
-                tallies[tp].decided(deliver.outcome(j.decision), j.recipient.partner_type, rules)
-            tallies[tp].relayed = len(batch[tp]) - rejected[tp]
-            out[tp].extend(
-                deliver.records(
-                    mine,
-                    decided_at=now,
-                    decisions_topic=self._s.topic_decisions,
-                    partner_topic_prefix=self._s.partner_topic_prefix,
-                    sealer=self._sealer,
-                )
-            )
+        items = project.project_all(items)
+        items = seal.seal_all(items, self._sealer)
+        items = deliver.deliver(items, topics=self._topics, decided_at=now)
         lap("seal")
-        return {
-            tp: BatchResult(
-                records=out[tp],
-                offsets={tp: msgs[-1].offset + 1},
-                events=len(msgs) - rejected[tp],
-                deliveries=sum(1 for j in judged_by_tp[tp] if j.decision.allow),
-                rejected=rejected[tp],
-                accepted=accepted[tp],
-                stages_ms=lap.ms,
-                tally=tallies[tp],
-            )
-            for tp, msgs in batch.items()
-        }
+        return batch_results(items, stages_ms=lap.ms)
 
     async def _ensure_partner_topics(self, snapshot: RegistrySnapshot) -> None:
         wanted = {self._s.partner_topic(p) for p in snapshot.partner_ids()} - self._known_topics
@@ -251,6 +171,8 @@ class Relay:
             self._known_topics |= wanted
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Relay polls until ``stop``; a poll held in part or whole is retried after a backoff
+        from ``relay_retry_initial_s`` doubling to ``relay_retry_max_s``."""
         consumer = AIOKafkaConsumer(
             **kafka(self._s, RELAY).kwargs(),
             group_id=self._s.relay_group,
@@ -261,82 +183,85 @@ class Relay:
         producers = PartitionProducers(self._s)
         await consumer.start()
         self.consumer = consumer
-        consumer.subscribe([self._s.topic_inbound], listener=_Handover(consumer, producers))
+        consumer.subscribe([self._s.topic_inbound], listener=Handover(consumer, producers))
         log.info("relay started", extra={"group": self._s.relay_group})
         backoff = self._s.relay_retry_initial_s
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self._s.relay_max_batch)
                 await producers.close_unassigned(consumer.assignment())
-                _observe_assignment(consumer, producers)
+                ownership.observe_assignment(consumer, producers)
                 if not batch:
                     # A held batch is fetched again after its rewind; only if its partitions
                     # went to another instance is nothing held any more.
                     self._release(unless_assigned=consumer.assignment())
-                    continue
-                held = False
-                try:  # one registry snapshot per poll, shared by its partitions
-                    started = time.perf_counter()
-                    snapshot = await asyncio.to_thread(self._registry.snapshot)  # SQL: off the loop
-                    await self._ensure_partner_topics(snapshot)
-                    registry_ms = round((time.perf_counter() - started) * 1000, 1)
-                except (RegistryUnavailable, KafkaError) as exc:
-                    self._hold(consumer, batch, exc)
-                    await _sleep_unless(stop, backoff)
-                    backoff = min(backoff * 2, self._s.relay_retry_max_s)
-                    continue
-                ready: dict[TopicPartition, list[ConsumerRecord]] = {}
-                for tp, msgs in batch.items():
-                    if tp not in consumer.assignment():
-                        continue  # revoked since the fetch: its new owner relays these
-                    if producers.current(tp) is None:
-                        # New to this instance, or fenced: fence the previous writer, then go
-                        # on from the committed offset (this fetch may predate it).
-                        try:
-                            await take_over(consumer, producers, tp)
-                        except KafkaError as exc:
-                            self._hold(consumer, {tp: msgs}, exc)
-                            held = True
-                            await producers.close(tp)
-                        continue
-                    msgs = _not_yet_committed(producers, tp, msgs)
-                    if msgs:
-                        ready[tp] = msgs
-                if ready:
-                    try:
-                        results = await self.process(ready, snapshot)
-                    except (
-                        PolicyUnavailable,
-                        ViewUnavailable,
-                        RegistryUnavailable,
-                        KafkaError,
-                    ) as exc:
-                        self._hold(consumer, ready, exc)
-                        held = True
-                    else:
-                        metrics.record_stages(
-                            {"registry": registry_ms, **next(iter(results.values())).stages_ms}
-                        )
-                        # Each partition has its own transactional producer: commit them
-                        # side by side rather than one round trip after another.
-                        delivered = await asyncio.gather(
-                            *(
-                                self._deliver(consumer, producers, tp, ready[tp], r, registry_ms)
-                                for tp, r in results.items()
-                            )
-                        )
-                        held = held or not all(delivered)
-                if held:
-                    await _sleep_unless(stop, backoff)
-                    backoff = min(backoff * 2, self._s.relay_retry_max_s)
-                else:
+                elif await self._relay(consumer, producers, batch):
                     backoff = self._s.relay_retry_initial_s
                     self._release()
+                else:
+                    await _sleep_unless(stop, backoff)
+                    backoff = min(backoff * 2, self._s.relay_retry_max_s)
         finally:
             self.consumer = None
             await consumer.stop()
             await producers.close_all()
             log.info("relay stopped")
+
+    async def _relay(
+        self,
+        consumer: AIOKafkaConsumer,
+        producers: PartitionProducers,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> bool:
+        """Relay one poll; False if any of it is held (rewound, to be retried)."""
+        try:  # one registry snapshot per poll, shared by its partitions
+            started = time.perf_counter()
+            snapshot = await asyncio.to_thread(self._registry.snapshot)  # SQL: off the loop
+            await self._ensure_partner_topics(snapshot)
+            registry_ms = round((time.perf_counter() - started) * 1000, 1)
+        except (Unavailable, KafkaError) as exc:
+            self._hold(consumer, batch, exc)
+            return False
+        ready, owned = await self._claim(consumer, producers, batch)
+        if not ready:
+            return owned
+        try:
+            results = await self.process(ready, snapshot)
+        except (Unavailable, KafkaError) as exc:
+            self._hold(consumer, ready, exc)
+            return False
+        metrics.record_stages({"registry": registry_ms, **next(iter(results.values())).stages_ms})
+        # Each partition has its own transactional producer: commit them side by side rather
+        # than one round trip after another.
+        delivered = await asyncio.gather(
+            *(
+                self._deliver(consumer, producers, tp, ready[tp], r, registry_ms)
+                for tp, r in results.items()
+            )
+        )
+        return owned and all(delivered)
+
+    async def _claim(
+        self,
+        consumer: AIOKafkaConsumer,
+        producers: PartitionProducers,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> tuple[dict[TopicPartition, list[ConsumerRecord]], bool]:
+        """The records of the poll this instance relays now (``ownership.claim``), and False
+        if a partition's take-over failed (that partition is held)."""
+        ready: dict[TopicPartition, list[ConsumerRecord]] = {}
+        owned = True
+        for tp, msgs in batch.items():
+            try:
+                mine = await ownership.claim(consumer, producers, tp, msgs)
+            except KafkaError as exc:
+                self._hold(consumer, {tp: msgs}, exc)
+                owned = False
+                await producers.close(tp)
+                continue
+            if mine:
+                ready[tp] = mine
+        return ready, owned
 
     async def _deliver(
         self,
@@ -425,143 +350,62 @@ class Relay:
                     f.exception()
 
 
-class PartitionProducers:
-    """One transactional producer per inbound partition, its id derived from the partition.
-
-    aiokafka has no consumer-group fencing (KIP-447), so zombie fencing uses the older scheme
-    Kafka Streams used: whichever relay instance owns a partition writes through the producer
-    ``<relay_transactional_id>.<topic>.<partition>``. Starting that producer fences a previous
-    owner (its open transaction is aborted, its next commit fails), so several instances in
-    one group never both deliver the same input record.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._s = settings
-        self._by_tp: dict[TopicPartition, AIOKafkaProducer] = {}
-        # The next offset known committed: read after fencing, then advanced by each commit.
-        self._resume: dict[TopicPartition, int] = {}
-
-    def committed(self, tp: TopicPartition, next_offset: int) -> None:
-        self._resume[tp] = next_offset
-
-    def resume_at(self, tp: TopicPartition) -> int | None:
-        """Where the committed input of ``tp`` ends, as far as this instance's writer knows."""
-        return self._resume.get(tp)
-
-    def transactional_id(self, tp: TopicPartition) -> str:
-        return f"{self._s.relay_transactional_id}.{tp.topic}.{tp.partition}"
-
-    def current(self, tp: TopicPartition) -> AIOKafkaProducer | None:
-        return self._by_tp.get(tp)
-
-    async def get(self, tp: TopicPartition) -> AIOKafkaProducer:
-        if tp not in self._by_tp:
-            producer = AIOKafkaProducer(
-                **kafka(self._s, RELAY).kwargs(),
-                transactional_id=self.transactional_id(tp),
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=5,
-            )
-            try:
-                await producer.start()  # init_transactions: fences the partition's previous owner
-            except BaseException:
-                # Closed here, or it is garbage-collected open ("Unclosed AIOKafkaProducer");
-                # the caller holds the batch and takes the partition over again.
-                with contextlib.suppress(KafkaError):
-                    await producer.stop()
-                raise
-            self._by_tp[tp] = producer
-        return self._by_tp[tp]
-
-    async def close(self, tp: TopicPartition) -> None:
-        producer = self._by_tp.pop(tp, None)
-        self._resume.pop(tp, None)  # a new writer starts from the group's committed offset
-        if producer is not None:
-            try:
-                await producer.stop()
-            except KafkaError:  # a fenced producer may fail to abort; it is gone either way
-                log.debug("closing a fenced producer failed", exc_info=True)
-
-    async def close_unassigned(self, assigned: set[TopicPartition]) -> None:
-        for tp in [tp for tp in self._by_tp if tp not in assigned]:
-            await self.close(tp)
-
-    async def close_all(self) -> None:
-        for tp in list(self._by_tp):
-            await self.close(tp)
+def poll_items(batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[PollItem]:
+    """The poll as one list, in the order of its partitions and offsets."""
+    return [
+        PollItem(tp.topic, tp.partition, msg.offset, msg.value or b"")
+        for tp, msgs in batch.items()
+        for msg in msgs
+    ]
 
 
-class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, fence the partition's previous owner first, then read the committed
-    offset with ``require_stable``: a transaction the previous owner was committing is
-    finished (or aborted) by then, and its offsets applied, so the offset read matches what
-    was delivered.
-
-    A partition this instance keeps goes on after its own last commit instead: the consumer
-    resets a reassigned partition to the group's committed offset with aiokafka's plain fetch,
-    which may predate a transaction this instance committed a moment ago."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, producers: PartitionProducers) -> None:
-        self._consumer = consumer
-        self._producers = producers
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        return None  # producers of lost partitions are closed by the loop, between batches
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        for tp in assigned:
-            if self._producers.current(tp) is not None:  # kept: still its writer
-                resume = self._producers.resume_at(tp)
-                if resume is not None:
-                    self._consumer.seek(tp, resume)
-                continue
-            try:
-                await take_over(self._consumer, self._producers, tp)
-            except KafkaError:  # the loop takes the partition over before its first batch
-                log.warning("take-over deferred", extra={"partition": tp.partition})
-                await self._producers.close(tp)
+def batch_results(
+    items: Sequence[PollItem], *, stages_ms: dict[str, float]
+) -> dict[TopicPartition, BatchResult]:
+    """The delivered poll split by inbound partition, for each partition's transaction."""
+    by_tp: dict[TopicPartition, list[PollItem]] = {}
+    for item in items:
+        by_tp.setdefault(TopicPartition(item.topic, item.partition), []).append(item)
+    return {tp: _result(tp, mine, stages_ms) for tp, mine in by_tp.items()}
 
 
-async def take_over(
-    consumer: AIOKafkaConsumer, producers: PartitionProducers, tp: TopicPartition
-) -> None:
-    """Fence whoever wrote for ``tp`` before, then go on from its last committed offset."""
-    await producers.get(tp)
-    committed = await stable_committed(consumer, tp)
-    if tp not in consumer.assignment():
-        return  # revoked meanwhile
-    if committed is not None:
-        producers.committed(tp, committed)
-        consumer.seek(tp, committed)
-    else:
-        await consumer.seek_to_beginning(tp)
+def _result(tp: TopicPartition, items: list[PollItem], stages_ms: dict[str, float]) -> BatchResult:
+    tally = metrics.BatchTally()
+    accepted: dict[str, datetime] = {}
+    for item in items:
+        if item.rejection is not None:
+            tally.dead_letters[item.rejection.code] += 1
+            _log_rejection(item)
+        elif item.event is not None:
+            accepted[event_key(item.event.agency_id, item.event.id)] = item.event.time
+        for j in item.judged:
+            rules = [*j.decision.reasons, *(r for w in j.decision.withheld for r in w.rules)]
+            tally.decided(deliver.outcome(j.decision), j.recipient.partner_type, rules)
+    rejected = sum(tally.dead_letters.values())
+    tally.relayed = len(items) - rejected
+    return BatchResult(
+        records=[r for item in items for r in item.records],
+        offsets={tp: items[-1].offset + 1},
+        events=len(items) - rejected,
+        deliveries=sum(1 for item in items for j in item.judged if j.decision.allow),
+        rejected=rejected,
+        accepted=accepted,
+        stages_ms=stages_ms,
+        tally=tally,
+    )
 
 
-def _observe_assignment(consumer: AIOKafkaConsumer, producers: PartitionProducers) -> None:
-    """Assigned partitions and, per partition, the committed inbound records not relayed yet
-    (the last stable offset of the latest fetch minus this instance's last commit)."""
-    assigned = consumer.assignment()
-    metrics.RELAY_ASSIGNED_PARTITIONS.set(len(assigned))
-    done = {tp: at for tp in assigned if (at := producers.resume_at(tp)) is not None}
-    metrics.record_lag(metrics.RELAY_LAG, metrics.partition_lags(consumer, done))
-
-
-def _not_yet_committed(
-    producers: PartitionProducers, tp: TopicPartition, msgs: list[ConsumerRecord]
-) -> list[ConsumerRecord]:
-    """Drop records below what is known to be committed for ``tp``.
-
-    The consumer sets a newly assigned partition's position from a committed-offset read
-    that runs concurrently with the hand-over and may predate the previous writer's last
-    transaction; records fetched from there were relayed already and must not be read twice
-    (the replay guard would refuse them, but an agency would see false "replayed" rejections).
-    """
-    floor = producers.resume_at(tp)
-    if floor is None or msgs[0].offset >= floor:
-        return msgs
-    log.info("skipped records already committed", extra={"partition": tp.partition})
-    return [m for m in msgs if m.offset >= floor]
+def _log_rejection(item: PollItem) -> None:
+    assert item.rejection is not None
+    log.warning(
+        f"event rejected: {item.rejection.code}",
+        extra={
+            "code": item.rejection.code,
+            "event_id": item.rejection.event_id,
+            "partition": item.partition,
+            "offset": item.offset,
+        },
+    )
 
 
 def _hold(

@@ -1,7 +1,7 @@
 """Several relay instances in one consumer group share the inbound partitions; when one is
 killed its partitions move to the other, and still every delivery arrives exactly once.
 
-Fencing is per inbound partition (services/broker/relay.py, PartitionProducers): the instance
+Fencing is per inbound partition (services/broker/ownership.py, PartitionProducers): the instance
 that takes a partition over starts that partition's transactional producer, which aborts
 whatever the previous owner had open.
 """

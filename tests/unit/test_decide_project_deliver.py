@@ -1,4 +1,5 @@
-"""Stages 2-4 as pure functions: the policy input, parsing OPA's answer, projection, records."""
+"""Stages 3-6 as pure functions: the policy input, parsing OPA's answer, projection, sealing,
+records."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from nacl.public import PrivateKey
 from services.broker.pipeline import deliver
 from services.broker.pipeline.decide import build_input, parse_decision
 from services.broker.pipeline.model import Judged, SurvivorFacts
-from services.broker.pipeline.project import project
-from services.broker.pipeline.seal import Sealer
+from services.broker.pipeline.project import project, projected
+from services.broker.pipeline.seal import Sealer, sealed_pair
 from tests.unit.conftest import NOW, make_event, make_recipient
 
 FIELDS = ["age", "hiv_status", "survivor_name"]
@@ -89,12 +90,9 @@ def test_projection_of_a_deny_is_empty() -> None:
 def _records(decision: dict[str, Any]) -> list[Any]:
     event = make_event(survivor_name="Secret Name", age=30, hiv_status="positive")
     judged = Judged(event, make_recipient(), parse_decision(decision, event_fields=FIELDS))
+    sealed = sealed_pair(projected(judged), Sealer(PrivateKey.generate()))  # stages 4 and 5
     return deliver.records(
-        [judged],
-        decided_at=NOW,
-        decisions_topic="decisions",
-        partner_topic_prefix="p.",
-        sealer=Sealer(PrivateKey.generate()),
+        [sealed], decided_at=NOW, decisions_topic="decisions", partner_topic_prefix="p."
     )
 
 
@@ -128,3 +126,11 @@ def test_decision_records_never_contain_field_values() -> None:
     for record in _records(allow(["age", "hiv_status", "survivor_name"])):
         if record.topic == "decisions":
             assert b"Secret Name" not in record.value and b"positive" not in record.value
+
+
+def test_the_consent_preview_asks_with_the_relays_own_policy_input() -> None:
+    # One function builds the policy input (issue 13): the preview answers what the relay
+    # decides only if it asks with exactly it (tests/integration/test_preview_matches_relay.py).
+    from services.consent import views
+
+    assert vars(views)["build_input"] is build_input

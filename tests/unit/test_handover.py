@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from services.broker.relay import PartitionProducers, _Handover, _not_yet_committed
+from services.broker.ownership import Handover, PartitionProducers, not_yet_committed
 from services.settings import Settings
 
 TP = TopicPartition("inbound", 0)
@@ -38,13 +38,13 @@ async def test_a_kept_partition_goes_on_after_this_instances_last_commit() -> No
     # that committed up to 263 are being written: resuming there would read 29 events twice.
     consumer, producers = StandInConsumer(), kept_writer()
     producers.committed(TP, 263)
-    await _Handover(consumer, producers).on_partitions_assigned([TP])
+    await Handover(consumer, producers).on_partitions_assigned([TP])
     assert consumer.seeks == [(TP, 263)]
 
 
 async def test_a_kept_partition_without_a_commit_keeps_the_consumers_position() -> None:
     consumer, producers = StandInConsumer(), kept_writer()
-    await _Handover(consumer, producers).on_partitions_assigned([TP])
+    await Handover(consumer, producers).on_partitions_assigned([TP])
     assert consumer.seeks == []
 
 
@@ -75,10 +75,10 @@ def test_records_below_the_known_committed_offset_are_not_read_twice() -> None:
     producers = kept_writer()
     producers.committed(TP, 552)
     batch = [record(o) for o in range(525, 560)]
-    assert [m.offset for m in _not_yet_committed(producers, TP, batch)] == list(range(552, 560))
-    assert _not_yet_committed(producers, TP, batch[:27]) == []
+    assert [m.offset for m in not_yet_committed(producers, TP, batch)] == list(range(552, 560))
+    assert not_yet_committed(producers, TP, batch[:27]) == []
 
 
 def test_without_a_known_offset_every_record_is_relayed() -> None:
     batch = [record(o) for o in range(3)]
-    assert _not_yet_committed(kept_writer(), TP, batch) == batch
+    assert not_yet_committed(kept_writer(), TP, batch) == batch

@@ -1,4 +1,4 @@
-"""Inbound events sealed to their survivor (format ib1): the pure format, stage 0 (unseal),
+"""Inbound events sealed to their survivor (format ib1): the pure format, stage 1 (unseal),
 the seal/event agreement in validate, and the relay's poll over sealed records."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def parsed(record: bytes) -> Sealed:
 
 
 def unseal(record: bytes, keys: Keys, *, required: bool, max_bytes: int) -> Unsealed | Rejection:
-    """Stage 0 over a poll of one record, with ``keys`` as the poll's keys."""
+    """Stage 1 over a poll of one record, with ``keys`` as the poll's keys."""
     (result,) = unseal_all([record], lambda _: keys, required=required, max_bytes=max_bytes)
     return result
 

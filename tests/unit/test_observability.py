@@ -28,6 +28,7 @@ from services.db import Base, make_engine, make_sessionmaker, transaction
 from services.observability import metrics
 from services.observability.readiness import database_check, readiness
 from services.observability.server import running_health
+from tests.support.stand_ins import StandInConsumer
 from tests.unit.test_audit_store import APPENDER, KEY, fill
 from tests.unit.test_relay_process import SNAPSHOT, Msg, RecordingPolicy, event, relay
 
@@ -201,24 +202,12 @@ async def test_a_poll_tallies_dead_letters_decisions_and_deliveries_per_partitio
     assert tally.deliveries == {"shelter": 1, "health": 1}
 
 
-class FakeConsumer:
-    def __init__(self, assigned: set[TopicPartition]) -> None:
-        self.assigned = assigned
-        self.seeks: list[tuple[TopicPartition, int]] = []
-
-    def assignment(self) -> set[TopicPartition]:
-        return self.assigned
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-
 def test_a_held_batch_is_held_until_delivered_or_its_partitions_are_gone(
     schemas: SchemaRegistry,
 ) -> None:
     r = relay(RecordingPolicy(), schemas)
     tp = TopicPartition("in", 0)
-    consumer = FakeConsumer({tp})
+    consumer = StandInConsumer({tp})
     before = sample("accord_relay_held_batches_total", cause="opa_unavailable")
     r._hold(cast(Any, consumer), cast(Any, {tp: [Msg(5, b"")]}), PolicyUnavailable("down"))
     assert consumer.seeks == [(tp, 5)]  # rewound

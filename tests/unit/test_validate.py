@@ -1,4 +1,4 @@
-"""Stage 1 (validate): every kind of bad inbound record is turned into a coded rejection."""
+"""Stage 2 (validate): every kind of bad inbound record is turned into a coded rejection."""
 
 from __future__ import annotations
 

@@ -20,5 +20,8 @@ test_R15_unknown_jurisdiction_suppresses_every_count if {
 }
 
 test_R15_threshold_is_configurable if {
-	aggregate.suppressed(15, "state-a") with data.accord.jurisdictions.overrides["state-a"] as {"small_count_threshold": 20}
+	aggregate.suppressed(
+		15,
+		"state-a",
+	) with data.accord.jurisdictions.overrides["state-a"] as {"small_count_threshold": 20}
 }

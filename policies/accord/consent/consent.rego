@@ -97,7 +97,11 @@ about_this_partner(consents, partner, purpose, type) := [[consent, provision] |
 #   whether they name the partner. lapsed / suspect: categories of permits that would
 #   apply but for R3 / R5. denies: categories of denies in force.
 view(item) := {
-	"live": {{"consent": {"id": consent.id, "version": consent.version}, "categories": provision.categories, "named": named(item.partner, provision)} |
+	"live": {{
+		"consent": {"id": consent.id, "version": consent.version},
+		"categories": provision.categories,
+		"named": named(item.partner, provision),
+	} |
 		some [consent, provision] in permits
 		counts(consent)
 		permit_in_force(provision, now)
@@ -177,10 +181,15 @@ reaches(_, permit) if permit.named == true
 
 # METADATA
 # title: For each category, the consents (id, version) with a provision that alone permits it (R2, R4, R10)
-# description: A deny in force covers the category (R2), or else a live permit covers it (R10) and reaches the recipient (R4).
+# description: >-
+#   A deny in force covers the category (R2), or else a live permit covers it (R10) and
+#   reaches the recipient (R4).
 # custom:
 #   rule: R2
-permitting(view, categories) := {category: {consent | some [consent, covers] in grants; category in covers} | some category in categories} if {
+permitting(view, categories) := {category: consents |
+	some category in categories
+	consents := {consent | some [consent, covers] in grants; category in covers}
+} if {
 	undenied := categories - mentioned(view.denies, categories)
 	grants := {[permit.consent, covered({permit.categories}, undenied)] |
 		some permit in view.live

@@ -17,7 +17,10 @@ test_R2_deny_provision_beats_permit if {
 }
 
 test_R2_deny_in_another_consent_still_beats_permit if {
-	other := object.union(testing.consent([testing.deny(["shelter"], ["service_referral"], ["identity"])]), {"id": "c-2"})
+	other := object.union(
+		testing.consent([testing.deny(["shelter"], ["service_referral"], ["identity"])]),
+		{"id": "c-2"},
+	)
 	d := shelter_with([testing.ordinary_consent, other])
 	not "survivor_name" in testing.released(d)
 	"phone" in testing.released(d)
@@ -26,7 +29,11 @@ test_R2_deny_in_another_consent_still_beats_permit if {
 test_R2_deny_star_covers_sensitive_categories_too if {
 	testing.deny(["*"], ["*"], ["*"]).type == "deny"
 	consent.denied(
-		consent.view(testing.item(testing.shelter, "service_referral", [testing.consent([testing.deny(["*"], ["*"], ["*"])])])),
+		consent.view(testing.item(
+			testing.shelter,
+			"service_referral",
+			[testing.consent([testing.deny(["*"], ["*"], ["*"])])],
+		)),
 		"hiv_sti",
 	)
 }
@@ -36,7 +43,9 @@ test_R2_permit_for_other_partner_type_releases_nothing if {
 }
 
 test_R2_permit_for_other_purpose_releases_nothing if {
-	testing.nothing_released(shelter_with([testing.consent([testing.permit(["shelter"], ["care_coordination"], ["*"])])]))
+	testing.nothing_released(shelter_with([
+		testing.consent([testing.permit(["shelter"], ["care_coordination"], ["*"])]),
+	]))
 }
 
 test_R2_permit_by_partner_id_and_any_purpose if {

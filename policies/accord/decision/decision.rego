@@ -62,16 +62,16 @@ event_fields(item) := {field | some field in item.event.fields; is_string(field)
 #   a batch.
 # custom:
 #   rule: R1
-event_shape(type, fields) := {
+_event_shape(type, fields) := {
 	"classified": classified,
-	"releasable": object.remove(classified, internal),
-	"internal": internal,
+	"releasable": object.remove(classified, internal_fields),
+	"internal": internal_fields,
 	"unclassified": names - object.keys(classified),
 	"categories": {cat | some cat in classified},
 } if {
 	names := {field | some field in fields; is_string(field)}
 	classified := object.filter(data.accord.classification.event_types[type], names)
-	internal := object.keys(classified) & sensitivity.internal_fields
+	internal_fields := object.keys(classified) & sensitivity.internal_fields
 }
 
 # METADATA
@@ -102,39 +102,71 @@ refusal(item, rule) := {
 #   consent or a legal basis, or withheld by the rules of its category (R1 unclassified,
 #   R7 internal).
 judgement(item) := {
-	"allow": count(released) > 0,
-	"fields": sort(object.keys(released)),
-	# In field order by construction, not by the engine's object iteration (the server and
-	# the in-process WebAssembly engine must answer byte for byte alike).
-	"withheld": [{"field": field, "rules": sort(withheld[field])} | some field in sort(object.keys(withheld))],
-	"field_basis": released,
-	"basis": sort(bases),
-	"reasons": sort(allowing | denying),
-	"consents": sort(union({side.consents[cat] | some cat in by_consent})),
-	"obligations": obligations(event.classified, released),
-	"review_required": needs_review(bases, known.age_unknown_report),
+	"allow": count(fields.released) > 0,
+	"fields": sort(object.keys(fields.released)),
+	"withheld": _withheld_in_field_order(fields.withheld),
+	"field_basis": fields.released,
+	"basis": sort(fields.bases),
+	"reasons": _reasons_named(known, event, fields),
+	"consents": _consents_relied_on(event, side, fields.released),
+	"obligations": obligations(event.classified, fields.released),
+	"review_required": needs_review(fields.bases, known.age_unknown_report),
 	"flags": flags(known),
 	"policy_revision": policy_revision,
 } if {
-	event := event_shape(item.event.type, item.event.fields)
+	event := _event_shape(item.event.type, item.event.fields)
 	known := facts(item)
-	gates := bars(known, event.categories)
-	side := consent_side(known, gates.open)
+	gates := _bars(known, event.categories)
+	side := _consent_side(known, gates.open)
+	fields := _fields_judged(event, known, gates, side)
+}
+
+# METADATA
+# title: Each releasable field released on a legal basis or consent, every other field withheld
+# description: >-
+#   released: field → basis ("consent" wins over a legal basis for the same field);
+#   withheld: field → the rules that withhold it; bases: the bases used.
+_fields_judged(event, known, gates, side) := {"released": released, "withheld": withheld, "bases": bases} if {
 	legal := {field: basis | some field, basis in legal_bases(known); event.releasable[field] in gates.open}
 	released := object.union(legal, {field: "consent" | some field, cat in event.releasable; side.consents[cat]})
-	by_category := object.union(gates.rules, side.rules)
-	withheld := object.union(
-		object.union(
-			{field: {"R1"} | some field in event.unclassified},
-			{field: {"R7"} | some field in event.internal},
-		),
-		object.remove({field: by_category[cat] | some field, cat in event.releasable}, object.keys(legal)),
-	)
+	withheld := _withheld_by_rule(event, object.union(gates.rules, side.rules), object.keys(legal))
 	bases := {basis | some basis in released}
-	by_consent := {event.classified[field] | some field, "consent" in released}
-	pairs := {[event.classified[field], basis] | some field, basis in released}
+}
+
+# METADATA
+# title: The rules that withhold each field not released on a legal basis
+# description: R1 for unclassified fields, R7 for internal ones, else the rules of its category.
+_withheld_by_rule(event, by_category, legally_released) := object.union(
+	object.union(
+		{field: {"R1"} | some field in event.unclassified},
+		{field: {"R7"} | some field in event.internal},
+	),
+	object.remove({field: by_category[cat] | some field, cat in event.releasable}, legally_released),
+)
+
+# METADATA
+# title: Withheld fields with their rules, in field order
+# description: >-
+#   In field order by construction, not by the engine's object iteration (the server and
+#   the in-process WebAssembly engine must answer byte for byte alike).
+_withheld_in_field_order(withheld) := [{"field": field, "rules": sort(withheld[field])} |
+	some field in sort(object.keys(withheld))
+]
+
+# METADATA
+# title: Every rule that allowed a released field or withheld another
+# custom:
+#   rule: R13
+_reasons_named(known, event, fields) := sort(allowing | denying) if {
+	pairs := {[event.classified[field], basis] | some field, basis in fields.released}
 	allowing := {rule | some [cat, basis] in pairs; some rule in allowing_rules(known, cat, basis)}
-	denying := union({rules | some rules in withheld})
+	denying := union({rules | some rules in fields.withheld})
+}
+
+# METADATA
+# title: The consents (id, version) that released a field
+_consents_relied_on(event, side, released) := sort(union({side.consents[cat] | some cat in by_consent})) if {
+	by_consent := {event.classified[field] | some field, "consent" in released}
 }
 
 # METADATA
@@ -157,15 +189,15 @@ facts(item) := {
 #   rules: category → rule ids for the categories that nothing may release: R7 (never
 #   shared), else R11 (inactive or unvetted partner) or R10 (barred for this recipient).
 #   open: the other categories.
-bars(known, categories) := {
+_bars(known, categories) := {
 	"rules": object.union({cat: {"R7"} | some cat in never}, barred),
 	"open": (categories - never) - object.keys(barred),
 } if {
 	never := categories & sensitivity.never_shared_categories
-	barred := recipient_bars(known, categories - never)
+	barred := _recipient_bars(known, categories - never)
 }
 
-recipient_bars(known, categories) := {cat: {"R11"} | some cat in categories} if {
+_recipient_bars(known, categories) := {cat: {"R11"} | some cat in categories} if {
 	known.admitted == false
 } else := {cat: {"R10"} | some cat in (categories & known.barred_categories)}
 
@@ -178,10 +210,19 @@ recipient_bars(known, categories) := {cat: {"R11"} | some cat in categories} if 
 #   (R2, R3, R4, R5, R6, R10, R11; R2 if none more specific applies) for the others.
 # custom:
 #   rule: R2
-consent_side(known, categories) := {"consents": permitted, "rules": object.union({cat: {"R2"} | some cat in failing}, rules)} if {
+_consent_side(known, categories) := {
+	"consents": permitted,
+	"rules": object.union({cat: {"R2"} | some cat in failing}, rules),
+} if {
 	agreed := categories & known.consent_categories
 	eligible := agreed & known.needed_categories
-	permitted := {cat: consents | some cat, consents in consent.permitting(known.consent, eligible); count(consents) > 0}
+	permitted := {cat: consents |
+		some cat, consents in consent.permitting(
+			known.consent,
+			eligible,
+		)
+		count(consents) > 0
+	}
 	failing := categories - object.keys(permitted)
 	by_rule := object.union(consent.failures(known.consent, failing), {
 		"R11": failing - known.consent_categories,
@@ -208,7 +249,10 @@ legal_bases(known) := object.union(
 
 # METADATA
 # title: Rule ids that allowed a released field
-allowing_rules(known, cat, "consent") := ({"R2"} | {"R10" | sensitivity.sensitive(cat)}) | {"R4" | known.consent.named_consent_required}
+allowing_rules(known, cat, "consent") := ({"R2"} | sensitive) | named if {
+	sensitive := {"R10" | sensitivity.sensitive(cat)}
+	named := {"R4" | known.consent.named_consent_required}
+}
 
 allowing_rules(_, _, "mandated_reporting") := {"R5"}
 
@@ -237,7 +281,9 @@ needs_review(bases, age_unknown_report) if {
 
 # METADATA
 # title: What a reviewer should know of the decision
-# description: age_unknown - the survivor's age is unknown, and this partner would have received a minor's mandated report.
+# description: >-
+#   age_unknown - the survivor's age is unknown, and this partner would have received a
+#   minor's mandated report.
 # custom:
 #   rule: R5
 flags(known) := ["age_unknown"] if known.age_unknown_report == true

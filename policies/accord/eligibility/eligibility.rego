@@ -58,7 +58,12 @@ may_receive_by_consent(item, category) if category in consent_categories(item)
 # title: Categories the partner may receive on the basis of consent (empty if none)
 # custom:
 #   rule: R11
-consent_categories(item) := partner_consent_categories(item.partner, item.purpose, jurisdiction.of(item), clock.now_ns(item))
+consent_categories(item) := partner_consent_categories(
+	item.partner,
+	item.purpose,
+	jurisdiction.of(item),
+	clock.now_ns(item),
+)
 
 partner_consent_categories(partner, purpose, jurisdiction_id, now) := agreement_categories(partner, purpose, now) if {
 	admitted_partner(partner)

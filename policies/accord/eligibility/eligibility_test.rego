@@ -12,7 +12,11 @@ court_order := {
 }
 
 test_R11_inactive_partner_gets_nothing_on_any_basis if {
-	inactive := testing.patched(testing.patched(testing.base, "/partner/status", "suspended"), "/court_orders", [court_order])
+	inactive := testing.patched(
+		testing.patched(testing.base, "/partner/status", "suspended"),
+		"/court_orders",
+		[court_order],
+	)
 	d := decision.decide(inactive)
 	testing.nothing_released(d)
 	testing.rules_of(d, "survivor_name") == {"R11"}
@@ -59,7 +63,10 @@ test_R11_training_requirement_is_configurable_per_jurisdiction if {
 }
 
 test_R11_legal_bases_do_not_depend_on_the_agreement if {
-	cps := json.patch(testing.partner("cps-a", "child_welfare", ["mandated_report"]), [{"op": "replace", "path": "/agreements", "value": []}])
+	cps := json.patch(
+		testing.partner("cps-a", "child_welfare", ["mandated_report"]),
+		[{"op": "replace", "path": "/agreements", "value": []}],
+	)
 	d := decision.decide(testing.minor_case("state-a", cps, "mandated_report", []))
 	"survivor_name" in testing.released(d)
 	d.basis == ["mandated_reporting"]

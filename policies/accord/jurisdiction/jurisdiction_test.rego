@@ -4,15 +4,34 @@ import data.accord.decision
 import data.accord.jurisdiction
 import data.accord.testing
 
-mandated_set := {"survivor_name", "date_of_birth", "age", "exploitation_type", "safety_status", "reporting_agency", "reported_at"}
+mandated_set := {
+	"survivor_name",
+	"date_of_birth",
+	"age",
+	"exploitation_type",
+	"safety_status",
+	"reporting_agency",
+	"reported_at",
+}
 
 test_R12_state_b_law_enforcement_receives_mandated_reports_state_a_does_not if {
-	testing.released(decision.decide(testing.minor_case("state-b", testing.police, "investigation", []))) == mandated_set
+	testing.released(decision.decide(testing.minor_case(
+		"state-b",
+		testing.police,
+		"investigation",
+		[],
+	))) == mandated_set
 	testing.nothing_released(decision.decide(testing.minor_case("state-a", testing.police, "investigation", [])))
 }
 
 test_R12_imminent_danger_lasts_48h_in_state_b_24h_in_state_a if {
-	thirty_hours_ago := {"id": "d-1", "kind": "imminent_danger", "agency": "agency-a", "declared_at": "2026-11-23T06:00:00Z", "ended_at": null}
+	thirty_hours_ago := {
+		"id": "d-1",
+		"kind": "imminent_danger",
+		"agency": "agency-a",
+		"declared_at": "2026-11-23T06:00:00Z",
+		"ended_at": null,
+	}
 	police_a := object.union(testing.police, {"jurisdiction": "state-a"})
 	base := testing.patched(testing.item(police_a, "emergency_response", []), "/declarations", [thirty_hours_ago])
 	testing.nothing_released(decision.decide(base))
@@ -30,7 +49,11 @@ test_R12_need_to_know_override_in_state_b if {
 	school := testing.partner("school-1", "education", ["care_coordination"])
 	star := [testing.consent([testing.permit(["education"], ["care_coordination"], ["*"])])]
 	in_a := decision.decide(testing.item(school, "care_coordination", star))
-	in_b := decision.decide(testing.patched(testing.item(school, "care_coordination", star), "/event/agency/jurisdiction", "state-b"))
+	in_b := decision.decide(testing.patched(
+		testing.item(school, "care_coordination", star),
+		"/event/agency/jurisdiction",
+		"state-b",
+	))
 	"safety_status" in testing.released(in_a)
 	not "safety_status" in testing.released(in_b)
 	testing.rules_of(in_b, "safety_status") == {"R6"}

@@ -24,7 +24,10 @@ police_of_in(partner_j, event_j, declarations) := json.patch(testing.item(testin
 declared_now := [declaration("2026-11-24T10:00:00Z", null)]
 
 # state-a names state-b as a neighbour for R8 (state-b names none).
-neighbours := object.union(data.accord.jurisdictions.overrides, {"state-a": {"imminent_danger": {"neighbouring_jurisdictions": ["state-b"]}}})
+neighbours := object.union(
+	data.accord.jurisdictions.overrides,
+	{"state-a": {"imminent_danger": {"neighbouring_jurisdictions": ["state-b"]}}},
+)
 
 order(recipient, fields, expires_at) := {
 	"id": "co-1", "recipient": recipient,
@@ -46,7 +49,10 @@ test_R8_imminent_danger_gives_law_enforcement_the_emergency_set if {
 }
 
 test_R8_emergency_services_are_recipients_too if {
-	ems := object.union(testing.partner("ems-1", "emergency_services", ["emergency_response"]), {"jurisdiction": "state-a"})
+	ems := object.union(
+		testing.partner("ems-1", "emergency_services", ["emergency_response"]),
+		{"jurisdiction": "state-a"},
+	)
 	it := testing.patched(testing.item(ems, "emergency_response", []), "/declarations", declared_now)
 	testing.released(decision.decide(it)) == emergency_set
 }
@@ -59,29 +65,48 @@ test_R8_law_enforcement_of_another_jurisdiction_gets_nothing if {
 }
 
 test_R8_emergency_services_of_another_jurisdiction_get_nothing if {
-	ems := object.union(testing.partner("ems-b", "emergency_services", ["emergency_response"]), {"jurisdiction": "state-b"})
+	ems := object.union(
+		testing.partner("ems-b", "emergency_services", ["emergency_response"]),
+		{"jurisdiction": "state-b"},
+	)
 	it := testing.patched(testing.item(ems, "emergency_response", []), "/declarations", declared_now)
 	testing.nothing_released(decision.decide(it))
 }
 
 test_R8_partner_without_a_jurisdiction_gets_nothing if {
-	no_jurisdiction := testing.patched(testing.item(testing.police, "emergency_response", []), "/declarations", declared_now)
+	no_jurisdiction := testing.patched(
+		testing.item(testing.police, "emergency_response", []),
+		"/declarations",
+		declared_now,
+	)
 	testing.nothing_released(decision.decide(no_jurisdiction))
 	null_jurisdiction := json.patch(no_jurisdiction, [{"op": "add", "path": "/partner/jurisdiction", "value": null}])
 	testing.nothing_released(decision.decide(null_jurisdiction))
 }
 
 test_R8_a_configured_neighbouring_jurisdiction_receives_the_emergency_set if {
-	d := decision.decide(police_of_in("state-b", "state-a", declared_now)) with data.accord.jurisdictions.overrides as neighbours
+	d := decision.decide(police_of_in(
+		"state-b",
+		"state-a",
+		declared_now,
+	)) with data.accord.jurisdictions.overrides as neighbours
 	testing.released(d) == emergency_set
 	d.basis == ["imminent_danger"]
 
 	# One way only: state-b did not name state-a.
-	back := decision.decide(police_of_in("state-a", "state-b", declared_now)) with data.accord.jurisdictions.overrides as neighbours
+	back := decision.decide(police_of_in(
+		"state-a",
+		"state-b",
+		declared_now,
+	)) with data.accord.jurisdictions.overrides as neighbours
 	testing.nothing_released(back)
 
 	# And a third jurisdiction's partner is still out (unknown to the policy, so not named).
-	far := decision.decide(police_of_in("state-c", "state-a", declared_now)) with data.accord.jurisdictions.overrides as neighbours
+	far := decision.decide(police_of_in(
+		"state-c",
+		"state-a",
+		declared_now,
+	)) with data.accord.jurisdictions.overrides as neighbours
 	testing.nothing_released(far)
 }
 
@@ -97,7 +122,10 @@ test_R8_declaration_lapses_after_the_jurisdiction_duration if {
 }
 
 test_R8_ended_declaration_gives_nothing if {
-	testing.nothing_released(decision.decide(police_in("state-a", [declaration("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z")])))
+	testing.nothing_released(decision.decide(police_in(
+		"state-a",
+		[declaration("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z")],
+	)))
 }
 
 test_R8_future_declaration_gives_nothing if {
@@ -117,7 +145,11 @@ test_R8_shelter_is_not_an_emergency_recipient if {
 }
 
 test_R9_court_order_releases_exactly_its_fields if {
-	d := decision.decide(with_order(order("court-1", ["hearing_date", "survivor_name", "phone", "shelter_address"], "2027-01-01T00:00:00Z")))
+	d := decision.decide(with_order(order(
+		"court-1",
+		["hearing_date", "survivor_name", "phone", "shelter_address"],
+		"2027-01-01T00:00:00Z",
+	)))
 	d.fields == ["phone", "survivor_name"]
 	d.basis == ["court_order"]
 	d.review_required == true
@@ -135,11 +167,18 @@ test_R9_order_for_another_recipient_releases_nothing if {
 }
 
 test_R9_order_without_an_id_releases_nothing if {
-	testing.nothing_released(decision.decide(with_order(json.remove(order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z"), ["/id"]))))
+	testing.nothing_released(decision.decide(with_order(json.remove(
+		order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z"),
+		["/id"],
+	))))
 }
 
 test_R9_consent_basis_takes_precedence_and_needs_no_review if {
-	it := json.patch(with_order(order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z")), [{"op": "replace", "path": "/consents", "value": [testing.consent([testing.permit(["court"], ["court_proceeding"], ["identity"])])]}])
+	it := json.patch(with_order(order("court-1", ["survivor_name"], "2027-01-01T00:00:00Z")), [{
+		"op": "replace",
+		"path": "/consents",
+		"value": [testing.consent([testing.permit(["court"], ["court_proceeding"], ["identity"])])],
+	}])
 	d := decision.decide(it)
 	d.field_basis.survivor_name == "consent"
 	d.review_required == false

@@ -33,7 +33,9 @@ minor_in(age, jurisdiction_id) if {
 # title: Law enforcement, prosecution, court or immigration enforcement
 # custom:
 #   rule: R4
-restricted_recipient(partner, jurisdiction_id) if partner.type in jurisdiction.settings(jurisdiction_id).adult_restricted_partner_types
+restricted_recipient(partner, jurisdiction_id) if {
+	partner.type in jurisdiction.settings(jurisdiction_id).adult_restricted_partner_types
+}
 
 restricted_recipient(partner, _) if partner.immigration_enforcement == true
 

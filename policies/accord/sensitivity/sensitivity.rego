@@ -53,9 +53,12 @@ barred_for_partner(item, category) if category in barred_categories(item)
 #   rule: R10
 barred_categories(item) := barred_for(item.partner.type, object.get(item.partner, "immigration_enforcement", null))
 
-barred_for(type, immigration_enforcement) := {category | some category in vocabulary.barred_categories_by_partner_type[type]} | {category |
-	immigration_enforcement == true
-	some category in vocabulary.barred_categories_for_immigration_enforcement
+barred_for(type, immigration_enforcement) := by_type | by_enforcement if {
+	by_type := {category | some category in vocabulary.barred_categories_by_partner_type[type]}
+	by_enforcement := {category |
+		immigration_enforcement == true
+		some category in vocabulary.barred_categories_for_immigration_enforcement
+	}
 }
 
 # METADATA

@@ -1,7 +1,11 @@
-"""Stage 2: ask the policy what each recipient may receive of each event.
+"""Stage 3, decide: ask the policy what each recipient may receive of each event.
 
-``build_input`` and ``parse_decision`` are pure; ``OpaPolicy`` is the only I/O. One HTTP call
-carries a whole batch of event × partner pairs (rule ``data.accord.decision.batch``).
+``decide`` is the stage: the poll's questions (``questions``: one policy input per event ×
+subscribed partner, built by ``build_input``, the one function that builds it, for the relay
+and the consent preview alike), asked of a ``Policy``, answered as one ``Judged`` per pair.
+``build_input`` and ``parse_decision`` are pure; the policy (``OpaPolicy``, or ``WasmPolicy``
+in decide_wasm.py) is the only I/O. One HTTP call carries a whole batch of event × partner
+pairs (rule ``data.accord.decision.batch``).
 
 Fail closed (R1): if OPA cannot be reached, answers late or with an error status,
 ``PolicyUnavailable`` is raised and the relay delivers nothing of the batch and retries it later.
@@ -11,8 +15,10 @@ If OPA answers but an item's decision is missing or malformed, that item is deni
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -25,17 +31,20 @@ from services.broker.pipeline.model import (
     Decision,
     InboundEvent,
     Judged,
+    PollItem,
     Recipient,
     SurvivorFacts,
     Withheld,
+    rfc3339,
 )
 from services.observability.metrics import OPA_REQUEST_SECONDS
+from services.unavailable import Unavailable
 
 POLICY_PACKAGE = "accord/decision"
 BATCH_RULE = "batch"
 
 
-class PolicyUnavailable(RuntimeError):
+class PolicyUnavailable(Unavailable):
     """OPA could not give decisions now; nothing may be delivered until it can."""
 
 
@@ -45,8 +54,22 @@ class Policy(Protocol):
         ...
 
 
+class Audience(Protocol):
+    """Who receives an event type, as the relay's registry snapshot says for one poll."""
+
+    @property
+    def jurisdictions(self) -> Mapping[str, str]:
+        """Agency id → its jurisdiction."""
+        ...
+
+    def recipients(self, event_type: str, *, publisher: str) -> Sequence[Recipient]: ...
+
+
+Question = tuple[InboundEvent, Recipient, JSON]  # an event, a recipient, the policy input
+
+
 def _ts(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    return rfc3339(value) if value is not None else None
 
 
 def build_input(
@@ -184,14 +207,13 @@ def request_size(pairs: int, *, chunk: int, concurrency: int) -> int:
 
 async def decide_all(
     policy: Policy,
-    pairs: Sequence[tuple[InboundEvent, Recipient]],
-    inputs: Sequence[JSON],
+    asked: Sequence[Question],
     *,
     chunk: int = 100,
     concurrency: int = 2,
 ) -> list[Judged]:
-    """Ask for every pair's decision, at most ``chunk`` pairs per request, ``concurrency`` at a
-    time.
+    """Ask every question (event, recipient, policy input), at most ``chunk`` per request,
+    ``concurrency`` requests at a time.
 
     Chunks keep each request well inside the policy timeout however large the relay's batch,
     and let OPA evaluate on several cores; one unavailable chunk fails the whole batch.
@@ -202,10 +224,51 @@ async def decide_all(
         async with gate:
             return await policy.decide(part)
 
+    inputs = [i for _, _, i in asked]
     size = request_size(len(inputs), chunk=chunk, concurrency=concurrency)
     parts = [inputs[i : i + size] for i in range(0, len(inputs), size)]
     raw = [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
     return [
         Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
-        for (event, recipient), answer in zip(pairs, raw, strict=True)
+        for (event, recipient, _), answer in zip(asked, raw, strict=True)
+    ]
+
+
+def questions(
+    event: InboundEvent,
+    *,
+    audience: Audience,
+    facts: Callable[[str], SurvivorFacts],
+    now: datetime,
+) -> list[Question]:
+    """One policy question per partner subscribed to the event (not its publisher)."""
+    survivor = facts(event.survivor_id)
+    jurisdiction = audience.jurisdictions[event.agency_id]
+    return [
+        (event, r, build_input(event, r, jurisdiction=jurisdiction, facts=survivor, now=now))
+        for r in audience.recipients(event.type, publisher=event.agency_id)
+    ]
+
+
+async def decide(
+    items: Sequence[PollItem],
+    policy: Policy,
+    *,
+    audience: Audience,
+    facts: Callable[[str], SurvivorFacts],
+    now: datetime,
+    chunk: int,
+    concurrency: int,
+) -> list[PollItem]:
+    """The poll's items, each validated event with one ``Judged`` per recipient: one policy
+    fan-out (``decide_all``) for the whole poll."""
+    asked = [
+        questions(item.event, audience=audience, facts=facts, now=now) if item.event else []
+        for item in items
+    ]
+    flat = [q for qs in asked for q in qs]
+    judged = iter(await decide_all(policy, flat, chunk=chunk, concurrency=concurrency))
+    return [
+        replace(item, judged=tuple(itertools.islice(judged, len(qs))))
+        for item, qs in zip(items, asked, strict=True)
     ]

@@ -1,4 +1,4 @@
-"""Stage 2, in process: the same Rego, compiled to WebAssembly by the same OPA.
+"""Stage 3 (decide), in process: the same Rego, compiled to WebAssembly by the same OPA.
 
 ``opa build -t wasm -e accord/decision/batch`` compiles the policy tree the OPA server loads;
 ``WasmPolicy`` evaluates it with wasmtime through OPA's documented Wasm ABI (``opa_eval``,

@@ -1,6 +1,7 @@
-"""Stage 5: the Kafka records of one batch: sealed deliveries, decision records, dead letters.
+"""Stage 6, deliver: the Kafka records of each poll item: its dead letter, or its replay-guard
+marker, its sealed deliveries (stage 5) and one decision record per pair.
 
-Pure: the relay loop writes what this returns inside one transaction, together with the
+Pure: the relay loop writes a partition's records inside one transaction, together with the
 consumed offsets, so a delivery never exists without its decision record and vice versa.
 Decision records and dead letters carry field names and reason codes, never field values.
 """
@@ -8,46 +9,26 @@ Decision records and dead letters carry field names and reason codes, never fiel
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from services.broker.pipeline.model import (
     JSON,
     Decision,
-    InboundEvent,
     Judged,
     OutRecord,
+    PollItem,
     Rejection,
+    rfc3339,
 )
-from services.broker.pipeline.project import project
-from services.broker.pipeline.seal import Sealer, delivery_id
+from services.broker.pipeline.seal import delivery_id
+from services.broker.pipeline.validate import event_key
+from services.broker.replay import seen_record
 
 
 def _dumps(value: JSON) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _ts(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def delivery_payload(event: InboundEvent, judged: Judged) -> JSON:
-    """What the partner receives: a CloudEvent with only the released fields."""
-    d = judged.decision
-    return {
-        "specversion": "1.0",
-        "id": event.id,
-        "source": f"/agencies/{event.agency_id}",
-        "type": event.type,
-        "subject": event.survivor_id,
-        "time": _ts(event.time),
-        "datacontenttype": "application/json",
-        "data": project(event, d),
-        "accordpurpose": judged.recipient.purpose,
-        "accordbasis": list(d.basis),
-        "accordobligations": list(d.obligations),
-        "accordpolicyrevision": d.policy_revision,
-    }
 
 
 def outcome(d: Decision) -> str:
@@ -77,7 +58,7 @@ def decision_record(judged: Judged, *, decided_at: datetime) -> JSON:
         "review_required": d.review_required,
         "flags": list(d.flags),
         "policy_revision": d.policy_revision,
-        "decided_at": _ts(decided_at),
+        "decided_at": rfc3339(decided_at),
     }
 
 
@@ -97,25 +78,60 @@ def records(
     decided_at: datetime,
     decisions_topic: str,
     partner_topic_prefix: str,
-    sealer: Sealer,
 ) -> list[OutRecord]:
-    """A sealed delivery for every allowed pair, and a decision record for every pair."""
+    """The sealed delivery of every allowed pair, and a decision record for every pair."""
     out: list[OutRecord] = []
     for j in judged:
         key = j.event.survivor_id.encode()
-        if j.decision.allow:
-            r = j.recipient
-            sealed = sealer.seal(
-                delivery_payload(j.event, j),
-                partner_id=r.partner_id,
-                partner_key=r.public_key,
-                did=delivery_id(j.event.id, r.partner_id),
-            )
-            out.append(OutRecord(partner_topic_prefix + r.partner_id, key, sealed))
+        if j.sealed is not None:
+            out.append(OutRecord(partner_topic_prefix + j.recipient.partner_id, key, j.sealed))
         out.append(
             OutRecord(decisions_topic, key, _dumps(decision_record(j, decided_at=decided_at)))
         )
     return out
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Where the relay writes, besides the partner topics."""
+
+    decisions: str
+    deadletter: str
+    seen: str
+    partner_prefix: str
+
+
+def item_records(item: PollItem, *, topics: Topics, decided_at: datetime) -> tuple[OutRecord, ...]:
+    """A rejected record's dead letter; else the event's replay-guard marker, then the
+    records of its pairs."""
+    if item.rejection is not None:
+        return (
+            dead_letter_record(
+                item.rejection,
+                deadletter_topic=topics.deadletter,
+                topic=item.topic,
+                partition=item.partition,
+                offset=item.offset,
+            ),
+        )
+    assert item.event is not None  # validated: stage 2 sets one of the two
+    key = event_key(item.event.agency_id, item.event.id)
+    marker = OutRecord(topics.seen, *seen_record(key, item.event.time))
+    pairs = records(
+        item.judged,
+        decided_at=decided_at,
+        decisions_topic=topics.decisions,
+        partner_topic_prefix=topics.partner_prefix,
+    )
+    return (marker, *pairs)
+
+
+def deliver(items: Sequence[PollItem], *, topics: Topics, decided_at: datetime) -> list[PollItem]:
+    """The poll's items, each with the records its partition's transaction writes for it."""
+    return [
+        replace(item, records=item_records(item, topics=topics, decided_at=decided_at))
+        for item in items
+    ]
 
 
 def dead_letter_record(

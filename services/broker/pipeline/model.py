@@ -1,7 +1,10 @@
-"""Values that travel through the relay's stages: validate → decide → project → deliver.
+"""Values that travel through the relay's stages: unseal → validate → decide → project →
+seal → deliver.
 
-All frozen; stages return values (a delivery, a dead letter) rather than raise. Exceptions
-are for infrastructure faults (OPA or Kafka unreachable), which abort the whole batch.
+A poll is one list of ``PollItem``, one per inbound record, in the order of the poll; each
+stage takes that list and returns it with its own part filled in. All frozen; stages return
+values (a delivery, a dead letter) rather than raise. Exceptions are for infrastructure
+faults (OPA, a view or Kafka unreachable: ``services.unavailable``), which hold the whole poll.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ from datetime import datetime
 from typing import Any
 
 JSON = dict[str, Any]
+
+
+def rfc3339(value: datetime) -> str:
+    """A UTC time as the records, deliveries and policy input write it (``...Z``)."""
+    return value.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,14 @@ class SurvivorFacts:
             tuple(snapshot.get("declarations") or ()),
             tuple(snapshot.get("court_orders") or ()),
         )
+
+
+@dataclass(frozen=True)
+class Unsealed:
+    """An opened record: the event's bytes, and who the seal says it is from and about."""
+
+    event: bytes
+    sealed_for: tuple[str, str] | None  # (agency, survivor); None for a plaintext record
 
 
 @dataclass(frozen=True)
@@ -123,11 +139,14 @@ class Decision:
 
 @dataclass(frozen=True)
 class Judged:
-    """An event, one recipient, and the decision about it."""
+    """An event, one recipient, and the decision about it (stage 3); then, if the decision
+    allows, what the partner receives (stage 4, project) and that sealed for it (stage 5)."""
 
     event: InboundEvent
     recipient: Recipient
     decision: Decision
+    payload: JSON | None = None
+    sealed: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -137,3 +156,21 @@ class OutRecord:
     topic: str
     key: bytes
     value: bytes
+
+
+@dataclass(frozen=True)
+class PollItem:
+    """One inbound record of a poll and what the stages have made of it so far.
+
+    Exactly one of ``rejection`` (dead-lettered, from stage 1 or 2) and ``event`` (stage 2)
+    is set once the record is validated; the later stages pass rejected items through."""
+
+    topic: str
+    partition: int
+    offset: int
+    record: bytes
+    opened: Unsealed | None = None  # stage 1, unseal
+    rejection: Rejection | None = None  # stage 1 or 2: why it goes to the dead letters
+    event: InboundEvent | None = None  # stage 2, validate
+    judged: tuple[Judged, ...] = ()  # stage 3, decide: one per recipient (then 4 and 5)
+    records: tuple[OutRecord, ...] = ()  # stage 6, deliver: what its transaction writes

@@ -1,4 +1,5 @@
-"""Stage: seal each delivery so that only its partner can read it, and it knows the relay sent it.
+"""Stage 5, seal: each delivery sealed so that only its partner can read it, and knows the relay
+sent it.
 
 PyNaCl ``Box`` between the relay's static Curve25519 key and the partner's registered public
 key (XSalsa20-Poly1305, a random 24-byte nonce per message). The shared key is computed once
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
+
+from services.broker.pipeline.model import Judged, PollItem
 
 VERSION = 1
 
@@ -69,6 +73,27 @@ class Sealer:
             "box": b64(bytes(sealed)),
         }
         return json.dumps(record, separators=(",", ":")).encode()
+
+
+def sealed_pair(judged: Judged, sealer: Sealer) -> Judged:
+    """The pair with its payload ``sealed`` for its partner; a pair without one as it is."""
+    if judged.payload is None:
+        return judged
+    r = judged.recipient
+    value = sealer.seal(
+        judged.payload,
+        partner_id=r.partner_id,
+        partner_key=r.public_key,
+        did=delivery_id(judged.event.id, r.partner_id),
+    )
+    return replace(judged, sealed=value)
+
+
+def seal_all(items: Sequence[PollItem], sealer: Sealer) -> list[PollItem]:
+    """The poll's items, each allowed pair's payload sealed for its partner."""
+    return [
+        replace(item, judged=tuple(sealed_pair(j, sealer) for j in item.judged)) for item in items
+    ]
 
 
 class OpenError(ValueError):

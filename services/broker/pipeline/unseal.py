@@ -1,4 +1,4 @@
-"""Stage 0: a poll's inbound records → the agencies' signed event bytes, or Rejections.
+"""Stage 1, unseal: a poll's inbound records → the agencies' signed event bytes, or Rejections.
 
 Inbound events are sealed to their survivor (``services.atrest.sealed``, format ib1). Each
 record is parsed once; the keys the poll's records name are fetched in one call (I/O, given
@@ -10,24 +10,31 @@ never delivered.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from services.atrest import sealed
 from services.atrest.envelope import Unreadable
-from services.broker.pipeline.model import Rejection
+from services.broker.pipeline.model import PollItem, Rejection, Unsealed
+
+__all__ = ["FetchKeys", "Keys", "Unsealed", "unseal", "unseal_all"]
 
 Keys = Mapping[tuple[str, int], X25519PrivateKey | None]
 FetchKeys = Callable[[set[tuple[str, int]]], Keys]
 
 
-@dataclass(frozen=True)
-class Unsealed:
-    """An opened record: the event's bytes, and who the seal says it is from and about."""
-
-    event: bytes
-    sealed_for: tuple[str, str] | None  # (agency, survivor); None for a plaintext record
+def unseal(
+    items: Sequence[PollItem], fetch_keys: FetchKeys, *, required: bool, max_bytes: int
+) -> list[PollItem]:
+    """The poll's items, each ``opened`` or with the ``rejection`` saying why not."""
+    opened = unseal_all(
+        [item.record for item in items], fetch_keys, required=required, max_bytes=max_bytes
+    )
+    return [
+        replace(item, rejection=o) if isinstance(o, Rejection) else replace(item, opened=o)
+        for item, o in zip(items, opened, strict=True)
+    ]
 
 
 def unseal_all(

@@ -1,4 +1,4 @@
-"""Stage 1: bytes from the inbound topic → an InboundEvent, or a Rejection with a reason code.
+"""Stage 2, validate: an opened record → an InboundEvent, or a Rejection with a reason code.
 
 Checks, in order: size, JSON, the CloudEvents 1.0 envelope, that the publishing agency is
 registered, its Ed25519 signature over the canonical event (so nobody publishes as another
@@ -10,7 +10,8 @@ Never copies payload values into a rejection.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +21,7 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from services.broker.cloudevents import CloudEvent
-from services.broker.pipeline.model import InboundEvent, Rejection
+from services.broker.pipeline.model import InboundEvent, PollItem, Rejection
 from services.broker.provenance import SIGNATURE, verify_event
 
 # Agencies' clocks may run a little ahead of the relay's.
@@ -101,20 +102,11 @@ def validate(
 ) -> InboundEvent | Rejection:
     """Check one inbound record. ``agency_keys`` maps each registered agency to its Ed25519
     verify key; ``seen`` says whether an event key (``agency/event id``) was relayed before;
-    ``sealed_for`` is the (agency, survivor) the record was sealed as (stage 0, unseal)."""
-    if len(raw) > max_bytes:
-        return Rejection("oversized", f"event is {len(raw)} bytes; the limit is {max_bytes}")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
-        return Rejection("malformed", "not a JSON document")
-    try:
-        envelope = CloudEvent.model_validate(doc)
-    except ValidationError as exc:
-        fields = sorted({".".join(map(str, e["loc"])) or "(envelope)" for e in exc.errors()})
-        return Rejection("malformed", "invalid CloudEvents envelope at: " + ", ".join(fields))
-    except RecursionError:
-        return Rejection("malformed", "nesting too deep")
+    ``sealed_for`` is the (agency, survivor) the record was sealed as (stage 1, unseal)."""
+    parsed = _envelope(raw, max_bytes)
+    if isinstance(parsed, Rejection):
+        return parsed
+    doc, envelope = parsed
     agency = envelope.agency_id
     if agency not in agency_keys:
         return Rejection("unknown_agency", "source is not a registered agency", envelope.id)
@@ -151,6 +143,65 @@ def validate(
         data=dict(envelope.data),
         survivor_age=survivor_age(envelope.data, envelope.time),
     )
+
+
+def _envelope(raw: bytes, max_bytes: int) -> tuple[Any, CloudEvent] | Rejection:
+    """Size, JSON, and the CloudEvents 1.0 envelope: the document and its envelope."""
+    if len(raw) > max_bytes:
+        return Rejection("oversized", f"event is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return Rejection("malformed", "not a JSON document")
+    try:
+        return doc, CloudEvent.model_validate(doc)
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, e["loc"])) or "(envelope)" for e in exc.errors()})
+        return Rejection("malformed", "invalid CloudEvents envelope at: " + ", ".join(fields))
+    except RecursionError:
+        return Rejection("malformed", "nesting too deep")
+
+
+def validate_all(
+    items: Sequence[PollItem],
+    *,
+    schemas: SchemaRegistry,
+    agency_keys: Mapping[str, str | None],
+    max_bytes: int,
+    seen: Callable[[str], bool],
+    now: datetime,
+    max_age: timedelta,
+) -> list[PollItem]:
+    """The poll's opened items, each with its ``event`` or the ``rejection`` saying why not.
+
+    One replay check for the whole poll: an event accepted earlier in it, on any partition,
+    is ``replayed`` the second time, as is one ``seen`` says was relayed before."""
+    accepted: set[str] = set()
+
+    def relayed(key: str) -> bool:
+        return key in accepted or seen(key)
+
+    out: list[PollItem] = []
+    for item in items:
+        if item.opened is None:  # rejected by an earlier stage
+            out.append(item)
+            continue
+        checked = validate(
+            item.opened.event,
+            schemas=schemas,
+            agency_keys=agency_keys,
+            max_bytes=max_bytes,
+            seen=relayed,
+            now=now,
+            max_age=max_age,
+            sealed_for=item.opened.sealed_for,
+        )
+        if isinstance(checked, Rejection):
+            out.append(replace(item, rejection=checked))
+        else:
+            accepted.add(event_key(checked.agency_id, checked.id))
+            out.append(replace(item, event=checked))
+    return out
 
 
 def event_key(agency_id: str, event_id: str) -> str:
