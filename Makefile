@@ -31,12 +31,12 @@ browser:
 	bash deploy/browser.sh
 
 lint: install
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services tools tests
+	$(BIN)/ruff format --check services tools tests
 	$(BIN)/mypy
 
 # Known-vulnerable dependencies (deploy/audit-deps.sh): pip-audit with OSV or PyPI's per-release
-# JSON; where neither answers, the fallback services/dep_audit.py checks the distributions that are
+# JSON; where neither answers, the fallback tools/dep_audit.py checks the distributions that are
 # at their latest release against PyPI's project JSON and lists the others as NOT checked; fails on
 # any known vulnerability. Skipped with a message if no data answers at all; ACCORD_AUDIT_REQUIRED=1
 # makes a skip, or a fallback that left something unchecked, a failure. See docs/security.md.
@@ -51,7 +51,7 @@ policy-test: stack
 
 # Delete each rule's clause in turn (on a copy of policies/); every mutant must fail `opa test`.
 mutation: install
-	$(BIN)/python -m services.policy_mutation
+	$(BIN)/python -m tools.policy_mutation
 
 # Decision latency through the running OPA server: single decisions and batches of 100.
 bench-opa: stack

@@ -4,7 +4,7 @@
 # 1. pip-audit, with a vulnerability service: OSV (api.osv.dev) or PyPI's per-release JSON API.
 #    Each is probed first with a release known to be vulnerable (jinja2 2.4.1), so a service that
 #    answers but knows nothing does not pass for a clean audit.
-# 2. If neither answers: the fallback `python -m services.dep_audit`, which reads PyPI's
+# 2. If neither answers: the fallback `python -m tools.dep_audit`, which reads PyPI's
 #    project-level JSON. Its 'vulnerabilities' list covers each project's latest release only,
 #    so only distributions installed at their latest release are checked; the others are listed
 #    as NOT checked, with the reason. It fails on any known vulnerability found. It too is probed
@@ -47,7 +47,7 @@ required=()
 [ "${ACCORD_AUDIT_REQUIRED:-0}" = "1" ] && required=(--require-complete)
 echo "audit-deps: neither OSV nor PyPI's per-release JSON API answers; trying the fallback"
 rc=0
-"$BIN/python" -m services.dep_audit "${required[@]}" || rc=$?
+"$BIN/python" -m tools.dep_audit "${required[@]}" || rc=$?
 [ "$rc" != 2 ] && exit "$rc"
 
 msg="audit-deps: SKIPPED: neither OSV (api.osv.dev), nor PyPI's per-release JSON API, nor PyPI's project JSON with vulnerability data answers from this machine, so no vulnerability data is available. Run 'make audit-deps' where one does."

@@ -1,7 +1,7 @@
 """The agency's side, without writing code: an Ed25519 signing key in a file, and publishing
 an event given as JSON (``accord keys agency-keypair``, ``accord publish``).
 
-Signing is ``services.broker.provenance.sign_event``, the same function the demo and the
+Signing is ``services.events.provenance.sign_event``, the same function the demo and the
 tests sign with. The event goes to ``POST /v1/events`` with the agency's API key; the API
 seals it to its survivor before it reaches Kafka. Nothing here logs the event.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from nacl.signing import SigningKey
 
-from services.broker import provenance
+from services.events import provenance
 
 CLOUDEVENTS = "application/cloudevents+json"
 

@@ -1,7 +1,8 @@
 """The Accord HTTP API: one FastAPI app, every route authenticated.
 
-Routers come from their domains (``services/broker/ingest.py``, ...); this module only wires
-settings, the database, the Kafka producer and limits together.
+Routers come from their domains (``services/broker/edges/ingest.py``,
+``services/registry/views.py``, ...); this module only wires settings, the database, the Kafka
+producer and limits together.
 """
 
 from __future__ import annotations
@@ -13,38 +14,41 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import openapi, policy_data
+from services.atrest.keys import kek_ring
 from services.atrest.store import SurvivorErased
 from services.audit import store
 from services.audit import views as audit_views
-from services.audit.disclosures import AuditDisclosureLog
 from services.audit.signing import appender_key
 from services.audit.witness import audit_verification
-from services.auth import views as auth_views
-from services.broker import admin, feed, ingest
-from services.broker import rejections as rejections_views
+from services.broker.edges import feed, ingest
+from services.broker.edges import rejections as rejections_views
 from services.broker.pipeline.decide import OpaPolicy
 from services.broker.pipeline.validate import SchemaRegistry
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
-from services.consent.publisher import ConsentPublisher, republish_pending
+from services.consent.audit_disclosures import AuditDisclosureLog
+from services.credentials import views as auth_views
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
+from services.errors import DomainError
 from services.http_security import HttpSecurity
-from services.kafka_client import API, kafka
-from services.keys import kek_ring
+from services.kafka.client import API, kafka
+from services.kafka.sink import SinkProgress
 from services.legal import views as legal_views
 from services.observability import views as observability_views
 from services.observability.readiness import OpaCheck, standard_checks
+from services.registry import views as registry_views
 from services.settings import Settings
-from services.sink import SinkProgress
 from services.sink_worker import audit_group
+from services.snapshot.publisher import ConsentPublisher, Snapshots, republish_pending
 
 log = logging.getLogger("accord.api")
 
@@ -97,7 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         publisher = ConsentPublisher(producer, s.topic_consents)
         app.state.consent_publisher = publisher
-        # R14 reads releases from the audit chain (services/audit/disclosures.py).
+        app.state.snapshots = Snapshots(sessions, publisher)
+        # R14 reads releases from the audit chain (services/consent/audit_disclosures.py).
         app.state.disclosures = AuditDisclosureLog(
             sessions, policy_data.categorizer(s.policies_dir)
         )
@@ -143,6 +148,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    @app.exception_handler(DomainError)
+    async def refused(request: Request, exc: DomainError) -> Response:
+        # Every domain's refusals, answered once: its status, the Error schema, its own message.
+        return await http_exception_handler(request, HTTPException(exc.status, detail=exc.message))
+
     @app.exception_handler(SurvivorErased)
     async def erased(request: Request, exc: SurvivorErased) -> JSONResponse:
         # A tombstone (docs/at-rest.md): nothing new about an erased survivor is accepted.
@@ -167,7 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(ingest.router)
-    app.include_router(admin.router)
+    app.include_router(registry_views.router)
     app.include_router(feed.router)
     app.include_router(rejections_views.router)
     app.include_router(consent_views.router)

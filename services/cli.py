@@ -80,9 +80,9 @@ def kafka_provision() -> None:
 
     from sqlalchemy import select
 
-    from services.broker import models
     from services.db import make_engine, make_sessionmaker
-    from services.kafka_acl import provision
+    from services.kafka.provisioning import provision
+    from services.registry import models
 
     s = Settings()
     try:
@@ -96,7 +96,7 @@ def kafka_provision() -> None:
 
 
 def _principal_of(partner: str | None, agency: str | None) -> str:
-    from services import kafka_client
+    from services.kafka import client as kafka_client
 
     if (partner is None) == (agency is None):
         raise typer.BadParameter("give exactly one of --partner or --agency")
@@ -118,7 +118,7 @@ def kafka_revoke(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -
     gives it a new credential."""
     import asyncio
 
-    from services.kafka_acl import revoke
+    from services.kafka.provisioning import revoke
 
     principal = _principal_of(partner, agency)
     try:
@@ -135,7 +135,7 @@ def kafka_rotate(partner: str | None = _PARTNER, agency: str | None = _AGENCY) -
     new connections (to cut open connections too, revoke)."""
     import asyncio
 
-    from services.kafka_acl import rotate
+    from services.kafka.provisioning import rotate
 
     principal = _principal_of(partner, agency)
     try:
@@ -167,7 +167,7 @@ def credentials_issue(
     out: Path | None = _OUT,
 ) -> None:
     """Issue an API key; its secret is shown once (printed, or written to --out)."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     try:
         auth_cli.issue(
@@ -183,7 +183,7 @@ def credentials_list(
     role: Role | None = _ROLE_FILTER,
 ) -> None:
     """List keys (id, role, agency, when issued and revoked, subject); never a secret."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     auth_cli.list_credentials(Settings(), typer.echo, subject=subject, role=role)
 
@@ -193,7 +193,7 @@ def credentials_revoke(
     credential_id: str = typer.Argument(..., help="The <id> of acc_<id>_..."),
 ) -> None:
     """Revoke a key: it fails from its next request."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     try:
         auth_cli.revoke(Settings(), typer.echo, credential_id)
@@ -207,7 +207,7 @@ def credentials_rotate(
     out: Path | None = _OUT,
 ) -> None:
     """Replace a key: a new one for the same role and subject (shown once), the old one revoked."""
-    from services.auth import cli as auth_cli
+    from services.credentials import cli as auth_cli
 
     try:
         auth_cli.rotate(Settings(), typer.echo, credential_id, out=out)
@@ -320,7 +320,7 @@ def keys_erase(
     yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
 ) -> None:
     """Destroy a survivor's data keys: their evidence and justifications become unreadable."""
-    from services.atrest.cli import erase_command
+    from services.consent.erasure import erase_command
 
     if not yes:
         _fail(ValueError("erasure cannot be undone: pass --yes"))
@@ -339,7 +339,7 @@ def bench_opa(
     warmup: int = typer.Option(100, min=0, help="Untimed single requests first."),
 ) -> None:
     """Decision latency through the real OPA server: single decisions and batches."""
-    from services.bench.opa_latency import run
+    from tools.bench.opa_latency import run
 
     s = Settings()
     if not devstack.opa.healthy(s):
@@ -366,7 +366,7 @@ def bench_relay(
     """The relay against a raw Kafka pass-through and the broker's own limit; last line: ratio."""
     from pathlib import Path
 
-    from services.bench.relay_bench import Params, run
+    from tools.bench.relay_bench import Params, run
 
     if engine not in ("opa", "wasm"):
         _fail(ValueError(f"unknown policy engine {engine!r}: opa or wasm"))
@@ -394,7 +394,7 @@ def bench_api(
 ) -> None:
     """p50/p99 of consent list, preview and publish, idle and while the relay runs flat out;
     the loaded/idle ratio and whether p99 ≤ 100 ms under load."""
-    from services.bench.api_bench import Params, run
+    from tools.bench.api_bench import Params, run
 
     try:
         counts = tuple(int(n) for n in partners.split(","))
@@ -424,7 +424,7 @@ def faults(
     """Kill the relay, restart Kafka, stop OPA and PostgreSQL (private instances), each during a
     stream of events; print fault → sent / delivered / duplicated / lost / undecided; exit 1
     unless the last columns are all 0."""
-    from services.bench.faults import Params, run
+    from tools.bench.faults import Params, run
 
     params = Params(
         events=events, rate=rate, outage_s=outage_s, seed=seed, keep=keep, budget_s=budget_s
@@ -646,17 +646,17 @@ def tail(
         _fail(ValueError("--http needs --api-key (or ACCORD_API_KEY)"))
     s = Settings()
     if relay_key is None:
+        from services.atrest.keys import relay_key as local_relay_key
         from services.broker.pipeline.seal import public_key_of
-        from services.keys import relay_key as local_relay_key
 
         if not (s.relay_private_key or (s.state_dir / "keys" / "relay.key").exists()):
             _fail(ValueError("no local relay key: pass --relay-key"))
         relay_key = public_key_of(local_relay_key(s))
     from aiokafka.errors import KafkaError
 
-    from services import kafka_client
-    from services.kafka_acl import partner_group_prefix
-    from services.kafka_client import KafkaCredentialMissing
+    from services.kafka import client as kafka_client
+    from services.kafka.acls import partner_group_prefix
+    from services.kafka.client import KafkaCredentialMissing
 
     def make_source() -> HttpFeed | KafkaFeed:
         if http is not None:

@@ -21,20 +21,22 @@ from aiokafka import AIOKafkaProducer
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from services import devstack, kafka_client, migrations
+from services import devstack, migrations
+from services.atrest.keys import relay_key as relay_private_key
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import provenance, topics
-from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
-from services.broker.schemas import RegistryIn
-from services.broker.service import load_registry
 from services.broker.survivor_keys import EventSealer, seal_all
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_acl import provision
-from services.kafka_client import ADMIN, API, AUDIT, kafka
-from services.keys import relay_key as relay_private_key
+from services.events import provenance
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.client import ADMIN, API, AUDIT, kafka
+from services.kafka.provisioning import provision
+from services.registry.schemas import RegistryIn
+from services.registry.service import load_registry
 from services.runtime import running_api, running_checkpointer, running_relay, running_sinks
+from services.sdk.partner import collect, tail
 from services.settings import REPO_ROOT, Settings
 
 REGISTRY = REPO_ROOT / "deploy" / "demo" / "registry.json"

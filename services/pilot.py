@@ -30,13 +30,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from services import kafka_acl, kafka_client, migrations
+from services import migrations
+from services.atrest.keys import kek_ring, relay_key
 from services.audit.signing import appender_key, create_dev_key
 from services.audit.witness import witness_topic
 from services.devstack import kafka as dev_kafka
 from services.devstack import tls
 from services.devstack.process import StackError, wait_until
-from services.keys import kek_ring, relay_key
+from services.kafka import client as kafka_client
+from services.kafka import provisioning as kafka_acl
 from services.settings import Settings
 
 
@@ -153,7 +155,7 @@ def provision(s: Settings, *, timeout_s: float = 180.0) -> list[str]:
     migrations.upgrade(s.sqlalchemy_url)
     wait_until(lambda: asyncio.run(_kafka_ready(s)), what="kafka", timeout_s=timeout_s)
     principals = asyncio.run(kafka_acl.provision(s))
-    from services.broker import topics
+    from services.kafka import topics
 
     admin = kafka_client.kafka(s, kafka_client.ADMIN)
     created = asyncio.run(topics.ensure_topics(admin, [*topics.core_topics(s), witness_topic(s)]))
@@ -170,8 +172,8 @@ AGENCY, PARTNER = "pilot-agency", "pilot-shelter"
 
 
 def _registry(agency_key: SigningKey, partner_key: PrivateKey) -> dict[str, Any]:
-    from services.broker import provenance
     from services.broker.pipeline import seal
+    from services.events import provenance
 
     return {
         "agencies": [
@@ -241,13 +243,14 @@ class SmokeResult:
 async def _smoke(s: Settings, api_url: str, timeout_s: float) -> SmokeResult:
     from services.auth.principals import Role
     from services.auth.service import issue_credential
-    from services.broker import provenance, topics
-    from services.broker.partner import collect, tail
     from services.broker.pipeline import seal
-    from services.broker.schemas import RegistryIn
-    from services.broker.service import load_registry
     from services.broker.survivor_keys import EventSealer
     from services.db import make_engine, make_sessionmaker, transaction
+    from services.events import provenance
+    from services.kafka import topics
+    from services.registry.schemas import RegistryIn
+    from services.registry.service import load_registry
+    from services.sdk.partner import collect, tail
 
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=api_url, timeout=5) as http:

@@ -12,11 +12,12 @@ import uvicorn
 from sqlalchemy import Engine
 
 from services.api import create_app
+from services.atrest.keys import kek_ring, relay_key
 from services.audit import health
 from services.audit.chain import Signer
 from services.audit.checkpoints import Checkpointer
 from services.audit.witness import KafkaWitness, witness_topic
-from services.broker import topics
+from services.broker.consent_view import KafkaConsentView
 from services.broker.pipeline.decide import OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
 from services.broker.pipeline.seal import Sealer
@@ -25,12 +26,11 @@ from services.broker.registry import SqlRegistry
 from services.broker.relay import Clock, Relay, utcnow
 from services.broker.replay import SeenEvents
 from services.broker.survivor_keys import SqlSurvivorKeys
-from services.consent.view import KafkaConsentView
 from services.db import make_engine, make_sessionmaker
 from services.devstack import opa
 from services.http_security import server_options
-from services.kafka_client import CHECKPOINTER, RELAY, kafka
-from services.keys import kek_ring, relay_key
+from services.kafka import topics
+from services.kafka.client import CHECKPOINTER, RELAY, kafka
 from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
 from services.observability.server import running_health
 from services.settings import Settings

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 19093
     kafka_bootstrap: str = ""
     # SASL_SSL only: the CA that signed the broker's certificate (PEM) and a JSON file of
-    # principal -> SCRAM password (services/kafka_client.py). Empty: the dev stack's files
+    # principal -> SCRAM password (services/kafka/client.py). Empty: the dev stack's files
     # under <state_dir>/kafka/.
     kafka_ca_file: str = ""
     kafka_credentials_file: str = Field(default="", repr=False)

@@ -1,9 +1,9 @@
 """``accord sink``: the audit sink and the rejection sink, one worker process for both.
 
 The decision records go into the audit hash chain (``services/audit/sink.py``), the dead
-letters into ``rejected_events`` (``services/broker/rejections.py``): each exactly once, one
-database transaction per poll, the database work in a thread (``services/sink.py``). The worker
-connects to Kafka as the ``accord-audit`` principal, which may read only those two topics.
+letters into ``rejected_events`` (``services/broker/edges/rejections.py``): each exactly once, one
+database transaction per poll, the database work in a thread (``services/kafka/sink.py``). The
+worker connects to Kafka as the ``accord-audit`` principal, which may read only those two topics.
 Several workers may run: Kafka's group protocol shares the partitions out among them.
 """
 
@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit import store
 from services.audit.signing import appender_key
 from services.audit.sink import audit_sink
-from services.broker.rejections import rejection_sink
+from services.broker.edges.rejections import rejection_sink
 from services.db import make_engine, make_sessionmaker
-from services.kafka_client import AUDIT, kafka
+from services.kafka.client import AUDIT, kafka
+from services.kafka.sink import TopicSink
 from services.settings import Settings
-from services.sink import TopicSink
 
 log = logging.getLogger("accord.sink")
 

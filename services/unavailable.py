@@ -11,4 +11,7 @@ from __future__ import annotations
 class Unavailable(RuntimeError):
     """A dependency of the relay (OPA, a view of a Kafka topic, the database) cannot answer
     now: nothing of the poll may be delivered; the relay rewinds it and retries after a
-    backoff (R1, R3). Subclasses name the cause (``metrics.hold_cause``)."""
+    backoff (R1, R3). Each subclass names its cause: one of ``metrics.HOLD_CAUSES``, the label
+    of the held-batch counter (here rather than in metrics, which the relay's modules import)."""
+
+    cause = "other"

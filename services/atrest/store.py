@@ -46,7 +46,7 @@ class SurvivorErased(Exception):
 
 @lru_cache(maxsize=1)
 def _configured_ring() -> KekRing:
-    from services.keys import kek_ring
+    from services.atrest.keys import kek_ring
     from services.settings import Settings
 
     return kek_ring(Settings())

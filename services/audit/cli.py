@@ -12,7 +12,7 @@ from services.audit.chain import Checkpoint, VerifyReport
 from services.audit.signing import appender_verify_key, checkpoint_verify_key
 from services.audit.witness import read_file, read_topic
 from services.db import make_engine, make_sessionmaker
-from services.kafka_client import AUDIT, kafka
+from services.kafka.client import AUDIT, kafka
 from services.settings import Settings
 
 

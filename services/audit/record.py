@@ -10,15 +10,65 @@ a justification, a court's name or reference, or any event field's value.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy.orm import Session
 
 from services.audit import store
 
-if TYPE_CHECKING:
-    from services.consent.models import ConsentVersion
-    from services.legal.models import CourtOrder, Declaration
+# What each function reads of the row it is given (the consent and legal tables match these):
+# the audit package imports no domain above it.
+
+
+class Declaration(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def survivor_id(self) -> str: ...
+    @property
+    def agency_id(self) -> str: ...
+    @property
+    def declared_by(self) -> str: ...
+    @property
+    def ended_by(self) -> str | None: ...
+    @property
+    def tell_survivor(self) -> bool: ...
+
+
+class CourtOrder(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def survivor_id(self) -> str: ...
+    @property
+    def agency_id(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def fields(self) -> list[str]: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def recorded_by(self) -> str: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+
+
+class ConsentVersion(Protocol):
+    @property
+    def consent_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def survivor_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def provisions(self) -> list[dict[str, Any]]: ...
+    @property
+    def recorded_by(self) -> dict[str, Any]: ...
+    @property
+    def recorded_at(self) -> datetime: ...
 
 
 def declaration(

@@ -24,7 +24,7 @@ from pathlib import Path
 from nacl.signing import SigningKey, VerifyKey
 
 from services.audit.chain import key_id
-from services.keys import _key_bytes
+from services.keyfile import key_bytes
 from services.settings import Settings
 
 
@@ -113,7 +113,7 @@ def checkpoint_verify_key(s: Settings) -> VerifyKey:
 def appender_key(s: Settings) -> SigningKey:
     """The appender key (``ACCORD_AUDIT_APPENDER_KEY``, or in development a key file), its
     verify key published beside it for the checkpointer and verifiers."""
-    key = SigningKey(_key_bytes(s.audit_appender_key, _keys(s) / "audit-appender.key"))
+    key = SigningKey(key_bytes(s.audit_appender_key, _keys(s) / "audit-appender.key"))
     if not s.audit_appender_key:
         publish_verify_key(_keys(s) / "audit-appender.pub", key.verify_key)
     return key

@@ -1,7 +1,7 @@
 """The audit sink: decision records from the decisions topic into the hash chain, each once.
 
 Reads ``read_committed`` (records of aborted relay transactions never arrive). Each poll's
-records are appended in one database transaction (``services/sink.py``), serialised with every
+records are appended in one database transaction (``services/kafka/sink.py``), serialised with every
 other appender by the head lock (``store.append``). A record's unique key
 ``decision:<event id>:<partner id>`` makes a record redelivered after a crash (the offset is
 committed after the database commit) a no-op: keys already chained are filtered out before
@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import chain, store
 from services.audit.models import AuditEntry
-from services.kafka_client import KafkaConn
-from services.sink import Table, TopicSink
+from services.kafka.client import KafkaConn
+from services.kafka.sink import Table, TopicSink
 
 log = logging.getLogger("accord.audit")
 

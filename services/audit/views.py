@@ -10,7 +10,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from services.audit import chain, reports
 from services.audit import record as audit_record
 from services.audit.models import AuditEntry
-from services.auth.deps import SessionDep, require
+from services.auth.deps import require
 from services.auth.principals import Principal, Role
+from services.deps import Now, SessionDep, Sessions
 from services.openapi import DateTimeParam
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -130,11 +131,6 @@ def _chunks(
         if len(rows) < CHUNK:
             return
         after = rows[-1].seq
-
-
-def _sessions(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessions
-    return factory
 
 
 # --- search and export ---------------------------------------------------------------------
@@ -262,6 +258,7 @@ def export_lines(
     response_class=StreamingResponse,
 )
 def export(
+    sessions: Sessions,
     _: Compliance,
     request: Request,
     f: FiltersDep,
@@ -270,7 +267,7 @@ def export(
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     name = f"accord-decisions.{format}"
     return StreamingResponse(
-        export_lines(_sessions(request), f, format),
+        export_lines(sessions, f, format),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
@@ -289,13 +286,13 @@ def _threshold(request: Request) -> int:
     summary="Releases and refusals by rule and partner type (small counts suppressed, R15)",
     responses=RESPONSES,
 )
-def rules_report(_: Compliance, request: Request, f: FiltersDep) -> reports.RulesReport:
+def rules_report(
+    sessions: Sessions, _: Compliance, request: Request, f: FiltersDep
+) -> reports.RulesReport:
     """Counts of released and withheld fields by rule and partner type, over the decisions
     the filters select; a count below the threshold is shown as suppressed (R15)."""
     records = (
-        json.loads(row.record)
-        for rows in _chunks(_sessions(request), decisions_query(f))
-        for row in rows
+        json.loads(row.record) for rows in _chunks(sessions, decisions_query(f)) for row in rows
     )
     return reports.rules_report(records, _threshold(request))
 
@@ -307,6 +304,7 @@ def rules_report(_: Compliance, request: Request, f: FiltersDep) -> reports.Rule
     responses=RESPONSES,
 )
 def consents_report(
+    sessions: Sessions,
     _: Compliance,
     request: Request,
     since: Annotated[DateTimeParam | None, Query(alias="from")] = None,
@@ -322,7 +320,7 @@ def consents_report(
         query = query.where(AuditEntry.at < until)
     changes = (
         (row.at, str(json.loads(row.record).get("op")))
-        for rows in _chunks(_sessions(request), query)
+        for rows in _chunks(sessions, query)
         for row in rows
         if row.at is not None
     )
@@ -394,20 +392,22 @@ class ReviewOut(BaseModel):
     },
 )
 def mark_reviewed(
-    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Compliance, request: Request
+    sessions: Sessions,
+    now: Now,
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    principal: Compliance,
+    request: Request,
 ) -> ReviewOut:
     """Record that the calling compliance officer reviewed the release at `seq`; the review
     is an audit entry of its own, and removes the release from the pending list."""
-    with _sessions(request)() as session, session.begin():
+    with sessions() as session, session.begin():
         row = session.get(AuditEntry, seq)
         record = json.loads(row.record) if row is not None else {}
         legal = set(record.get("basis") or []) & set(chain.LEGAL_BASES)
         release = bool(legal) and bool(record.get("released"))
         if row is None or row.kind != "decision" or not (release or _age_unknown(record)):
             raise HTTPException(404, detail="No legal-basis release at this seq.")
-        done = audit_record.review(
-            session, record, row.entry_key, principal.subject, datetime.now(UTC)
-        )
+        done = audit_record.review(session, record, row.entry_key, principal.subject, now)
         if not done:
             raise HTTPException(409, detail="This release has already been reviewed.")
         review_seq = session.scalar(
@@ -435,8 +435,8 @@ class VerifyOut(chain.VerifyReport):
     "does not hold.",
     responses=RESPONSES,
 )
-async def verify(_: Compliance, request: Request) -> VerifyOut:
+async def verify(sessions: Sessions, _: Compliance, request: Request) -> VerifyOut:
     verification = request.app.state.audit_verification
-    report = await verification.report(_sessions(request))
+    report = await verification.report(sessions)
     key = verification.checkpoint_key
     return VerifyOut(**report.model_dump(), key_id=chain.key_id(key), verify_key=bytes(key).hex())

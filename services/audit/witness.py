@@ -1,7 +1,7 @@
 """Witnessed checkpoints: where signed checkpoints live outside the database.
 
 * A Kafka topic (``ACCORD_TOPIC_AUDIT_CHECKPOINTS``, one partition, ``retention.ms=-1``) that
-  only the checkpointer's principal may write (services/kafka_acl.py), through a
+  only the checkpointer's principal may write (services/kafka/acls.py), through a
   transactional producer: a second checkpointer with the same transactional id fences the
   first, so there is one writer, and a new one starts from every record the last one
   committed. The API and ``accord audit verify`` read it with ``read_committed``.
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import store
 from services.audit.chain import Checkpoint, VerifyReport
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
 from services.settings import Settings
 
 
@@ -153,7 +153,7 @@ def audit_verification(s: Settings) -> Verification:
     """The API's verification (on the running loop), as the API's principal, with the
     published verify keys; appends in the same process are signed with the appender key."""
     from services.audit.signing import appender_verify_key, checkpoint_verify_key
-    from services.kafka_client import API, kafka
+    from services.kafka.client import API, kafka
 
     return Verification(
         kafka(s, API),

@@ -5,26 +5,17 @@ Missing or bad credentials answer 401; a valid credential of the wrong role answ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session, sessionmaker
 
 from services.auth.principals import Principal, Role
 from services.auth.service import authenticate
+from services.deps import SessionDep
 
 _bearer = HTTPBearer(auto_error=False, description="An Accord API key: `acc_<id>_<secret>`")
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessions
-    with factory() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def current_principal(

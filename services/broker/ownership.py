@@ -28,8 +28,8 @@ from aiokafka import (
 )
 from aiokafka.errors import KafkaError
 
-from services.broker.stable_offsets import stable_committed
-from services.kafka_client import RELAY, kafka
+from services.kafka.client import RELAY, kafka
+from services.kafka.offsets import stable_committed
 from services.observability import metrics
 from services.settings import Settings
 

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.broker import models
 from services.broker.pipeline.model import Agreement, Recipient
+from services.registry import models
 from services.unavailable import Unavailable
 
 
@@ -61,6 +61,8 @@ def recipient_of(partner: models.Partner, purpose: str) -> Recipient:
 
 class RegistryUnavailable(Unavailable):
     """The registry database cannot be read; the relay holds its batch and retries."""
+
+    cause = "database_unavailable"  # the survivors' keys raise it too
 
 
 class SqlRegistry:

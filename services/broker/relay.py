@@ -28,7 +28,8 @@ from aiokafka import (
 )
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 
-from services.broker import ownership, topics
+from services.broker import ownership
+from services.broker.consent_view import ConsentView
 from services.broker.ownership import Handover, PartitionProducers
 from services.broker.pipeline import decide, deliver, project, seal, unseal, validate
 from services.broker.pipeline.decide import Policy
@@ -38,8 +39,8 @@ from services.broker.pipeline.validate import SchemaRegistry, event_key
 from services.broker.registry import Registry, RegistrySnapshot
 from services.broker.replay import Seen
 from services.broker.survivor_keys import SurvivorKeys
-from services.consent.view import ConsentView
-from services.kafka_client import RELAY, kafka
+from services.kafka import topics
+from services.kafka.client import RELAY, kafka
 from services.observability import metrics
 from services.settings import Settings
 from services.unavailable import Unavailable

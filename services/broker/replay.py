@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from services.compacted import CompactedTable
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
+from services.kafka.compacted import CompactedTable
 
 
 class Seen(Protocol):

@@ -18,11 +18,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.atrest import sealed, store
-from services.broker.cloudevents import SOURCE_PREFIX
+from services.atrest.keys import kek_ring
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
 from services.db import make_engine, make_sessionmaker
-from services.keys import kek_ring
+from services.events.cloudevents import SOURCE_PREFIX
 from services.settings import Settings
 
 

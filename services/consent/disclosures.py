@@ -1,6 +1,6 @@
 """The accounting of disclosures (R14), behind one interface.
 
-Releases are read from the audit chain (services/audit/disclosures.py); the ``disclosures``
+Releases are read from the audit chain (services/consent/audit_disclosures.py); the ``disclosures``
 table here keeps the notices: revocations sent to partners, declarations the survivor was told
 of. Only field names and categories, never values.
 """

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from services.broker import models as broker_models
 from services.consent import service
 from services.consent.fhir import FhirRefused, from_fhir, to_fhir
 from services.consent.schemas import Consent, ConsentIn
-from services.consent.service import ConsentError
-from services.consent.views import Actor, _change, _fail, _now, _sessions, publish_snapshot
+from services.consent.views import Actor, change, publish_snapshot
+from services.deps import Now, Sessions
 from services.openapi import errors
+from services.registry import models as registry_models
 
 router = APIRouter(prefix="/v1", tags=["consent", "fhir"])
 
@@ -118,6 +118,8 @@ def _exported(consent: Consent, status_code: int = 200) -> FhirJSONResponse:
     "Revoked and expired consents are exported with status `inactive`.",
 )
 def export_fhir(
+    sessions: Sessions,
+    now: Now,
     survivor_id: str,
     consent_id: str,
     request: Request,
@@ -126,23 +128,20 @@ def export_fhir(
         int | None, Query(ge=1, le=2**31 - 1, description="A version; default: latest")
     ] = None,
 ) -> FhirJSONResponse:
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            if version is not None:
-                consent = service.version(
-                    session=session,
-                    survivor_id=survivor_id,
-                    consent_id=consent_id,
-                    number=version,
-                    now=_now(),
-                )
-                return _exported(consent)
-            service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
-            current = service.current_consents(session=session, survivor_id=survivor_id, now=_now())
-            return _exported(next(c for c in current if c.id == consent_id))
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with sessions() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        if version is not None:
+            consent = service.version(
+                session=session,
+                survivor_id=survivor_id,
+                consent_id=consent_id,
+                number=version,
+                now=now,
+            )
+            return _exported(consent)
+        service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
+        current = service.current_consents(session=session, survivor_id=survivor_id, now=now)
+        return _exported(next(c for c in current if c.id == consent_id))
 
 
 @router.post(
@@ -161,6 +160,8 @@ def export_fhir(
     "request. Answers with the stored consent, exported; acknowledged once in effect (R3).",
 )
 async def import_fhir(
+    sessions: Sessions,
+    now: Now,
     survivor_id: str,
     request: Request,
     actor: Actor,
@@ -170,20 +171,18 @@ async def import_fhir(
     ],
 ) -> FhirJSONResponse:
     def checked() -> ConsentIn:  # blocking: in the threadpool, never on the event loop
-        with _sessions(request)() as session:
+        with sessions() as session:
             service.access(session=session, principal=actor, survivor_id=survivor_id)
             data = from_fhir(resource, survivor_id=survivor_id)
             named = {p for prov in data.provisions for p in prov.recipients.partners}
-            if any(session.get(broker_models.Partner, p) is None for p in sorted(named)):
+            if any(session.get(registry_models.Partner, p) is None for p in sorted(named)):
                 raise FhirRefused(["provision: an actor names a partner Accord does not know"])
             return data
 
     try:
         data = await run_in_threadpool(checked)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
     except FhirRefused as exc:
         raise HTTPException(422, detail=_problems(exc.problems)) from exc
-    consent = await run_in_threadpool(_change, request, actor, survivor_id, data, "grant")
+    consent = await run_in_threadpool(change, sessions, now, actor, survivor_id, data, "grant")
     await publish_snapshot(request, survivor_id)
     return _exported(consent, status_code=201)

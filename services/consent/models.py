@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from services.db import Base, UTCDateTime
 
@@ -23,6 +23,18 @@ class Survivor(Base):
     change_seq: Mapped[int] = mapped_column(Integer, default=0)
     # The last change_seq the relay's topic is known to hold; behind means "republish".
     published_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def mark_for_republish(session: Session, survivor_id: str) -> None:
+    """Have ``republish_pending`` (services/snapshot/publisher.py) publish the survivor's
+    snapshot again: after their data key was erased, the snapshot on the topic no longer opens.
+    Here, beside the two sequence numbers, so that the erasure (services/consent/erasure.py) need
+    not reach into the publisher."""
+    session.execute(
+        update(Survivor)
+        .where(Survivor.id == survivor_id)
+        .values(change_seq=Survivor.change_seq + 1)
+    )
 
 
 class Guardian(Base):

@@ -12,7 +12,6 @@ import hmac
 import json
 import secrets
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,18 +22,13 @@ from services.atrest import store as atrest
 from services.audit import record as audit
 from services.auth.principals import Principal, Role
 from services.auth.service import issue_credential
-from services.broker.pipeline.model import SurvivorFacts
 from services.consent import models
 from services.consent.schemas import Consent, ConsentIn, Evidence, Provision, RecordedBy
+from services.errors import DomainError
 
 
-class ConsentError(Exception):
+class ConsentError(DomainError):
     """A request the consent service refuses; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _forbidden() -> ConsentError:
@@ -476,53 +470,3 @@ def version(
     if row is None or row.survivor_id != survivor_id:
         raise ConsentError(404, "No such consent version for this survivor.")
     return _consent(session, row, now=now)
-
-
-# --- what the relay sees ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything about one survivor the policy needs besides the event itself."""
-
-    survivor_id: str
-    seq: int
-    consents: list[dict[str, Any]]
-    declarations: list[dict[str, Any]] = field(default_factory=list)
-    court_orders: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def facts(self) -> SurvivorFacts:
-        """What the relay reads of this snapshot once published (the preview asks with it)."""
-        return SurvivorFacts(
-            tuple(self.consents), tuple(self.declarations), tuple(self.court_orders)
-        )
-
-
-def snapshot(*, session: Session, survivor: models.Survivor) -> Snapshot:
-    """The survivor's current consents as the policy reads them (see policies/README.md).
-
-    A guardian's ``suspect`` flag is taken from the guardian record now, not from when the
-    consent was recorded: flagging a guardian voids the consents they recorded (R5).
-    """
-    suspects = set(
-        session.scalars(
-            select(models.Guardian.guardian_id).where(
-                models.Guardian.survivor_id == survivor.id, models.Guardian.suspect.is_(True)
-            )
-        )
-    )
-    out = []
-    for c in current_consents(session=session, survivor_id=survivor.id, now=None, evidence=False):
-        doc = c.model_dump(mode="json", exclude={"evidence", "evidence_erased", "survivor_id"})
-        del doc["recorded_by"]["relation"]  # sealed at rest; the policy does not read it
-        doc["recorded_by"]["suspect"] = (
-            c.recorded_by.role == "guardian" and c.recorded_by.actor in suspects
-        )
-        out.append(doc)
-    from services.legal.service import policy_view  # legal bases ride in the same snapshot
-
-    legal = policy_view(session=session, survivor_id=survivor.id)
-    return Snapshot(
-        survivor.id, survivor.change_seq, out, legal["declarations"], legal["court_orders"]
-    )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, Protocol
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
@@ -19,17 +19,17 @@ from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker import models as broker_models
 from services.broker.pipeline.decide import PolicyUnavailable, build_input, parse_decision
-from services.broker.pipeline.model import InboundEvent
+from services.broker.pipeline.model import InboundEvent, SurvivorFacts
 from services.broker.registry import recipient_of
-from services.consent import service
+from services.consent import models, service
 from services.consent.disclosures import DisclosureLog, DisclosureOut
 from services.consent.notices import send_revocation_notices
-from services.consent.publisher import ConsentPublisher, publish_committed
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
+from services.deps import Now, Sessions
 from services.openapi import errors
+from services.registry import models as registry_models
 from services.vocabulary import Purpose
 
 log = logging.getLogger("accord.consent")
@@ -39,19 +39,6 @@ router = APIRouter(prefix="/v1", tags=["consent"])
 Actor = Annotated[Principal, Depends(require(Role.SURVIVOR, Role.ADVOCATE, Role.GUARDIAN))]
 Advocate = Annotated[Principal, Depends(require(Role.ADVOCATE))]
 ENROLLMENT_TTL = timedelta(minutes=15)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _sessions(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessions
-    return factory
-
-
-def _fail(exc: ConsentError) -> HTTPException:
-    return HTTPException(exc.status, detail=exc.message)
 
 
 # --- survivors, guardians, enrollment --------------------------------------------------------
@@ -68,20 +55,19 @@ class SurvivorOut(BaseModel):
 
 
 @router.post("/survivors", status_code=201, response_model=SurvivorOut, responses=errors(409))
-def register_survivor(body: SurvivorIn, request: Request, advocate: Advocate) -> SurvivorOut:
+def register_survivor(
+    sessions: Sessions, now: Now, body: SurvivorIn, request: Request, advocate: Advocate
+) -> SurvivorOut:
     """An advocate registers a survivor of their agency (by pseudonym)."""
     assert advocate.agency_id is not None
-    try:
-        with _sessions(request)() as session, session.begin():
-            s = service.register_survivor(
-                session=session,
-                survivor_id=body.survivor_id,
-                agency_id=advocate.agency_id,
-                now=_now(),
-            )
-            return SurvivorOut(id=s.id, agency_id=s.agency_id)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with sessions() as session, session.begin():
+        s = service.register_survivor(
+            session=session,
+            survivor_id=body.survivor_id,
+            agency_id=advocate.agency_id,
+            now=now,
+        )
+        return SurvivorOut(id=s.id, agency_id=s.agency_id)
 
 
 class GuardianIn(BaseModel):
@@ -98,13 +84,13 @@ class GuardianIn(BaseModel):
 # An unknown survivor answers 403 as another agency's does (service.access): no 404 here.
 @router.put("/survivors/{survivor_id}/guardians", status_code=204, responses=errors(410, 503))
 async def record_guardian(
-    survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
+    sessions: Sessions, survivor_id: str, body: GuardianIn, request: Request, advocate: Advocate
 ) -> None:
     """Record a guardian of a minor; ``suspect`` bars them from everything and voids the
     consents they recorded (R5), from the moment this answers."""
 
     def save() -> None:  # blocking: in the threadpool, never on the event loop
-        with _sessions(request)() as session, session.begin():
+        with sessions() as session, session.begin():
             survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
             service.record_guardian(
                 session=session,
@@ -114,10 +100,7 @@ async def record_guardian(
                 suspect=body.suspect,
             )
 
-    try:
-        await run_in_threadpool(save)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    await run_in_threadpool(save)
     await publish_snapshot(request, survivor_id)
 
 
@@ -134,37 +117,36 @@ class EnrollmentOut(BaseModel):
 
 @router.post("/survivors/{survivor_id}/enrollment-codes", status_code=201)
 def issue_code(
-    survivor_id: str, body: EnrollmentIn, request: Request, advocate: Advocate
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    body: EnrollmentIn,
+    request: Request,
+    advocate: Advocate,
 ) -> EnrollmentOut:
     """A single-use code, valid 15 minutes, that the survivor (or guardian) exchanges for a key."""
-    now = _now()
-    try:
-        with _sessions(request)() as session, session.begin():
-            survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
-            if body.role == "guardian":
-                link = body.guardian_id and service.guardianship(
-                    session, body.guardian_id, survivor_id
+    with sessions() as session, session.begin():
+        survivor = service.access(session=session, principal=advocate, survivor_id=survivor_id)
+        if body.role == "guardian":
+            link = body.guardian_id and service.guardianship(session, body.guardian_id, survivor_id)
+            if not link or link.suspect:
+                raise ConsentError(
+                    422, "Record this guardian first; a suspect guardian gets no code."
                 )
-                if not link or link.suspect:
-                    raise ConsentError(
-                        422, "Record this guardian first; a suspect guardian gets no code."
-                    )
-                role, subject = Role.GUARDIAN, body.guardian_id
-            else:
-                role, subject = Role.SURVIVOR, survivor_id
-            assert subject is not None
-            code = service.issue_enrollment_code(
-                session=session,
-                survivor=survivor,
-                role=role,
-                subject=subject,
-                issued_by=advocate.subject,
-                now=now,
-                ttl=ENROLLMENT_TTL,
-            )
-        return EnrollmentOut(code=code, expires_at=now + ENROLLMENT_TTL)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+            role, subject = Role.GUARDIAN, body.guardian_id
+        else:
+            role, subject = Role.SURVIVOR, survivor_id
+        assert subject is not None
+        code = service.issue_enrollment_code(
+            session=session,
+            survivor=survivor,
+            role=role,
+            subject=subject,
+            issued_by=advocate.subject,
+            now=now,
+            ttl=ENROLLMENT_TTL,
+        )
+    return EnrollmentOut(code=code, expires_at=now + ENROLLMENT_TTL)
 
 
 class EnrollIn(BaseModel):
@@ -184,14 +166,11 @@ class EnrollOut(BaseModel):
     response_model=EnrollOut,
     responses={401: {"description": "The code is wrong, used or expired"}},
 )
-def enroll(body: EnrollIn, request: Request) -> EnrollOut:
+def enroll(sessions: Sessions, now: Now, body: EnrollIn, request: Request) -> EnrollOut:
     """Exchange an enrollment code (the credential for this call) for an API key."""
-    try:
-        with _sessions(request)() as session, session.begin():
-            key, role = service.redeem_enrollment_code(session=session, code=body.code, now=_now())
-        return EnrollOut(api_key=key, role=role)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with sessions() as session, session.begin():
+        key, role = service.redeem_enrollment_code(session=session, code=body.code, now=now)
+    return EnrollOut(api_key=key, role=role)
 
 
 # --- consents -----------------------------------------------------------------------------
@@ -202,16 +181,25 @@ def _check_partners(session: Session, data: ConsentIn) -> None:
         f"provisions[{i}].recipients.partners[{j}]"
         for i, prov in enumerate(data.provisions)
         for j, p in enumerate(prov.recipients.partners)
-        if session.get(broker_models.Partner, p) is None
+        if session.get(registry_models.Partner, p) is None
     ]
     if unknown:  # where, never the id sent: it may be a name
         raise ConsentError(422, f"No registered partner at {', '.join(unknown)}.")
 
 
+class Snapshots(Protocol):
+    """The survivors' snapshots for the relay (``services/snapshot/``, above the consent and
+    legal services; the API puts one in ``app.state.snapshots``)."""
+
+    async def publish(self, survivor_id: str) -> None: ...
+
+    def facts(self, *, session: Session, survivor: models.Survivor) -> SurvivorFacts: ...
+
+
 async def publish_snapshot(request: Request, survivor_id: str) -> None:
-    publisher: ConsentPublisher = request.app.state.consent_publisher
+    snapshots: Snapshots = request.app.state.snapshots
     try:
-        await publish_committed(_sessions(request), publisher, survivor_id)
+        await snapshots.publish(survivor_id)
     except KafkaError as exc:
         log.error("consent snapshot not published", extra={"survivor_id": survivor_id})
         raise HTTPException(
@@ -221,51 +209,47 @@ async def publish_snapshot(request: Request, survivor_id: str) -> None:
         ) from exc
 
 
-def _change(
-    request: Request,
+def change(
+    sessions: sessionmaker[Session],
+    now: datetime,
     principal: Principal,
     survivor_id: str,
     body: ConsentIn | None,
     op: Literal["grant", "amend", "revoke"],
     consent_id: str = "",
 ) -> Consent:
-    try:
-        with _sessions(request)() as session, session.begin():
-            survivor = service.access(session=session, principal=principal, survivor_id=survivor_id)
-            by: RecordedBy = service.recorded_by(
-                session=session, principal=principal, survivor_id=survivor_id
+    with sessions() as session, session.begin():
+        survivor = service.access(session=session, principal=principal, survivor_id=survivor_id)
+        by: RecordedBy = service.recorded_by(
+            session=session, principal=principal, survivor_id=survivor_id
+        )
+        if op == "grant" and body is not None:
+            _check_partners(session, body)
+            return service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
+        if op == "amend" and body is not None:
+            _check_partners(session, body)
+            return service.amend(
+                session=session,
+                survivor=survivor,
+                consent_id=consent_id,
+                data=body,
+                by=by,
+                now=now,
             )
-            now = _now()
-            if op == "grant" and body is not None:
-                _check_partners(session, body)
-                return service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
-            if op == "amend" and body is not None:
-                _check_partners(session, body)
-                return service.amend(
-                    session=session,
-                    survivor=survivor,
-                    consent_id=consent_id,
-                    data=body,
-                    by=by,
-                    now=now,
-                )
-            return service.revoke(
-                session=session, survivor=survivor, consent_id=consent_id, by=by, now=now
-            )
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+        return service.revoke(
+            session=session, survivor=survivor, consent_id=consent_id, by=by, now=now
+        )
 
 
 @router.get("/survivors/{survivor_id}/consents", response_model=list[Consent])
-def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Consent]:
+def list_consents(
+    sessions: Sessions, now: Now, survivor_id: str, request: Request, actor: Actor
+) -> list[Consent]:
     """The survivor's consents, each at its latest version, with its status now (active,
     expired or revoked)."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            return service.current_consents(session=session, survivor_id=survivor_id, now=_now())
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with sessions() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        return service.current_consents(session=session, survivor_id=survivor_id, now=now)
 
 
 @router.post(
@@ -274,9 +258,11 @@ def list_consents(survivor_id: str, request: Request, actor: Actor) -> list[Cons
     response_model=Consent,
     responses=errors(410, 503),
 )
-async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Actor) -> Consent:
+async def grant(
+    sessions: Sessions, now: Now, survivor_id: str, body: ConsentIn, request: Request, actor: Actor
+) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
-    consent = await run_in_threadpool(_change, request, actor, survivor_id, body, "grant")
+    consent = await run_in_threadpool(change, sessions, now, actor, survivor_id, body, "grant")
     await publish_snapshot(request, survivor_id)
     return consent
 
@@ -287,11 +273,17 @@ async def grant(survivor_id: str, body: ConsentIn, request: Request, actor: Acto
     responses={**errors(404, 410, 503), 409: {"description": "The consent was revoked"}},
 )
 async def amend(
-    survivor_id: str, consent_id: str, body: ConsentIn, request: Request, actor: Actor
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    consent_id: str,
+    body: ConsentIn,
+    request: Request,
+    actor: Actor,
 ) -> Consent:
     """Replace the provisions (narrow or widen): a new version; the old one stays readable."""
     consent = await run_in_threadpool(
-        _change, request, actor, survivor_id, body, "amend", consent_id
+        change, sessions, now, actor, survivor_id, body, "amend", consent_id
     )
     await publish_snapshot(request, survivor_id)
     return consent
@@ -302,11 +294,13 @@ async def amend(
     response_model=Consent,
     responses={**errors(404, 503), 409: {"description": "Already revoked"}},
 )
-async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> Consent:
+async def revoke(
+    sessions: Sessions, now: Now, survivor_id: str, consent_id: str, request: Request, actor: Actor
+) -> Consent:
     """Revoke. Once this answers, no event the relay processes afterwards uses this consent (R3);
     partners that received data under it are sent a ``consent.revoked`` notice."""
     consent = await run_in_threadpool(
-        _change, request, actor, survivor_id, None, "revoke", consent_id
+        change, sessions, now, actor, survivor_id, None, "revoke", consent_id
     )
     await publish_snapshot(request, survivor_id)
     try:
@@ -327,24 +321,23 @@ async def revoke(survivor_id: str, consent_id: str, request: Request, actor: Act
     response_model=list[Consent],
     responses=errors(404),
 )
-def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -> list[Consent]:
+def history(
+    sessions: Sessions, now: Now, survivor_id: str, consent_id: str, request: Request, actor: Actor
+) -> list[Consent]:
     """Every version of one consent, oldest first (an amendment adds one; none is erased)."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
-            return [
-                service.version(
-                    session=session,
-                    survivor_id=survivor_id,
-                    consent_id=consent_id,
-                    number=n,
-                    now=_now(),
-                )
-                for n in range(1, last.version + 1)
-            ]
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with sessions() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        last = service.latest(session=session, survivor_id=survivor_id, consent_id=consent_id)
+        return [
+            service.version(
+                session=session,
+                survivor_id=survivor_id,
+                consent_id=consent_id,
+                number=n,
+                now=now,
+            )
+            for n in range(1, last.version + 1)
+        ]
 
 
 @router.get(
@@ -353,6 +346,8 @@ def history(survivor_id: str, consent_id: str, request: Request, actor: Actor) -
     responses=errors(404),
 )
 def read_version(
+    sessions: Sessions,
+    now: Now,
     survivor_id: str,
     consent_id: str,
     number: Annotated[int, Path(ge=1, le=2**31 - 1)],
@@ -360,18 +355,15 @@ def read_version(
     actor: Actor,
 ) -> Consent:
     """One version of a consent, as it was recorded."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-            return service.version(
-                session=session,
-                survivor_id=survivor_id,
-                consent_id=consent_id,
-                number=number,
-                now=_now(),
-            )
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with sessions() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
+        return service.version(
+            session=session,
+            survivor_id=survivor_id,
+            consent_id=consent_id,
+            number=number,
+            now=now,
+        )
 
 
 # --- preview and disclosures ------------------------------------------------------------------
@@ -412,7 +404,12 @@ class PreviewOut(BaseModel):
 
 @router.post("/survivors/{survivor_id}/preview", response_model=PreviewOut, responses=errors(503))
 async def preview(
-    survivor_id: str, request: Request, actor: Actor, body: Annotated[PreviewIn, Body()]
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    request: Request,
+    actor: Actor,
+    body: Annotated[PreviewIn, Body()],
 ) -> PreviewOut:
     """What would this partner receive of such an event under my consents right now?
 
@@ -426,13 +423,13 @@ async def preview(
     unknown = [f"fields[{i}]" for i, name in enumerate(fields) if name not in declared]
     if unknown:  # where, never the name sent: the answer lists the fields it judged
         raise HTTPException(422, detail=f"Not a field of this event type: {', '.join(unknown)}.")
-    now = _now()
+    snapshots: Snapshots = request.app.state.snapshots
 
     def read() -> tuple[Any, ...]:  # blocking: in the threadpool, never on the event loop
-        with _sessions(request)() as session:
+        with sessions() as session:
             survivor = service.access(session=session, principal=actor, survivor_id=survivor_id)
-            partner = session.get(broker_models.Partner, body.partner_id)
-            agency = session.get(broker_models.Agency, survivor.agency_id)
+            partner = session.get(registry_models.Partner, body.partner_id)
+            agency = session.get(registry_models.Agency, survivor.agency_id)
             if partner is None or agency is None:
                 raise ConsentError(422, "Unknown partner (partner_id).")
             purpose = body.purpose or next(
@@ -443,7 +440,7 @@ async def preview(
                 raise ConsentError(
                     422, "Say which purpose: the partner has no subscription to this event type."
                 )
-            facts = service.snapshot(session=session, survivor=survivor).facts
+            facts = snapshots.facts(session=session, survivor=survivor)
             if body.draft is not None:
                 _check_partners(session, body.draft)
                 by = service.recorded_by(session=session, principal=actor, survivor_id=survivor_id)
@@ -460,10 +457,7 @@ async def preview(
                 facts = replace(facts, consents=(*facts.consents, draft))
             return survivor, partner, agency, purpose, facts, recipient_of(partner, purpose)
 
-    try:
-        survivor, partner, agency, purpose, facts, recipient = await run_in_threadpool(read)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    survivor, partner, agency, purpose, facts, recipient = await run_in_threadpool(read)
     event = InboundEvent(
         id="preview",
         type=body.event_type,
@@ -494,12 +488,11 @@ async def preview(
     "/survivors/{survivor_id}/disclosures",
     response_model=list[DisclosureOut],
 )
-def disclosures(survivor_id: str, request: Request, actor: Actor) -> list[DisclosureOut]:
+def disclosures(
+    sessions: Sessions, survivor_id: str, request: Request, actor: Actor
+) -> list[DisclosureOut]:
     """Every release of data about the survivor, and every notice sent about it (R14)."""
-    try:
-        with _sessions(request)() as session:
-            service.access(session=session, principal=actor, survivor_id=survivor_id)
-    except ConsentError as exc:
-        raise _fail(exc) from exc
+    with sessions() as session:
+        service.access(session=session, principal=actor, survivor_id=survivor_id)
     disclosure_log: DisclosureLog = request.app.state.disclosures
     return disclosure_log.for_survivor(survivor_id)

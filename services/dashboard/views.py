@@ -34,11 +34,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit import chain, reports
 from services.audit import views as audit
 from services.audit.models import AuditEntry
-from services.auth.deps import SessionDep
 from services.auth.models import Credential
 from services.auth.principals import Principal, Role
 from services.auth.service import authenticate
 from services.dashboard import session as browser
+from services.deps import Now, SessionDep, Sessions
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
@@ -512,7 +512,7 @@ def verify_status(request: Request, force: bool = False) -> VerifyStatus:
 
 
 @router.get("")
-def dashboard(request: Request, db: SessionDep) -> Response:
+def dashboard(request: Request, db: SessionDep, now: Now) -> Response:
     who = signed_in(request, db)
     if not isinstance(who, Signed):
         return who
@@ -539,7 +539,6 @@ def dashboard(request: Request, db: SessionDep) -> Response:
         pending = pending.where(narrowed)
     queue_rows = list(db.scalars(pending.order_by(AuditEntry.seq).limit(QUEUE_SIZE + 1)))
     threshold = reports.threshold(request.app.state.settings.policies_dir)
-    now = datetime.now(UTC)
     return _page(
         "dashboard.html",
         csrf=who.csrf,
@@ -564,7 +563,9 @@ def dashboard(request: Request, db: SessionDep) -> Response:
 
 
 @router.post("/reviews/{seq}")
-def mark_reviewed(seq: int, request: Request, db: SessionDep, form: FormDep) -> Response:
+def mark_reviewed(
+    seq: int, request: Request, db: SessionDep, sessions: Sessions, now: Now, form: FormDep
+) -> Response:
     who = signed_in(request, db)
     if not isinstance(who, Signed):
         return who
@@ -572,7 +573,7 @@ def mark_reviewed(seq: int, request: Request, db: SessionDep, form: FormDep) -> 
         return _csrf_failed()
     db.close()  # the audit API's review opens its own transaction
     try:
-        audit.mark_reviewed(seq, who.principal, request)
+        audit.mark_reviewed(sessions, now, seq, who.principal, request)
     except HTTPException as e:
         result = "already" if e.status_code == 409 else "not_found"
     else:

@@ -4,8 +4,8 @@ Hardened like production: clients connect with SASL/SCRAM-SHA-512 over TLS only,
 certificate is signed by a CA made for this stack (``<state_dir>/kafka/tls/``), and ACLs
 decide everything (``allow.everyone.if.no.acl.found=false``). The super user's credential is
 written into the metadata at format time; ``up`` then provisions the fixed principals (relay,
-API, audit sink) and their ACLs through the Admin API (``services/kafka_acl.py``). Passwords
-are generated into ``<state_dir>/kafka/credentials.json`` (0600) and never printed.
+API, audit sink) and their ACLs through the Admin API (``services/kafka/provisioning.py``).
+Passwords are generated into ``<state_dir>/kafka/credentials.json`` (0600) and never printed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from string import Template
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services import kafka_acl, kafka_client
 from services.devstack import tls
 from services.devstack.process import (
     QUIET,
@@ -32,6 +31,8 @@ from services.devstack.process import (
     spawn,
     wait_until,
 )
+from services.kafka import client as kafka_client
+from services.kafka import provisioning
 from services.settings import REPO_ROOT, Settings
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -219,7 +220,7 @@ def _wait_for_coordinators(s: Settings, proc: Managed) -> None:
 def up(s: Settings, steps: Steps = QUIET) -> str:
     proc = managed(s)
     if proc.pid() is not None and healthy(s):
-        asyncio.run(kafka_acl.provision(s))  # idempotent: grants added since are applied
+        asyncio.run(provisioning.provision(s))  # idempotent: grants added since are applied
         _wait_for_coordinators(s, proc)  # a broker started before this check existed
         return f"kafka already running (pid {proc.pid()})"
     if proc.pid() is None and port_open(s.kafka_port):
@@ -237,5 +238,5 @@ def up(s: Settings, steps: Steps = QUIET) -> str:
     steps("kafka: waiting for the group and transaction coordinators")
     _wait_for_coordinators(s, proc)
     steps("kafka: creating the principals' credentials and ACLs")
-    asyncio.run(kafka_acl.provision(s))
+    asyncio.run(provisioning.provision(s))
     return f"kafka {s.kafka_version} on {s.bootstrap_servers}, SASL_SSL (pid {proc.pid()})"

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from services.atrest import store as atrest
 from services.audit import record as audit
 from services.consent import models as consent_models
-from services.consent.service import ConsentError, bump
+from services.consent.service import bump
+from services.errors import DomainError
 from services.legal import models
 from services.legal.schemas import CourtOrderIn, DeclarationIn
 
@@ -123,9 +124,9 @@ def end_declaration(
 ) -> models.Declaration:
     row = session.get(models.Declaration, declaration_id)
     if row is None or row.survivor_id != survivor_id or row.agency_id != agency_id:
-        raise ConsentError(404, "No such declaration by your agency for this survivor.")
+        raise DomainError(404, "No such declaration by your agency for this survivor.")
     if row.ended_at is not None:
-        raise ConsentError(409, "This declaration has already ended.")
+        raise DomainError(409, "This declaration has already ended.")
     row.ended_at, row.ended_by = now, by
     bump(session, _survivor(session, survivor_id, agency_id, now))
     audit.declaration(session, row, "ended", now)
@@ -142,7 +143,7 @@ def record_court_order(
     now: datetime,
 ) -> models.CourtOrder:
     if data.expires_at <= now:
-        raise ConsentError(422, "The order has already expired.")
+        raise DomainError(422, "The order has already expired.")
     survivor = _survivor(session, survivor_id, agency_id, now)
     row = models.CourtOrder(
         id=f"order-{uuid.uuid4().hex[:16]}",

@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import require
 from services.auth.principals import Principal, Role
-from services.broker import models as broker_models
 from services.consent.schemas import PSEUDONYM
-from services.consent.service import ConsentError
 from services.consent.views import publish_snapshot
+from services.deps import Now, Sessions
+from services.errors import DomainError
 from services.legal import service
 from services.legal.models import CourtOrder, Declaration
 from services.legal.schemas import CourtOrderIn, CourtOrderOut, DeclarationIn, DeclarationOut
 from services.openapi import errors
+from services.registry import models as registry_models
 
 router = APIRouter(prefix="/v1/survivors/{survivor_id}", tags=["legal bases"])
 
@@ -62,19 +62,19 @@ def _check(survivor_id: str) -> None:
 
 
 async def _saved_then_published(
-    request: Request, survivor_id: str, save: Callable[[Session], T]
+    sessions: sessionmaker[Session],
+    request: Request,
+    survivor_id: str,
+    save: Callable[[Session], T],
 ) -> T:
     """``save`` in one transaction in the threadpool (never on the event loop), then the
     survivor's snapshot published: the change is acknowledged once the relay's topic holds it."""
 
     def run() -> T:
-        with request.app.state.sessions() as session, session.begin():
+        with sessions() as session, session.begin():
             return save(session)
 
-    try:
-        out = await run_in_threadpool(run)
-    except ConsentError as exc:
-        raise HTTPException(exc.status, detail=exc.message) from exc
+    out = await run_in_threadpool(run)
     await publish_snapshot(request, survivor_id)
     return out
 
@@ -83,7 +83,12 @@ async def _saved_then_published(
     "/declarations", status_code=201, response_model=DeclarationOut, responses=errors(410, 503)
 )
 async def declare(
-    survivor_id: str, body: DeclarationIn, request: Request, staff: Supervisor
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    body: DeclarationIn,
+    request: Request,
+    staff: Supervisor,
 ) -> DeclarationOut:
     """Declare a serious and imminent threat (R8). For the jurisdiction's duration, emergency
     services and law enforcement of the event's jurisdiction (and of neighbouring ones it
@@ -99,11 +104,11 @@ async def declare(
             agency_id=agency_id,
             by=staff.subject,
             data=body,
-            now=datetime.now(UTC),
+            now=now,
         )
         return _declaration(row)
 
-    return await _saved_then_published(request, survivor_id, save)
+    return await _saved_then_published(sessions, request, survivor_id, save)
 
 
 @router.post(
@@ -116,7 +121,12 @@ async def declare(
     },
 )
 async def end_declaration(
-    survivor_id: str, declaration_id: str, request: Request, staff: Supervisor
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    declaration_id: str,
+    request: Request,
+    staff: Supervisor,
 ) -> DeclarationOut:
     """End a declaration before its duration runs out."""
     agency_id = staff.agency_id
@@ -129,18 +139,23 @@ async def end_declaration(
             declaration_id=declaration_id,
             agency_id=agency_id,
             by=staff.subject,
-            now=datetime.now(UTC),
+            now=now,
         )
         return _declaration(row)
 
-    return await _saved_then_published(request, survivor_id, save)
+    return await _saved_then_published(sessions, request, survivor_id, save)
 
 
 @router.post(
     "/court-orders", status_code=201, response_model=CourtOrderOut, responses=errors(410, 503)
 )
 async def record_court_order(
-    survivor_id: str, body: CourtOrderIn, request: Request, staff: Supervisor
+    sessions: Sessions,
+    now: Now,
+    survivor_id: str,
+    body: CourtOrderIn,
+    request: Request,
+    staff: Supervisor,
 ) -> CourtOrderOut:
     """Record a court order (R9): exactly the fields it names go to the partner it names,
     until it expires. Compliance reviews it."""
@@ -149,16 +164,16 @@ async def record_court_order(
     assert agency_id is not None
 
     def save(session: Session) -> CourtOrderOut:
-        if session.get(broker_models.Partner, body.recipient) is None:
-            raise ConsentError(422, "Unknown partner (recipient).")
+        if session.get(registry_models.Partner, body.recipient) is None:
+            raise DomainError(422, "Unknown partner (recipient).")
         row = service.record_court_order(
             session=session,
             survivor_id=survivor_id,
             agency_id=agency_id,
             by=staff.subject,
             data=body,
-            now=datetime.now(UTC),
+            now=now,
         )
         return _order(session, row)
 
-    return await _saved_then_published(request, survivor_id, save)
+    return await _saved_then_published(sessions, request, survivor_id, save)

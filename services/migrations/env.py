@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from alembic import context
 
-import services.atrest.models
-import services.auth.models
-import services.broker.models
-import services.consent.models
-import services.legal.models  # noqa: F401  (registers the tables on Base.metadata)
 from services.db import Base, make_engine
 from services.settings import Settings
 

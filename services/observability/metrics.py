@@ -20,8 +20,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
+
+from services.unavailable import Unavailable
 
 # --- relay -------------------------------------------------------------------------------
 
@@ -129,19 +132,8 @@ def rule_label(rule: str) -> str:
 
 def hold_cause(exc: BaseException) -> str:
     """The bounded cause of a held batch, from the exception that held it."""
-    # Imported here: the relay's modules import this one.
-    from aiokafka.errors import KafkaError
-
-    from services.broker.pipeline.decide import PolicyUnavailable
-    from services.broker.registry import RegistryUnavailable
-    from services.compacted import ViewUnavailable
-
-    if isinstance(exc, PolicyUnavailable):
-        return "opa_unavailable"
-    if isinstance(exc, ViewUnavailable):
-        return "consents_unavailable"
-    if isinstance(exc, RegistryUnavailable):  # the registry or the survivors' keys
-        return "database_unavailable"
+    if isinstance(exc, Unavailable):
+        return exc.cause if exc.cause in HOLD_CAUSES else "other"
     if isinstance(exc, KafkaError):
         return "kafka"
     return "other"

@@ -7,7 +7,7 @@ import json
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
 from services.sdk.source import RawItem
 
 

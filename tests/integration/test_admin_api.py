@@ -12,24 +12,19 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import topics
-from services.broker.partner import collect, tail
 from services.broker.pipeline import seal
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_acl import provision
-from services.kafka_client import ADMIN, AUDIT, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.client import ADMIN, AUDIT, kafka
+from services.kafka.provisioning import provision
+from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import (
-    PARTNER_KEYS,
-    cloudevent,
-    consent_change,
-    inbound_record,
-    opener,
-    permit,
-)
+from tests.support.events import cloudevent, consent_change, inbound_record
+from tests.support.keys import PARTNER_KEYS, opener
+from tests.support.registry import permit
 
 pytestmark = pytest.mark.integration
 
@@ -295,7 +290,7 @@ async def test_bad_subscription_and_patch_are_422(admin: httpx.AsyncClient) -> N
 
 
 async def test_ids_of_another_partner_are_409(admin: httpx.AsyncClient) -> None:
-    # sub-metro-police and mou-metro-police belong to metro-police (see conftest).
+    # sub-metro-police and mou-metro-police belong to metro-police (see tests/support/registry.py).
     r = await admin.put(
         f"/v1/admin/partners/{NEW}/subscriptions/sub-metro-police",
         json={"event_types": [TYPE], "purpose": "service_referral"},

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import transaction
-from tests.integration.conftest import cloudevent
+from tests.support.events import cloudevent
 
 pytestmark = pytest.mark.integration
 

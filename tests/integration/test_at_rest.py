@@ -21,23 +21,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services import migrations
 from services.atrest import store
-from services.atrest.cli import erase_command, rewrap_command, status_command
+from services.atrest.cli import rewrap_command, status_command
 from services.atrest.envelope import KekRing, LocalKek, Unreadable
 from services.atrest.models import SurvivorKey
 from services.audit.cli import run_verify
 from services.audit.models import AuditEntry
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.models import Agency
 from services.consent import models, service
-from services.consent.publisher import encode
+from services.consent.erasure import erase_command
 from services.consent.schemas import ConsentIn, RecordedBy
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
 from services.legal import models as legal_models
 from services.legal import service as legal
 from services.legal.schemas import DeclarationIn
+from services.registry.models import Agency
 from services.settings import Settings
+from services.snapshot.build import snapshot
+from services.snapshot.publisher import encode
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +216,7 @@ async def test_order_identity_and_guardian_relation_are_sealed_and_never_publish
         # none of them: the relay needs no KEK.
         survivor_row = session.get(models.Survivor, survivor)
         assert survivor_row is not None
-        snap = service.snapshot(session=session, survivor=survivor_row)
+        snap = snapshot(session=session, survivor=survivor_row)
     published = encode(snap).decode()
     assert not [v for v in secret.values() if v in published]
     assert [sorted(o) for o in snap.court_orders] == [["expires_at", "fields", "id", "recipient"]]
@@ -264,7 +266,7 @@ async def test_erasing_a_survivors_key_erases_the_order_identity_and_relation(
         survivor_row = session.get(models.Survivor, survivor)
         assert survivor_row is not None
         # The snapshot does not depend on any key: the erased order still counts (R9).
-        snap = service.snapshot(session=session, survivor=survivor_row)
+        snap = snapshot(session=session, survivor=survivor_row)
         assert order_id in [o["id"] for o in snap.court_orders]
     report = await asyncio.to_thread(run_verify, settings)
     assert report.ok, (report.problems, report.checkpoint_problems)

@@ -31,21 +31,20 @@ from services.audit.signing import appender_verify_key
 from services.audit.sink import audit_sink
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.partner import collect, tail
 from services.db import transaction
-from services.kafka_client import AUDIT, kafka
+from services.kafka.client import AUDIT, kafka
+from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import (
-    AUDIT_KEY,
+from tests.support.events import (
     PARTNERS,
     REFERRAL,
-    RULE_PARTNERS,
     cloudevent,
     consent_change,
     inbound_record,
-    permit,
     publish_and_collect,
 )
+from tests.support.keys import AUDIT_KEY
+from tests.support.registry import RULE_PARTNERS, permit
 
 pytestmark = pytest.mark.integration
 

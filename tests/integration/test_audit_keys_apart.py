@@ -29,15 +29,15 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from services import kafka_client
 from services.audit import store
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
-from services.kafka_client import API, AUDIT, CHECKPOINTER
+from services.kafka import client as kafka_client
+from services.kafka.client import API, AUDIT, CHECKPOINTER
 from services.settings import REPO_ROOT, Settings
-from tests.integration.conftest import free_port, fresh_database, kafka_ready, run_tag
+from tests.support.stack import free_port, fresh_database, kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
 

@@ -38,10 +38,10 @@ from services.audit.witness import read_topic
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import transaction
-from services.kafka_client import AUDIT, kafka
+from services.kafka.client import AUDIT, kafka
 from services.runtime import running_checkpointer
 from services.settings import Settings
-from tests.integration.conftest import kafka_ready, run_tag
+from tests.support.stack import kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
 

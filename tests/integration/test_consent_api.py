@@ -14,19 +14,20 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, update
 
-from services import kafka_client
-from services.atrest.cli import erase_command
 from services.atrest.store import SurvivorErased
 from services.audit.models import AuditEntry
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker.partner import collect, tail
 from services.broker.survivor_keys import EventSealer
 from services.consent import models
+from services.consent.erasure import erase_command
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_client import kafka
+from services.kafka import client as kafka_client
+from services.kafka.client import kafka
+from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import cloudevent, inbound_record, opener
+from tests.support.events import cloudevent, inbound_record
+from tests.support.keys import opener
 
 pytestmark = pytest.mark.integration
 

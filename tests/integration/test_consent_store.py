@@ -13,13 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services import migrations
 from services.auth.principals import Role
-from services.broker.models import Agency
 from services.consent import models, service
 from services.consent.schemas import ConsentIn, RecordedBy
 from services.consent.service import ConsentError
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
+from services.registry.models import Agency
 from services.settings import Settings
+from services.snapshot.build import snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -134,11 +135,11 @@ def test_R5_flagging_a_guardian_voids_their_consents_in_the_snapshot(
             session=s, survivor=sv, guardian_id="g-1", relation="father", suspect=False
         )
         service.grant(session=s, survivor=sv, data=grant_body(), by=guardian, now=NOW)
-        before = service.snapshot(session=s, survivor=sv)
+        before = snapshot(session=s, survivor=sv)
         service.record_guardian(
             session=s, survivor=sv, guardian_id="g-1", relation="father", suspect=True
         )
-        after = service.snapshot(session=s, survivor=sv)
+        after = snapshot(session=s, survivor=sv)
     assert before.consents[0]["recorded_by"]["suspect"] is False
     assert after.consents[0]["recorded_by"]["suspect"] is True
     assert after.seq > before.seq  # republished to the relay

@@ -20,32 +20,24 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.bench.harness import (
+from services.db import make_engine, make_sessionmaker, transaction
+from services.kafka import topics
+from services.kafka.client import ADMIN, AUDIT, kafka
+from services.registry.schemas import RegistryIn
+from services.registry.service import load_registry
+from services.sdk.partner import collect, tail
+from services.settings import Settings
+from tests.support.events import cloudevent, sealer
+from tests.support.keys import opener, with_keys
+from tests.support.registry import ALL_CATEGORIES, partner, permit
+from tests.support.stack import free_port, kafka_ready, opa_server
+from tools.bench.harness import (
     check,
     publish_steadily,
     read_all,
     recompute,
     relay_process,
     scoped,
-)
-from services.broker import topics
-from services.broker.partner import collect, tail
-from services.broker.schemas import RegistryIn
-from services.broker.service import load_registry
-from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_client import ADMIN, AUDIT, kafka
-from services.settings import Settings
-from tests.integration.conftest import (
-    ALL_CATEGORIES,
-    cloudevent,
-    free_port,
-    kafka_ready,
-    opa_server,
-    opener,
-    partner,
-    permit,
-    sealer,
-    with_keys,
 )
 
 pytestmark = pytest.mark.integration

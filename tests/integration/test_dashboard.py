@@ -32,19 +32,13 @@ from services.audit import chain
 from services.audit.models import AuditEntry
 from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
-from services.broker.partner import collect, tail
 from services.dashboard import session as browser_session
 from services.db import transaction
-from services.kafka_client import AUDIT, kafka
+from services.kafka.client import AUDIT, kafka
+from services.sdk.partner import collect, tail
 from services.settings import REPO_ROOT, Settings
-from tests.integration.conftest import (
-    PARTNERS,
-    REFERRAL,
-    RULE_PARTNERS,
-    cloudevent,
-    inbound_record,
-    publish_and_collect,
-)
+from tests.support.events import PARTNERS, REFERRAL, cloudevent, inbound_record, publish_and_collect
+from tests.support.registry import RULE_PARTNERS
 
 pytestmark = pytest.mark.integration
 

@@ -19,14 +19,15 @@ from hypothesis import strategies as st
 from services.atrest import store
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import provenance
-from services.broker.partner import collect, tail
 from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_client import AUDIT, kafka
+from services.events import provenance
+from services.kafka.client import AUDIT, kafka
+from services.sdk.partner import collect, tail
 from services.settings import Settings
 from services.sink_worker import SinkWorker
-from tests.integration.conftest import AGENCY_KEYS, cloudevent
+from tests.support.events import cloudevent
+from tests.support.keys import AGENCY_KEYS
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from services.bench.harness import free_ports
+from tools.bench.harness import free_ports
 
 pytestmark = pytest.mark.integration
 

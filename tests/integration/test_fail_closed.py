@@ -10,22 +10,16 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services import kafka_client
-from services.broker import topics
-from services.broker.partner import collect, tail
-from services.kafka_client import ADMIN, AUDIT, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.client import ADMIN, AUDIT, kafka
 from services.runtime import running_relay
+from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import (
-    cloudevent,
-    consent_change,
-    free_port,
-    inbound_record,
-    kafka_ready,
-    opa_server,
-    opener,
-    permit,
-)
+from tests.support.events import cloudevent, consent_change, inbound_record
+from tests.support.keys import opener
+from tests.support.registry import permit
+from tests.support.stack import free_port, kafka_ready, opa_server
 
 pytestmark = pytest.mark.integration
 

@@ -21,18 +21,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from nacl.public import PrivateKey
 
-from services import kafka_client
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import topics
-from services.broker.feed import encode_cursor
-from services.broker.partner import collect, tail
+from services.broker.edges.feed import encode_cursor
 from services.broker.pipeline import seal
-from services.broker.schemas import PartnerIn
-from services.broker.service import upsert_partner
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_acl import partner_group_prefix, provision
-from services.kafka_client import ADMIN, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import partner_group_prefix
+from services.kafka.client import ADMIN, kafka
+from services.kafka.provisioning import provision
+from services.registry.schemas import PartnerIn
+from services.registry.service import upsert_partner
 from services.sdk import (
     Delivery,
     DeliveryRejected,
@@ -40,18 +40,11 @@ from services.sdk import (
     KafkaFeed,
     PartnerClient,
 )
+from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import (
-    PARTNER_KEYS,
-    RELAY_KEY,
-    cloudevent,
-    consent_change,
-    inbound_record,
-    opener,
-    partner,
-    permit,
-    with_keys,
-)
+from tests.support.events import cloudevent, consent_change, inbound_record
+from tests.support.keys import PARTNER_KEYS, RELAY_KEY, opener, with_keys
+from tests.support.registry import partner, permit
 
 pytestmark = pytest.mark.integration
 

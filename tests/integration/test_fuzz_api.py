@@ -49,7 +49,7 @@ from services.auth.service import issue_credential
 from services.db import transaction
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import kafka_ready, private_api
+from tests.support.stack import kafka_ready, private_api
 
 pytestmark = [
     pytest.mark.integration,

@@ -25,8 +25,8 @@ from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.api_process import accord_api, api_env
-from tests.integration.conftest import free_port, kafka_ready, run_tag
+from tests.support.api_process import accord_api, api_env
+from tests.support.stack import free_port, kafka_ready, run_tag
 
 pytestmark = pytest.mark.integration
 

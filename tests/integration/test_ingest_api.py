@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.atrest import sealed, store
 from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
-from services.broker import provenance
-from services.broker.partner import collect, tail
 from services.db import make_engine, make_sessionmaker, transaction
-from services.kafka_client import RELAY, kafka
+from services.events import provenance
+from services.kafka.client import RELAY, kafka
+from services.sdk.partner import collect, tail
 from services.settings import Settings
-from tests.integration.conftest import AGENCY_KEYS, cloudevent, sign
+from tests.support.events import cloudevent
+from tests.support.keys import AGENCY_KEYS, sign
 
 pytestmark = pytest.mark.integration
 

@@ -18,27 +18,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, TopicAuthorizationFailedError
 
-from services import kafka_client
-from services.broker import topics
-from services.kafka_acl import (
-    CONSUMER_BYTE_RATE,
-    PRODUCER_BYTE_RATE,
-    REQUEST_PERCENTAGE,
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, REQUEST_PERCENTAGE
+from services.kafka.admin import (
     Binding,
-    Op,
-    Pattern,
-    Resource,
     create_acls,
     delete_acls,
     delete_acls_under,
     describe_acls,
     describe_quotas,
     principal_filter,
-    provision,
-    revoke,
-    rotate,
 )
-from services.kafka_client import ADMIN, KafkaConn, KafkaCredentialMissing, kafka
+from services.kafka.client import ADMIN, KafkaConn, KafkaCredentialMissing, kafka
+from services.kafka.protocol import Op, Pattern, Resource
+from services.kafka.provisioning import provision, revoke, rotate
 from services.settings import Settings
 
 RUN = uuid.uuid4().hex[:6]

@@ -1,5 +1,5 @@
 """Kafka itself refuses what a principal may not do: the real broker of `accord dev up`, with
-SASL/SCRAM over TLS and the ACLs of services/kafka_acl.py (issue #8, item 1).
+SASL/SCRAM over TLS and the ACLs of services/kafka/acls.py (issue #8, item 1).
 
 Every refusal is paired with the same principal (or the same call) succeeding where it is
 allowed, so a test cannot pass because a connection was broken in some other way.
@@ -20,10 +20,11 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from services import kafka_client
-from services.broker import topics
-from services.kafka_acl import partner_group_prefix, provision
-from services.kafka_client import ADMIN, API, AUDIT, RELAY, KafkaConn, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.acls import partner_group_prefix
+from services.kafka.client import ADMIN, API, AUDIT, RELAY, KafkaConn, kafka
+from services.kafka.provisioning import provision
 from services.settings import Settings
 
 # Partners of this module only (Kafka principals and topics, not in the registry), so the

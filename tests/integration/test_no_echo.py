@@ -34,18 +34,15 @@ from nacl.signing import SigningKey
 from services.api import create_app
 from services.auth.principals import Role
 from services.auth.service import issue_credential
-from services.broker import provenance
 from services.broker.pipeline import seal
 from services.db import transaction
+from services.events import provenance
 from services.settings import Settings
-from tests.integration.api_process import accord_api
-from tests.integration.conftest import (
-    AGENCY_KEYS,
-    cloudevent,
-    kafka_ready,
-    private_api,
-)
 from tests.integration.test_authz_matrix import COLUMNS, expected
+from tests.support.api_process import accord_api
+from tests.support.events import cloudevent
+from tests.support.keys import AGENCY_KEYS
+from tests.support.stack import kafka_ready, private_api
 
 pytestmark = pytest.mark.integration
 

@@ -26,13 +26,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.bench.harness import publish_steadily, read_all, relay_env, relay_process
 from services.broker.survivor_keys import seal_all, subject_of
 from services.observability.metrics import rule_label
 from services.runtime import running_api
 from services.settings import Settings
-from tests.integration.conftest import free_port, opa_server
 from tests.integration.test_crash_recovery import CONSENTS, PARTNER_IDS, Run, run
+from tests.support.stack import free_port, opa_server
+from tools.bench.harness import publish_steadily, read_all, relay_env, relay_process
 
 pytestmark = pytest.mark.integration
 __all__ = ["run"]  # the fixture

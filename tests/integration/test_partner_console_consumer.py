@@ -20,25 +20,19 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services import kafka_client
-from services.broker import topics
 from services.broker.pipeline import seal
-from services.broker.schemas import PartnerIn
-from services.broker.service import upsert_partner
 from services.db import transaction
 from services.devstack.kafka import lib_dir
-from services.kafka_acl import provision
-from services.kafka_client import ADMIN, kafka
+from services.kafka import client as kafka_client
+from services.kafka import topics
+from services.kafka.client import ADMIN, kafka
+from services.kafka.provisioning import provision
+from services.registry.schemas import PartnerIn
+from services.registry.service import upsert_partner
 from services.settings import Settings
-from tests.integration.conftest import (
-    PARTNER_KEYS,
-    RELAY_KEY,
-    cloudevent,
-    consent_change,
-    inbound_record,
-    partner,
-    permit,
-)
+from tests.support.events import cloudevent, consent_change, inbound_record
+from tests.support.keys import PARTNER_KEYS, RELAY_KEY
+from tests.support.registry import partner, permit
 
 pytestmark = pytest.mark.integration
 

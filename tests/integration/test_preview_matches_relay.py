@@ -14,8 +14,9 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.settings import Settings
-from tests.integration.conftest import RULE_PARTNERS, cloudevent, publish_and_collect
 from tests.integration.test_rules_end_to_end import SCREENING, permit
+from tests.support.events import cloudevent, publish_and_collect
+from tests.support.registry import RULE_PARTNERS
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.devstack import postgres
 from services.settings import REPO_ROOT, Settings
-from tests.integration.conftest import free_port, run_tag
+from tests.support.stack import free_port, run_tag
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.settings import Settings
-from tests.integration.conftest import (
-    Outcome,
-    cloudevent,
-    consent_change,
-    permit,
-    publish_and_collect,
-)
+from tests.support.events import Outcome, cloudevent, consent_change, publish_and_collect
+from tests.support.registry import permit
 
 pytestmark = pytest.mark.integration
 

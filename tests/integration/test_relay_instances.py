@@ -16,12 +16,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from services.bench.harness import publish_steadily, relay_process
-from services.broker import topics
-from services.broker.stable_offsets import stable_committed
-from services.kafka_client import ADMIN, kafka
+from services.kafka import topics
+from services.kafka.client import ADMIN, kafka
+from services.kafka.offsets import stable_committed
 from services.settings import Settings
 from tests.integration.test_crash_recovery import Run, check_exactly_once, run
+from tools.bench.harness import publish_steadily, relay_process
 
 pytestmark = pytest.mark.integration
 __all__ = ["run"]  # the fixture

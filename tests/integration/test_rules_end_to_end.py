@@ -1,7 +1,8 @@
 """Each sharing rule through the whole path: agency → Kafka → relay → real OPA → partner.
 
-Every test publishes a real event and reads what the rule-test partners (conftest.RULE_PARTNERS)
-received and what the decision records say; each would fail if its rule were removed.
+Every test publishes a real event and reads what the rule-test partners
+(``RULE_PARTNERS`` of tests/support/registry.py) received and what the decision records say;
+each would fail if its rule were removed.
 """
 
 from __future__ import annotations
@@ -21,13 +22,8 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import make_engine, make_sessionmaker, transaction
 from services.settings import Settings
-from tests.integration.conftest import (
-    RULE_PARTNERS,
-    Outcome,
-    cloudevent,
-    publish_and_collect,
-    sealer,
-)
+from tests.support.events import Outcome, cloudevent, publish_and_collect, sealer
+from tests.support.registry import RULE_PARTNERS
 
 pytestmark = pytest.mark.integration
 

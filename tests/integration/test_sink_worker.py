@@ -24,19 +24,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit import store
 from services.audit.models import AuditEntry
 from services.audit.signing import appender_verify_key
-from services.bench.harness import RelayProcess, scoped
-from services.broker import topics
-from services.broker.models import RejectedEvent
+from services.broker.edges.models import RejectedEvent
 from services.broker.pipeline.deliver import dead_letter_record
 from services.broker.pipeline.model import Rejection
 from services.db import make_engine, make_sessionmaker
 from services.devstack import postgres
-from services.kafka_client import ADMIN, API, AUDIT, kafka
+from services.kafka import topics
+from services.kafka.client import ADMIN, API, AUDIT, kafka
+from services.kafka.sink import SinkProgress
 from services.runtime import running_sinks
 from services.settings import Settings
-from services.sink import SinkProgress
 from services.sink_worker import SinkWorker, audit_group, rejections_group
-from tests.integration.conftest import AUDIT_KEY, free_port, fresh_database, kafka_ready
+from tests.support.keys import AUDIT_KEY
+from tests.support.stack import free_port, fresh_database, kafka_ready
+from tools.bench.harness import RelayProcess, scoped
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from services.agency_client import (
     new_signing_key_file,
     read_event,
 )
-from services.broker import provenance
+from services.events import provenance
 
 
 def test_key_file_is_0600_never_overwritten_and_signs_for_the_printed_key(tmp_path: Path) -> None:

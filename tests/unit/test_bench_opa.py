@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.bench.opa_latency import build_items, summarise
 from services.settings import Settings
+from tools.bench.opa_latency import build_items, summarise
 
 
 def test_summary_percentiles_and_rates() -> None:

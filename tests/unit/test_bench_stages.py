@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.bench.relay_bench import stage_medians
+from tools.bench.relay_bench import stage_medians
 
 
 def line(**stages: float) -> str:

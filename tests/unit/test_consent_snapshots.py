@@ -14,12 +14,12 @@ from aiokafka import TopicPartition
 
 from services.atrest.envelope import Unreadable
 from services.atrest.sealed import Sealed, private_key, public_key, seal, snapshot_header
+from services.broker.consent_view import KafkaConsentView, open_change, read
 from services.broker.pipeline.unseal import Keys
 from services.broker.registry import RegistryUnavailable
 from services.broker.survivor_keys import StaticSurvivorKeys
-from services.compacted import ViewUnavailable
-from services.consent.view import KafkaConsentView, open_change, read
-from services.kafka_client import KafkaConn
+from services.kafka.client import KafkaConn
+from services.kafka.compacted import ViewUnavailable
 
 DEK = os.urandom(32)
 KEYS: Keys = {("sv-1", 1): private_key(DEK)}

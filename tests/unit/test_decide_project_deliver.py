@@ -14,7 +14,7 @@ from services.broker.pipeline.decide import build_input, parse_decision
 from services.broker.pipeline.model import Judged, SurvivorFacts
 from services.broker.pipeline.project import project, projected
 from services.broker.pipeline.seal import Sealer, sealed_pair
-from tests.unit.conftest import NOW, make_event, make_recipient
+from tests.support.pipeline import NOW, make_event, make_recipient
 
 FIELDS = ["age", "hiv_status", "survivor_name"]
 

@@ -1,4 +1,4 @@
-"""The decisions of the fallback dependency audit (services/dep_audit.py), on fabricated PyPI
+"""The decisions of the fallback dependency audit (tools/dep_audit.py), on fabricated PyPI
 project documents: no network."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from services import dep_audit
-from services.dep_audit import Document, assess, audit, control_ok, report
+from tools import dep_audit
+from tools.dep_audit import Document, assess, audit, control_ok, report
 
 ADVISORY = {
     "id": "PYSEC-2099-1",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.bench.harness import Expected, table, tally
-from services.bench.relay_bench import opa_requests, top_frames
+from tools.bench.harness import Expected, table, tally
+from tools.bench.relay_bench import opa_requests, top_frames
 
 # e1 goes to a (fields x, y) and b (x); e2 to a only (x); b is refused e2.
 EXPECTED = Expected(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.bench.faults import StallWatch, last_error
+from tools.bench.faults import StallWatch, last_error
 
 
 def test_restarts_without_a_new_commit_are_a_stall() -> None:

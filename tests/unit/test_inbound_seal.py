@@ -26,7 +26,7 @@ from services.broker.pipeline.model import InboundEvent, Rejection
 from services.broker.pipeline.unseal import Keys, Unsealed, unseal_all
 from services.broker.pipeline.validate import SchemaRegistry, validate
 from services.broker.survivor_keys import StaticSurvivorKeys
-from tests.unit.conftest import NOW
+from tests.support.pipeline import NOW
 from tests.unit.test_relay_process import SNAPSHOT, Msg, RecordingPolicy, event, only, relay
 
 DEK, OTHER_DEK = os.urandom(32), os.urandom(32)

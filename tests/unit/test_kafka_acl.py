@@ -1,4 +1,4 @@
-"""The ACL table of services/kafka_acl.py, read as a whole: who may write and read each topic.
+"""The ACL table of services/kafka/acls.py, read as a whole: who may write and read each topic.
 (tests/integration/test_kafka_security.py shows the broker enforcing it.)"""
 
 from __future__ import annotations
@@ -11,31 +11,30 @@ from pathlib import Path
 import pytest
 from aiokafka.protocol.admin import DeleteAclsRequest_v1
 
-from services import kafka_client
-from services.kafka_acl import (
-    ANY,
+from services.kafka import client as kafka_client
+from services.kafka.acls import (
     CONSUMER_BYTE_RATE,
     PRODUCER_BYTE_RATE,
     REQUEST_PERCENTAGE,
+    bindings,
+    quotas,
+)
+from services.kafka.admin import Binding, acls_under, principal_filter, upsertion
+from services.kafka.client import API, AUDIT, CHECKPOINTER, RELAY
+from services.kafka.protocol import (
+    ANY,
     AclFilter,
     AlterClientQuotasRequest,
     AlterClientQuotasRequest_v0,
     AlterUserScramCredentialsRequest,
     AlterUserScramCredentialsRequest_v0,
-    Binding,
     DeleteAclsRequest,
     Op,
     Pattern,
     QuotaEntity,
     QuotaOp,
     Resource,
-    _upsertion,
-    acls_under,
-    bindings,
-    principal_filter,
-    quotas,
 )
-from services.kafka_client import API, AUDIT, CHECKPOINTER, RELAY
 from services.settings import Settings
 
 S = Settings(state_dir=Path("/nonexistent"))
@@ -103,7 +102,7 @@ def test_only_the_relay_and_the_checkpointer_hold_transactional_ids() -> None:
 
 
 def test_scram_credential_is_pbkdf2_of_the_password() -> None:
-    name, mechanism, iterations, salt, salted = _upsertion("u", "secret")[:5]
+    name, mechanism, iterations, salt, salted = upsertion("u", "secret")[:5]
     assert (name, mechanism) == ("u", 2)
     assert salted == hashlib.pbkdf2_hmac("sha512", b"secret", salt, iterations)
     assert b"secret" not in salted + salt

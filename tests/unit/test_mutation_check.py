@@ -1,4 +1,4 @@
-"""The mutation table of services/policy_mutation.py cannot silently go stale."""
+"""The mutation table of tools/policy_mutation.py cannot silently go stale."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.policy_mutation import MUTATIONS, RULE_IDS, Mutation, Outcome, apply, table
 from services.settings import REPO_ROOT
+from tools.policy_mutation import MUTATIONS, RULE_IDS, Mutation, Outcome, apply, table
 
 POLICIES = REPO_ROOT / "policies"
 

@@ -23,8 +23,8 @@ from services.audit.models import AuditEntry
 from services.broker.pipeline.decide import PolicyUnavailable
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import RegistryUnavailable
-from services.compacted import ViewUnavailable
 from services.db import Base, make_engine, make_sessionmaker, transaction
+from services.kafka.compacted import ViewUnavailable
 from services.observability import metrics
 from services.observability.readiness import database_check, readiness
 from services.observability.server import running_health

@@ -1,4 +1,4 @@
-"""The relay child process gets the keys of the stack it runs against (services/bench/harness.py).
+"""The relay child process gets the keys of the stack it runs against (tools/bench/harness.py).
 
 `accord faults` runs its relay against a private stack whose development keys live under a
 temporary state dir; a child that did not get that dir (or the configured KEKs) made keys of
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from services.atrest.keys import kek_ring, relay_key
 from services.audit.signing import appender_key
-from services.bench.harness import relay_env
-from services.keys import kek_ring, relay_key
 from services.settings import Settings
+from tools.bench.harness import relay_env
 
 
 def child_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:

@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from services.broker import provenance
+from services.broker.consent_view import StaticConsentView
 from services.broker.pipeline import seal
 from services.broker.pipeline.model import Recipient
 from services.broker.pipeline.seal import Sealer
@@ -24,9 +24,9 @@ from services.broker.registry import RegistrySnapshot
 from services.broker.relay import BatchResult, Relay
 from services.broker.replay import StaticSeen
 from services.broker.survivor_keys import StaticSurvivorKeys
-from services.consent.view import StaticConsentView
+from services.events import provenance
 from services.settings import Settings
-from tests.unit.conftest import NOW, make_recipient
+from tests.support.pipeline import NOW, make_recipient
 
 
 @dataclass

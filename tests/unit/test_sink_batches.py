@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit import store
 from services.audit.models import AuditEntry
 from services.audit.sink import DECISIONS
-from services.broker.models import RejectedEvent
-from services.broker.rejections import REJECTIONS, Position
+from services.broker.edges.models import RejectedEvent
+from services.broker.edges.rejections import REJECTIONS, Position
 from services.db import Base, make_engine, make_sessionmaker
 from services.devstack.tls import ensure_broker_tls
-from services.kafka_client import KafkaConn
-from services.sink import Table, TopicSink
+from services.kafka.client import KafkaConn
+from services.kafka.sink import Table, TopicSink
 
 
 @pytest.fixture(scope="module")

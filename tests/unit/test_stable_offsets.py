@@ -1,4 +1,4 @@
-"""Reading an OffsetFetch v7 answer (services/broker/stable_offsets.py); the request against
+"""Reading an OffsetFetch v7 answer (services/kafka/offsets.py); the request against
 the real broker is in tests/integration/test_relay_instances.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import GroupAuthorizationFailedError
 
-from services.broker.stable_offsets import Unstable, committed_offset
+from services.kafka.offsets import Unstable, committed_offset
 
 TP = TopicPartition("in", 1)
 

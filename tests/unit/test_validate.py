@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from services.broker import provenance
 from services.broker.pipeline.model import InboundEvent, Rejection
 from services.broker.pipeline.validate import SchemaRegistry, survivor_age, validate
+from services.events import provenance
 
 KEY = SigningKey.generate()
 AGENCIES = {"harbor-outreach": provenance.public_key_of(KEY)}

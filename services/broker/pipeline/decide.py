@@ -47,6 +47,8 @@ BATCH_RULE = "batch"
 class PolicyUnavailable(Unavailable):
     """OPA could not give decisions now; nothing may be delivered until it can."""
 
+    cause = "opa_unavailable"
+
 
 class Policy(Protocol):
     async def decide(self, items: Sequence[JSON]) -> list[Any]:

@@ -34,7 +34,7 @@ class SurvivorFacts:
 
     @classmethod
     def of(cls, snapshot: Mapping[str, Any]) -> SurvivorFacts:
-        """From a consent snapshot document (services/consent/publisher.py); missing lists
+        """From a consent snapshot document (services/snapshot/publisher.py); missing lists
         are empty."""
         return cls(
             tuple(snapshot.get("consents") or ()),

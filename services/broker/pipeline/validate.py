@@ -20,9 +20,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from services.broker.cloudevents import CloudEvent
 from services.broker.pipeline.model import InboundEvent, PollItem, Rejection
-from services.broker.provenance import SIGNATURE, verify_event
+from services.events.cloudevents import CloudEvent
+from services.events.provenance import SIGNATURE, verify_event
 
 # Agencies' clocks may run a little ahead of the relay's.
 CLOCK_SKEW = timedelta(minutes=5)

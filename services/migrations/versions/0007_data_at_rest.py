@@ -18,8 +18,8 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
+from services.atrest.keys import kek_ring
 from services.db import UTCDateTime
-from services.keys import kek_ring
 from services.migrations.sealing import Keys, is_sealed, opener
 from services.settings import Settings
 

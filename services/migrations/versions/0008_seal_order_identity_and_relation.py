@@ -31,8 +31,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from services.atrest.keys import kek_ring
 from services.db import UTCDateTime
-from services.keys import kek_ring
 from services.migrations.sealing import Keys, is_sealed, opener
 from services.settings import Settings
 
