@@ -45,7 +45,8 @@ need_tools() {
     fi
 }
 
-# A Debian rootfs of exactly these packages, cached as a tarball keyed by the list.
+# A Debian rootfs of exactly these packages, cached as a tarball keyed by the list. man1/ must
+# exist although man pages are excluded: openjdk's update-alternatives links its man page there.
 base_rootfs() {  # name packages...
     local name=$1; shift
     local key; key=$(printf '%s\n' "$SUITE" "$@" | sha256sum | cut -c1-12)
@@ -59,6 +60,7 @@ base_rootfs() {  # name packages...
             --dpkgopt='path-exclude=/usr/share/info/*' \
             --dpkgopt='path-exclude=/usr/share/locale/*' \
             --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+            --setup-hook='mkdir -p "$1"/usr/share/man/man1' \
             --customize-hook='rm -rf "$1"/var/cache/* "$1"/var/log/* "$1"/var/lib/dpkg/*-old' \
             "$SUITE" "$tar.part" "$MIRROR"
         mv "$tar.part" "$tar"
