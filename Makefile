@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 OPA      = $(shell $(BIN)/python -c 'from services.devstack.opa import binary; from services.settings import Settings; print(binary(Settings()))')
 
-.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa bench bench-scale faults browser audit-deps asyncapi
+.PHONY: demo test install stack lint policy-test unit integration down clean mutation bench-opa bench bench-scale faults browser audit-deps asyncapi image image-lock compose-smoke helm-check
 
 $(BIN)/accord: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: stack
 
 # What CI runs: installs and starts everything, then every check and test, then the fault
 # suite on its private stack (its table printed; exit 1 unless nothing was lost or duplicated).
-test: stack lint policy-test browser audit-deps asyncapi
+test: stack lint policy-test browser audit-deps asyncapi helm-check
 	$(BIN)/pytest -q
 	$(BIN)/accord faults
 
@@ -75,6 +75,23 @@ bench-scale: stack
 # servers SIGKILLed, on a private stack (< 15 minutes).
 faults: install
 	$(BIN)/accord faults
+
+# The OCI images from Debian's packages (docs/deployment.md): accord (every Accord role) and
+# accord-infra (the pilot's Kafka and PostgreSQL); prints each one's size and digest.
+image: install
+	BIN=$(BIN) bash deploy/image/build.sh --infra
+
+# Re-pin the image's Python dependencies (deploy/image/requirements.txt) from the venv.
+image-lock: install
+	BIN=$(BIN) bash deploy/image/lock.sh
+
+# The compose pilot under podman: one event from an agency to a partner, then everything stopped.
+compose-smoke: install
+	BIN=$(BIN) bash deploy/compose/smoke.sh
+
+# The Helm chart: lint, render three value sets, yamllint and kubernetes-validate each (seconds).
+helm-check: install
+	BIN=$(BIN) bash deploy/helm/check.sh
 
 down:
 	$(BIN)/accord dev down

@@ -590,6 +590,46 @@ def api(
     )
 
 
+pilot = typer.Typer(no_args_is_help=True, help="The compose pilot (deploy/compose/).")
+app.add_typer(pilot, name="pilot")
+
+
+@pilot.command("init")
+def pilot_init() -> None:
+    """In the pilot's state volume: certificates, credentials, keys, the broker's and the
+    services' configuration; then, once PostgreSQL and Kafka answer, the migrations, the
+    principals and their ACLs, the topics (idempotent; prints no secret)."""
+    from services import pilot as p
+
+    s, hosts = Settings(), p.PilotHosts.from_env()
+    try:
+        for line in p.prepare(s, hosts):
+            typer.echo(line)
+        for line in p.provision(Settings()):  # re-read: prepare wrote stack.env
+            typer.echo(line)
+    except devstack.StackError as exc:
+        _fail(exc)
+
+
+@pilot.command("smoke")
+def pilot_smoke(
+    api: str = typer.Option("http://api:8080", "--api", help="The pilot API's base URL."),
+    timeout_s: float = typer.Option(90.0, "--timeout", help="Seconds to wait for the delivery."),
+) -> None:
+    """One event from a new agency over the HTTP API to a new partner, read back from the
+    partner's topic and opened with its key; exit 1 unless it arrived."""
+    from services import pilot as p
+
+    try:
+        r = p.smoke(Settings(), api, timeout_s)
+    except devstack.StackError as exc:
+        _fail(exc)
+    typer.echo(
+        f"smoke: {r.event_id} accepted ({r.status_code}), {r.outcome} to {p.PARTNER} in "
+        f"{r.seconds} s, fields received: {', '.join(r.fields_received)}"
+    )
+
+
 @app.command("publish")
 def publish(
     event_file: str = typer.Argument(..., help="The CloudEvent, as JSON."),

@@ -93,13 +93,17 @@ def _java(s: Settings, main: str, *args: str) -> list[str]:
     ]
 
 
-def render_config(s: Settings) -> str:
+def render_config(s: Settings, *, host: str = "127.0.0.1", listen_host: str = "127.0.0.1") -> str:
+    """The broker's configuration: it listens on ``listen_host`` and is reached as ``host``
+    (both loopback for the dev stack; the compose pilot's service name and all addresses)."""
     data_dir = s.state_dir / "kafka" / "data"
     config = s.state_dir / "kafka" / "server.properties"
     config.parent.mkdir(parents=True, exist_ok=True)
     creds = kafka_client.ensure_passwords(s, [kafka_client.ADMIN, CONTROLLER])
     keystore, truststore = tls.ensure_broker_tls(s.state_dir / "kafka" / "tls")
     text = Template(TEMPLATE.read_text()).substitute(
+        host=host,
+        listen_host=listen_host,
         port=s.kafka_port,
         controller_port=s.kafka_controller_port,
         log_dirs=data_dir,

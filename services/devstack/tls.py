@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def ensure_broker_tls(directory: Path) -> tuple[str, str]:
-    """(keystore, truststore) paths, made if missing or expiring within a day."""
+def ensure_broker_tls(directory: Path, hosts: Sequence[str] = ()) -> tuple[str, str]:
+    """(keystore, truststore) paths, made if missing or expiring within a day. ``hosts``: more
+    DNS names for the broker's certificate (the compose pilot's service name)."""
     keystore, ca_file = directory / "broker.pem", directory / "ca.pem"
     if keystore.exists() and ca_file.exists():
         cert = x509.load_pem_x509_certificate(ca_file.read_bytes())
@@ -78,7 +80,11 @@ def ensure_broker_tls(directory: Path) -> tuple[str, str]:
         .not_valid_after(now + VALID)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.DNSName(h) for h in hosts),
+                ]
             ),
             critical=False,
         )
