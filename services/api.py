@@ -35,6 +35,9 @@ from services.broker.pipeline.validate import SchemaRegistry
 from services.consent import fhir_views as consent_fhir_views
 from services.consent import views as consent_views
 from services.consent.audit_disclosures import AuditDisclosureLog
+from services.consent.time_limits import TimeLimits
+from services.contact import views as contact_views
+from services.contact.renewal import schedule_renewal
 from services.credentials import views as auth_views
 from services.dashboard import views as dashboard_views
 from services.db import make_engine, make_sessionmaker
@@ -45,6 +48,10 @@ from services.kafka.sink import SinkProgress
 from services.legal import views as legal_views
 from services.observability import views as observability_views
 from services.observability.readiness import OpaCheck, standard_checks
+from services.referrals import oversight_views as referral_oversight_views
+from services.referrals import views as referral_views
+from services.referrals.disclosures import referral_disclosures
+from services.referrals.publish import ReferralPublisher
 from services.registry import views as registry_views
 from services.settings import Settings
 from services.sink_worker import audit_group
@@ -54,14 +61,22 @@ log = logging.getLogger("accord.api")
 
 
 async def _republish_forever(
-    sessions: sessionmaker[Session], publisher: ConsentPublisher, stop: asyncio.Event
+    sessions: sessionmaker[Session],
+    publisher: ConsentPublisher,
+    referrals: ReferralPublisher,
+    stop: asyncio.Event,
 ) -> None:
-    """Consent changes saved while Kafka was away reach the relay once it is back."""
+    """Consent changes saved while Kafka was away reach the relay once it is back; referral
+    changes not published yet reach the referrals topic."""
     while not stop.is_set():
         try:
             await republish_pending(sessions, publisher)
         except Exception:  # keep trying; each attempt is logged
             log.exception("republishing consent snapshots failed")
+        try:
+            await referrals.publish_pending()
+        except Exception:
+            log.exception("publishing referral changes failed")
         try:
             await asyncio.wait_for(stop.wait(), timeout=2.0)
         except TimeoutError:
@@ -102,9 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publisher = ConsentPublisher(producer, s.topic_consents)
         app.state.consent_publisher = publisher
         app.state.snapshots = Snapshots(sessions, publisher)
+        referrals = ReferralPublisher(producer, s, sessions)  # services/referrals/publish.py
+        app.state.referral_publisher = referrals
         # R14 reads releases from the audit chain (services/consent/audit_disclosures.py).
         app.state.disclosures = AuditDisclosureLog(
-            sessions, policy_data.categorizer(s.policies_dir)
+            sessions, policy_data.categorizer(s.policies_dir), more=referral_disclosures
         )
         # The sinks run in `accord sink`; a revocation waits for the audit sink's progress.
         audit = SinkProgress(kafka(s, API), s.topic_decisions, audit_group(s))
@@ -112,7 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audit_sink = audit
         stop = asyncio.Event()
         background = [
-            asyncio.create_task(_republish_forever(sessions, publisher, stop), name="republish"),
+            asyncio.create_task(
+                _republish_forever(sessions, publisher, referrals, stop), name="republish"
+            ),
         ]
         try:
             async with OpaPolicy(s.opa_base_url, timeout_s=s.opa_timeout_s) as policy:
@@ -134,6 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = s
+    # Time-limited consent (R12): the limits' data, and the renewal notice once one is made.
+    app.state.consent_time_limits = TimeLimits(s.policies_dir, schedule_renewal)
     app.state.schemas = SchemaRegistry(s.schemas_dir / "events")
 
     # Body size (declared or chunked), rate limits, security headers: services/http_security.py
@@ -182,7 +203,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rejections_views.router)
     app.include_router(consent_views.router)
     app.include_router(consent_fhir_views.router)
+    app.include_router(contact_views.router)
     app.include_router(legal_views.router)
+    app.include_router(referral_views.router)
+    app.include_router(referral_oversight_views.router)
     app.include_router(audit_views.router)
     app.include_router(auth_views.router)
     app.include_router(dashboard_views.router)

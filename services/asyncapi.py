@@ -154,6 +154,31 @@ RECORDS: dict[str, JSON] = {
             ),
         },
     ),
+    "ReferralChange": _obj(
+        "One committed change of a referral (accord.referral_state.<state>), written by the API "
+        "once the database holds it, at least once (a repeat has the same id); keyed by "
+        "referral id. The data of each state: ReferralData.<type> (schemas/referrals/).",
+        {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "description": "<referral id>.<seq>"},
+            "source": {"const": "/accord/referrals"},
+            "type": {"type": "string", "pattern": "^accord\\.referral_state\\.[a-z_]+$"},
+            "subject": _ID,
+            "time": _TIME,
+            "datacontenttype": {"const": "application/json"},
+            "data": {"type": "object", "description": "ReferralData.<type>"},
+        },
+    ),
+    "ReferralReply": _obj(
+        "A partner's move of a referral delivered to it (the actions and codes of POST "
+        "/v1/referrals/{id}/{action}); the topic names its author.",
+        {
+            "referral_id": {"type": "string"},
+            "action": {"enum": ["acknowledge", "accept", "decline", "complete", "close"]},
+            "code": _nullable({"type": "string"}),
+            "note": _nullable({"type": "string"}),
+        },
+    ),
     "DecisionRecord": _obj(
         "One per event and subscribed partner, in the relay's transaction: field names, rules "
         "and basis, never values.",
@@ -261,7 +286,9 @@ CHANNELS: dict[str, tuple[str, str, str, list[str]]] = {
     "inbound": ("topic_inbound", "Agencies' events, each sealed to its survivor.", _KEY_SURVIVOR,
                 ["SealedEvent"]),
     "partner": ("partner_topic_prefix", "What one partner may receive, sealed to it; and the "
-                "revocation notices.", _KEY_SURVIVOR, ["SealedDelivery", "RevocationNotice"]),
+                "revocation notices; the delivery, withdrawal and expiry of its referrals (no "
+                "supersedes).", _KEY_SURVIVOR,
+                ["SealedDelivery", "RevocationNotice", "PartnerReferralChange"]),
     "decisions": ("topic_decisions", "The decision records (the audit sink's input).",
                   _KEY_SURVIVOR, ["DecisionRecord"]),
     "deadletter": ("topic_deadletter", "Rejected inbound records (the rejection sink's input).",
@@ -272,7 +299,22 @@ CHANNELS: dict[str, tuple[str, str, str, list[str]]] = {
                   ["SeenEvent"]),
     "auditCheckpoints": ("topic_audit_checkpoints", "Witnessed audit checkpoints (one "
                          "partition, infinite retention).", "none", ["Checkpoint"]),
+    "referrals": ("topic_referrals", "Every committed change of every referral.",
+                  "the referral id", ["ReferralChange"]),
+    "referralReplies": ("referral_reply_topic_prefix", "What one partner replies to the "
+                        "referrals it received (it alone writes its topic).", "the referral id",
+                        ["ReferralReply"]),
 }  # fmt: skip
+
+# Per-partner channels: their address is the prefix and the partnerId parameter.
+_PER_PARTNER = {"partner": "partner_topic_prefix", "referralReplies": "referral_reply_topic_prefix"}
+
+RECORDS["PartnerReferralChange"] = {
+    **RECORDS["ReferralChange"],
+    "description": "The addressed partner's copy of a referral's delivery, withdrawal or expiry "
+    "(a ReferralChange without data.supersedes), unsealed like the revocation notices (ids and "
+    "codes only); keyed by the survivor's pseudonymous id.",
+}
 
 # Plaintexts a channel's records open to (documented beside the message).
 _OPENS_TO = {
@@ -289,7 +331,7 @@ def defaults() -> Settings:
 
 def _addresses(s: Settings) -> dict[str, str]:
     return {
-        cid: (s.partner_topic(PARTNER) if cid == "partner" else getattr(s, attr))
+        cid: (getattr(s, attr) + PARTNER if cid in _PER_PARTNER else getattr(s, attr))
         for cid, (attr, *_rest) in CHANNELS.items()
     }
 
@@ -297,6 +339,8 @@ def _addresses(s: Settings) -> dict[str, str]:
 def _topic_binding(s: Settings, address: str) -> JSON:
     created = {t.name: t for t in [*topics.core_topics(s), witness_topic(s)]}
     created.update({t.name: t for t in topics.partner_topics(s, [PARTNER])})
+    created[s.topic_referrals] = topics.referrals_topic(s)
+    created.update({t.name: t for t in topics.reply_topics(s, [PARTNER])})
     t = created[address]
     binding: JSON = {"topic": address, "partitions": t.num_partitions, "replicas": 1}
     configs = dict(t.topic_configs or {})
@@ -316,7 +360,7 @@ def _channel_of(b: Binding, addresses: dict[str, str], s: Settings) -> str | Non
     if b.resource is not Resource.TOPIC:
         return None
     if b.pattern is Pattern.PREFIXED:
-        return "partner" if b.name == s.partner_topic_prefix else None
+        return next((c for c, attr in _PER_PARTNER.items() if getattr(s, attr) == b.name), None)
     return next((cid for cid, address in addresses.items() if address == b.name), None)
 
 
@@ -376,6 +420,14 @@ def _event_schemas(s: Settings) -> dict[str, JSON]:
             f"{schema.get('description', '')} From schemas/events/{path.name}.".strip()
         )
         out["EventData." + path.stem] = schema
+    for path in sorted((s.schemas_dir / "referrals").glob("*.json")):
+        schema = json.loads(path.read_text())
+        schema.pop("$schema", None)
+        schema.pop("$id", None)
+        schema["description"] = (
+            f"{schema.get('description', '')} From schemas/referrals/{path.name}.".strip()
+        )
+        out["ReferralData." + path.stem] = schema
     return out
 
 
@@ -409,7 +461,7 @@ def document(s: Settings | None = None) -> JSON:
             "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
             "bindings": {"kafka": _topic_binding(s, addresses[cid])},
         }
-        if cid == "partner":
+        if cid in _PER_PARTNER:
             channel["parameters"] = {"partnerId": {"description": "the partner's id"}}
         channels[cid] = channel
         for n in names:

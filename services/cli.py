@@ -542,6 +542,71 @@ def sink() -> None:
     asyncio.run(forever())
 
 
+@app.command("notices")
+def notices(
+    once: bool = typer.Option(False, "--once", help="Decide what is due now, then exit."),
+    interval: float = typer.Option(30.0, help="Seconds between rounds."),
+) -> None:
+    """Run the notice gate's dispatcher: every notice to a survivor that fell due is sent (as
+    their safe-contact preference allows), held until a safe time, or suppressed; exactly once
+    (docs/safe-contact.md)."""
+    import signal
+    import threading
+
+    from services import logs
+    from services.atrest.keys import kek_ring
+    from services.contact import worker
+    from services.db import make_engine, make_sessionmaker
+    from services.referrals import notices  # noqa: F401  (registers the referral notices' check)
+
+    logs.configure()
+    s = Settings()
+    engine = make_engine(s.sqlalchemy_url)
+    sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
+    try:
+        if once:
+            done = worker.once(sessions)
+            typer.echo(
+                f"sent {done.sent}, held {done.held}, suppressed {done.suppressed}, "
+                f"withdrawn {done.withdrawn}"
+            )
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        worker.run(sessions, stop=stop, interval_s=interval)
+    finally:
+        engine.dispose()
+
+
+@app.command("deadlines")
+def deadlines() -> None:
+    """Run the referral deadline worker until interrupted: each breach of a deadline to
+    acknowledge, to answer or of expiry fires once (alert, overdue flag, audit entry)."""
+    import asyncio
+    import signal
+
+    from services import logs
+    from services.observability.server import running_health
+    from services.referrals.deadline_worker import running_deadlines
+
+    logs.configure()
+    s = Settings()
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)  # finish the breach in hand, then stop
+        async with (
+            running_deadlines(s, stop=stop) as worker,
+            running_health(s.deadlines_health_host, s.deadlines_health_port, worker.readiness),
+        ):
+            await worker.stopped.wait()
+
+    asyncio.run(forever())
+
+
 @app.command("api")
 def api(
     host: str | None = typer.Option(None, help="Address to listen on (ACCORD_API_HOST)."),

@@ -33,6 +33,7 @@ from services.kafka import topics
 from services.kafka.client import CHECKPOINTER, RELAY, kafka
 from services.observability.readiness import Check, OpaCheck, readiness, standard_checks
 from services.observability.server import running_health
+from services.referrals import service as referrals
 from services.settings import Settings
 from services.sink_worker import running_sinks  # re-exported: the tests and the demo use it
 
@@ -123,7 +124,7 @@ async def running_relay(
             server = await opa_servers(s, servers)
             relay = Relay(
                 s,
-                registry=SqlRegistry(sessions),
+                registry=SqlRegistry(sessions, referrals.addressed_payloads),
                 keys=keys,
                 consents=view,
                 policy=await policy_engine(s, server),

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     topic_deadletter: str = "accord.deadletter"
     topic_seen: str = "accord.relay.seen"
     partner_topic_prefix: str = "accord.partner."
+    # Referrals (services/referrals/): every change of state as a CloudEvent, keyed by referral;
+    # and the topics Kafka partners answer on, each written by its partner alone.
+    topic_referrals: str = "accord.referrals"
+    referral_reply_topic_prefix: str = "accord.replies."
     inbound_partitions: int = 3
 
     relay_group: str = "accord-relay"
@@ -128,6 +132,14 @@ class Settings(BaseSettings):
     # free port, logged at start).
     sink_health_host: str = "127.0.0.1"
     sink_health_port: int = Field(default=9102, ge=0, le=65535)
+    # `accord deadlines` (referral deadlines, services/referrals/deadline_worker.py): how often it
+    # looks for deadlines that fell due, and its /healthz, /readyz, /metrics (0: any free port).
+    deadlines_interval_s: float = Field(default=30.0, gt=0)
+    deadlines_health_host: str = "127.0.0.1"
+    deadlines_health_port: int = Field(default=9104, ge=0, le=65535)
+    # Tests only: a file holding the worker's "now" (RFC 3339), read at each pass, so a test
+    # can move time past a deadline across a restart. Empty: the system clock.
+    deadlines_clock_file: str = ""
 
     # Key-encryption keys for data at rest (docs/at-rest.md): "id:base64key,id:base64key" and
     # the id new and re-wrapped data keys use (may be empty with one KEK). Empty: one key kept
@@ -174,6 +186,9 @@ class Settings(BaseSettings):
 
     def partner_topic(self, partner_id: str) -> str:
         return f"{self.partner_topic_prefix}{partner_id}"
+
+    def reply_topic(self, partner_id: str) -> str:
+        return f"{self.referral_reply_topic_prefix}{partner_id}"
 
 
 @lru_cache(maxsize=1)

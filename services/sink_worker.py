@@ -1,9 +1,11 @@
-"""``accord sink``: the audit sink and the rejection sink, one worker process for both.
+"""``accord sink``: the audit sink, the rejection sink and the referral reply reader, one
+worker process for all three.
 
 The decision records go into the audit hash chain (``services/audit/sink.py``), the dead
 letters into ``rejected_events`` (``services/broker/edges/rejections.py``): each exactly once, one
 database transaction per poll, the database work in a thread (``services/kafka/sink.py``). The
-worker connects to Kafka as the ``accord-audit`` principal, which may read only those two topics.
+worker connects to Kafka as the ``accord-audit`` principal, which may read only those two topics;
+the reply reader as ``accord-referrals``, which may read only the partners' reply topics.
 Several workers may run: Kafka's group protocol shares the partitions out among them.
 """
 
@@ -25,6 +27,8 @@ from services.broker.edges.rejections import rejection_sink
 from services.db import make_engine, make_sessionmaker
 from services.kafka.client import AUDIT, kafka
 from services.kafka.sink import TopicSink
+from services.referrals import service as referrals
+from services.referrals.replies import ReplyReader
 from services.settings import Settings
 
 log = logging.getLogger("accord.sink")
@@ -42,12 +46,16 @@ class SinkWorker:
     def __init__(self, s: Settings, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         conn = kafka(s, AUDIT)
-        self.audit = audit_sink(conn, s.topic_decisions, audit_group(s), sessions)
+        self.audit = audit_sink(
+            conn, s.topic_decisions, audit_group(s), sessions, then=referrals.on_decision
+        )
         self.rejections = rejection_sink(conn, s.topic_deadletter, rejections_group(s), sessions)
         self.sinks: dict[str, TopicSink[Any, Any]] = {
             "audit": self.audit,
             "rejections": self.rejections,
         }
+        # Partners' referral replies (services/referrals/replies.py), as its own principal.
+        self.replies = ReplyReader(s, sessions)
         self.stopped = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -56,6 +64,7 @@ class SinkWorker:
             asyncio.create_task(sink.run(stop), name=f"{name}-sink")
             for name, sink in self.sinks.items()
         ]
+        tasks.append(asyncio.create_task(self.replies.run(stop), name="referral-replies"))
         log.info("sink worker started", extra={"topics": [s.topic for s in self.sinks.values()]})
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

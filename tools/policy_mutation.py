@@ -46,6 +46,7 @@ D, C, V = "decision/decision.rego", "consent/consent.rego", "validation/validati
 REP, SEN = "reporting/reporting.rego", "sensitivity/sensitivity.rego"
 ELI, LEG = "eligibility/eligibility.rego", "legal_basis/legal_basis.rego"
 JUR, CLK, AGG = "jurisdiction/jurisdiction.rego", "clock/clock.rego", "aggregate/aggregate.rego"
+DL = "deadlines/deadlines.rego"
 
 # One row per mutant: rule, file, what the mutant does, text to replace (exactly once), by what
 # ("" = delete). Deleting a conjunct or clause; `false` for a condition that is never true;
@@ -170,6 +171,11 @@ MUTATIONS: tuple[Mutation, ...] = (
        "of(item) := item.event.agency.jurisdiction", 'of(_) := "state-a"'),
     _m("R12", JUR, "any jurisdiction id is known",
        "\tid in object.keys(data.accord.jurisdictions.overrides)\n"),
+    _m("R12", DL, "referral deadlines ignore the partner type",
+       "object.get(terms.by_partner_type, input.partner_type, {})", "{}"),
+    _m("R12", DL, "referral deadlines ignore the jurisdiction",
+       "_terms_of(id) := jurisdiction.settings(id).referral_deadlines if",
+       "_terms_of(id) := data.accord.jurisdictions.default.referral_deadlines if"),
     # R13 every decision explained, deterministic
     _m("R13", D, "the policy revision is never pinned",
        "policy_revision := data.accord.meta.revision if is_string(data.accord.meta.revision)\n"),

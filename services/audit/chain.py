@@ -1,7 +1,7 @@
 """The audit hash chain, pure: canonical bytes, entry hashes, signed checkpoints, verification.
 
 An entry is ``(kind, key, record)``: ``kind`` is decision / declaration / court_order /
-consent_change / review / key_erasure, ``key`` makes it unique (a decision's is
+consent_change / review / key_erasure / referral(_breach), ``key`` makes it unique (one's is
 ``decision:<event>:<partner>``) and ``record`` is a JSON document of names, ids and times,
 never field values. Its hash is ``sha256(prev_hash || canonical(entry))`` where ``canonical``
 is canonical JSON (sorted keys, no whitespace, UTF-8) of ``{"kind", "key", "record"}``. The
@@ -48,7 +48,16 @@ from pydantic import BaseModel
 
 GENESIS = "0" * 64
 Reason = Literal["altered", "forged", "deleted", "reordered"]
-KINDS = ("decision", "declaration", "court_order", "consent_change", "review", "key_erasure")
+KINDS = (
+    "decision",
+    "declaration",
+    "court_order",
+    "consent_change",
+    "review",
+    "key_erasure",
+    "referral",
+    "referral_breach",
+)
 LEGAL_BASES = ("mandated_reporting", "imminent_danger", "court_order")
 
 

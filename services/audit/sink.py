@@ -6,13 +6,18 @@ other appender by the head lock (``store.append``). A record's unique key
 ``decision:<event id>:<partner id>`` makes a record redelivered after a crash (the offset is
 committed after the database commit) a no-op: keys already chained are filtered out before
 the batch is appended, and ``store.append`` checks again under the head lock.
+
+Whoever runs the sink may act on each newly chained record in the same transaction: the sink
+worker moves a referral whose payload was decided to delivered or refused
+(``services/referrals/service.on_decision``), so the chain and the referral agree. The hook is
+passed in, so the audit package needs nothing of the referrals above it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -27,6 +32,7 @@ from services.kafka.sink import Table, TopicSink
 log = logging.getLogger("accord.audit")
 
 Decision = dict[str, Any]
+Chained = Callable[[Session, Decision], object]  # called once per record newly chained
 
 
 def parse_decision(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Decision] | None:
@@ -47,14 +53,23 @@ def chained_keys(session: Session, keys: Collection[str]) -> set[str]:
     return set(session.scalars(select(AuditEntry.entry_key).where(AuditEntry.entry_key.in_(keys))))
 
 
-def append_decision(session: Session, doc: Decision) -> None:
-    store.append_decision(session, doc)
+def decisions_table(then: Chained | None = None) -> Table[str, Decision]:
+    """The decisions topic as a table of the chain; ``then`` runs in the appending
+    transaction for each record that was not chained before."""
 
+    def append_decision(session: Session, doc: Decision) -> None:
+        if store.append_decision(session, doc) is not None and then is not None:
+            then(session, doc)
 
-DECISIONS: Table[str, Decision] = Table(parse_decision, chained_keys, append_decision)
+    return Table(parse_decision, chained_keys, append_decision)
 
 
 def audit_sink(
-    conn: KafkaConn, topic: str, group: str, sessions: sessionmaker[Session]
+    conn: KafkaConn,
+    topic: str,
+    group: str,
+    sessions: sessionmaker[Session],
+    *,
+    then: Chained | None = None,
 ) -> TopicSink[str, Decision]:
-    return TopicSink(conn, topic, group, sessions, DECISIONS, name="audit")
+    return TopicSink(conn, topic, group, sessions, decisions_table(then), name="audit")

@@ -4,12 +4,15 @@
 Releases come from the chained decision records (the tamper-evident copy); the notices the
 consent and legal services record themselves (``consent.revoked`` notices to earlier
 recipients, a declaration the survivor is told of) stay in the ``disclosures`` table, written
-and read through ``SqlDisclosureLog``. Field names and categories only, never values.
+and read through ``SqlDisclosureLog``; and whatever the caller adds (``more``: the API adds each
+referral about the survivor with its state and what was sent, services/referrals/). Field
+names and categories only, never values.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +22,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit.models import AuditEntry
 from services.consent.disclosures import Categorize, DisclosureOut, SqlDisclosureLog
 
+# More entries of the survivor's accounting, read in the same session: the API passes the
+# referrals' (services/referrals/disclosures.py), so consent needs nothing of the referrals.
+Entries = Callable[[Session, str, Categorize], Iterable[DisclosureOut]]
+
 
 class AuditDisclosureLog:
-    def __init__(self, sessions: sessionmaker[Session], categorize: Categorize) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        categorize: Categorize,
+        *,
+        more: Entries | None = None,
+    ) -> None:
         self._sessions = sessions
         self._categorize = categorize
+        self._more = more
         self._notices = SqlDisclosureLog(sessions, categorize)
 
     def _release(self, r: dict[str, Any], at: datetime) -> DisclosureOut:
@@ -61,8 +75,9 @@ class AuditDisclosureLog:
                 for row in rows
                 if row.at is not None and (r := json.loads(row.record)).get("released")
             ]
+            more = list(self._more(session, survivor_id, self._categorize)) if self._more else []
         notices = self._notices.for_survivor(survivor_id)
-        return sorted(releases + notices, key=lambda d: d.at)
+        return sorted(releases + notices + more, key=lambda d: d.at)
 
     def recipients_under(self, consent_id: str) -> list[tuple[str, str]]:
         needle = json.dumps({"id": consent_id}, separators=(",", ":"))[:-1]  # {"id":"..."

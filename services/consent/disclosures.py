@@ -35,6 +35,10 @@ class DisclosureOut(BaseModel):
     fields: list[str]
     basis: list[str]
     consents: list[dict[str, Any]]
+    # kind "referral" (services/referrals/): the referral and its state now; `fields` are
+    # what the partner was sent (empty: nothing, e.g. refused by the sharing rules).
+    referral_id: str | None = None
+    referral_state: str | None = None
 
 
 class DisclosureLog(Protocol):

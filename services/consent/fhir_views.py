@@ -18,7 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from services.consent import service
 from services.consent.fhir import FhirRefused, from_fhir, to_fhir
 from services.consent.schemas import Consent, ConsentIn
-from services.consent.views import Actor, change, publish_snapshot
+from services.consent.views import (
+    Actor,
+    change,
+    publish_snapshot,
+    say_consent_is_not_a_condition,
+    time_limits,
+)
 from services.deps import Now, Sessions
 from services.openapi import errors
 from services.registry import models as registry_models
@@ -183,6 +189,11 @@ async def import_fhir(
         data = await run_in_threadpool(checked)
     except FhirRefused as exc:
         raise HTTPException(422, detail=_problems(exc.problems)) from exc
-    consent = await run_in_threadpool(change, sessions, now, actor, survivor_id, data, "grant")
+    consent = await run_in_threadpool(
+        change, sessions, now, actor, survivor_id, data, "grant", limits=time_limits(request)
+    )
     await publish_snapshot(request, survivor_id)
     return _exported(consent, status_code=201)
+
+
+say_consent_is_not_a_condition(router)

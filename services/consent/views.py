@@ -7,12 +7,14 @@ Every change is acknowledged only after the relay's topic holds it (R3).
 from __future__ import annotations
 
 import logging
+import pathlib
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -27,8 +29,10 @@ from services.consent.disclosures import DisclosureLog, DisclosureOut
 from services.consent.notices import send_revocation_notices
 from services.consent.schemas import PSEUDONYM, Consent, ConsentIn, RecordedBy
 from services.consent.service import ConsentError
+from services.consent.time_limits import TimeLimits, time_limited
 from services.deps import Now, Sessions
 from services.openapi import errors
+from services.policy_data import ConsentLimits, consent_limits
 from services.registry import models as registry_models
 from services.vocabulary import Purpose
 
@@ -39,6 +43,20 @@ router = APIRouter(prefix="/v1", tags=["consent"])
 Actor = Annotated[Principal, Depends(require(Role.SURVIVOR, Role.ADVOCATE, Role.GUARDIAN))]
 Advocate = Annotated[Principal, Depends(require(Role.ADVOCATE))]
 ENROLLMENT_TTL = timedelta(minutes=15)
+NOT_A_CONDITION = (
+    "Consent is never a condition of service (VAWA, FVPSA, VOCA): refusing, narrowing or "
+    "revoking a consent, or letting one end, never affects the services the survivor receives. "
+    "A consent is time-limited: each permit ends within its jurisdiction's maximum duration "
+    "(a longer or open-ended period is capped, and the answer shows the end), and the advocate "
+    "is asked to renew it before it ends (docs/safe-contact.md)."
+)
+
+
+def say_consent_is_not_a_condition(router: APIRouter) -> None:
+    """Append NOT_A_CONDITION to the description of every consent route of ``router``."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and "/consents" in route.path:
+            route.description = f"{route.description}\n\n{NOT_A_CONDITION}".strip()
 
 
 # --- survivors, guardians, enrollment --------------------------------------------------------
@@ -209,6 +227,19 @@ async def publish_snapshot(request: Request, survivor_id: str) -> None:
         ) from exc
 
 
+def time_limits(request: Request) -> TimeLimits:
+    """The consent limits' policy data and the renewal hook the API was made with."""
+    limits: TimeLimits = request.app.state.consent_time_limits
+    return limits
+
+
+def _limits(policies_dir: pathlib.Path, session: Session, survivor: Any) -> ConsentLimits:
+    """The consent limits of the survivor's agency's jurisdiction (R12)."""
+    agency = session.get(registry_models.Agency, survivor.agency_id)
+    jurisdiction = agency.jurisdiction if agency is not None else ""
+    return consent_limits(policies_dir, jurisdiction)
+
+
 def change(
     sessions: sessionmaker[Session],
     now: datetime,
@@ -217,25 +248,31 @@ def change(
     body: ConsentIn | None,
     op: Literal["grant", "amend", "revoke"],
     consent_id: str = "",
+    *,
+    limits: TimeLimits,
 ) -> Consent:
     with sessions() as session, session.begin():
         survivor = service.access(session=session, principal=principal, survivor_id=survivor_id)
         by: RecordedBy = service.recorded_by(
             session=session, principal=principal, survivor_id=survivor_id
         )
-        if op == "grant" and body is not None:
+        if body is not None:
             _check_partners(session, body)
-            return service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
-        if op == "amend" and body is not None:
-            _check_partners(session, body)
-            return service.amend(
-                session=session,
-                survivor=survivor,
-                consent_id=consent_id,
-                data=body,
-                by=by,
-                now=now,
-            )
+            maximum = _limits(limits.policies_dir, session, survivor)
+            body = time_limited(body, now=now, limits=maximum)  # capped, docs/safe-contact.md
+            if op == "grant":
+                made = service.grant(session=session, survivor=survivor, data=body, by=by, now=now)
+            else:
+                made = service.amend(
+                    session=session,
+                    survivor=survivor,
+                    consent_id=consent_id,
+                    data=body,
+                    by=by,
+                    now=now,
+                )
+            limits.on_made(session, made, now=now, limits=maximum)
+            return made
         return service.revoke(
             session=session, survivor=survivor, consent_id=consent_id, by=by, now=now
         )
@@ -262,7 +299,9 @@ async def grant(
     sessions: Sessions, now: Now, survivor_id: str, body: ConsentIn, request: Request, actor: Actor
 ) -> Consent:
     """Grant a consent. Acknowledged once the relay's topic holds it."""
-    consent = await run_in_threadpool(change, sessions, now, actor, survivor_id, body, "grant")
+    consent = await run_in_threadpool(
+        change, sessions, now, actor, survivor_id, body, "grant", limits=time_limits(request)
+    )
     await publish_snapshot(request, survivor_id)
     return consent
 
@@ -283,7 +322,15 @@ async def amend(
 ) -> Consent:
     """Replace the provisions (narrow or widen): a new version; the old one stays readable."""
     consent = await run_in_threadpool(
-        change, sessions, now, actor, survivor_id, body, "amend", consent_id
+        change,
+        sessions,
+        now,
+        actor,
+        survivor_id,
+        body,
+        "amend",
+        consent_id,
+        limits=time_limits(request),
     )
     await publish_snapshot(request, survivor_id)
     return consent
@@ -300,7 +347,15 @@ async def revoke(
     """Revoke. Once this answers, no event the relay processes afterwards uses this consent (R3);
     partners that received data under it are sent a ``consent.revoked`` notice."""
     consent = await run_in_threadpool(
-        change, sessions, now, actor, survivor_id, None, "revoke", consent_id
+        change,
+        sessions,
+        now,
+        actor,
+        survivor_id,
+        None,
+        "revoke",
+        consent_id,
+        limits=time_limits(request),
     )
     await publish_snapshot(request, survivor_id)
     try:
@@ -496,3 +551,6 @@ def disclosures(
         service.access(session=session, principal=actor, survivor_id=survivor_id)
     disclosure_log: DisclosureLog = request.app.state.disclosures
     return disclosure_log.for_survivor(survivor_id)
+
+
+say_consent_is_not_a_condition(router)

@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import chain, reports
@@ -39,6 +40,9 @@ from services.auth.principals import Principal, Role
 from services.auth.service import authenticate
 from services.dashboard import session as browser
 from services.deps import Now, SessionDep, Sessions
+from services.referrals import oversight_views as referral_oversight
+from services.referrals.models import Referral, ReferralBreach
+from services.referrals.states import OPEN
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
@@ -592,3 +596,37 @@ def verify_now(request: Request, db: SessionDep, form: FormDep) -> Response:
         return _csrf_failed()
     verify_status(request, force=True)
     return RedirectResponse("/dashboard#verification", status_code=303)
+
+
+# --- referrals --------------------------------------------------------------------------------
+
+REFERRALS_SIZE = 200
+
+
+@router.get("/referrals")
+def referrals_page(request: Request, db: SessionDep) -> Response:
+    """Open and overdue referrals, newest first, and the referral figures (R15-suppressed)."""
+    who = signed_in(request, db)
+    if not isinstance(who, Signed):
+        return who
+    overdue_only = request.query_params.get("overdue") == "1"
+    q = select(Referral).where(Referral.state.in_(sorted(s.value for s in OPEN)))
+    if overdue_only:
+        q = q.where(Referral.overdue.is_(True))
+    rows = list(db.scalars(q.order_by(Referral.made_at.desc()).limit(REFERRALS_SIZE + 1)))
+    due = {
+        (b.referral_id, b.kind): b
+        for b in db.scalars(
+            select(ReferralBreach).where(ReferralBreach.referral_id.in_([r.id for r in rows]))
+        )
+    }
+    return _page(
+        "referrals.html",
+        csrf=who.csrf,
+        subject=who.principal.subject,
+        referrals=rows[:REFERRALS_SIZE],
+        more=len(rows) > REFERRALS_SIZE,
+        breaches=due,
+        overdue_only=overdue_only,
+        report=referral_oversight.report_of(db, request.app.state.settings.policies_dir),
+    )

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from services.kafka import client as kafka_client
 from services.kafka.admin import Binding
-from services.kafka.client import API, AUDIT, CHECKPOINTER, FEED_GROUP_PREFIX, RELAY
+from services.kafka.client import API, AUDIT, CHECKPOINTER, FEED_GROUP_PREFIX, REFERRALS, RELAY
 from services.kafka.protocol import Op, Pattern, Resource
 from services.settings import Settings
 
@@ -97,6 +97,9 @@ def bindings(s: Settings, *, agencies: Iterable[str], partners: Iterable[str]) -
         *_topic(API, s.partner_topic_prefix, Op.READ, Op.WRITE, Op.CREATE, pattern=prefix),
         *_group(API, FEED_GROUP_PREFIX, prefix),
         Binding(API, Resource.CLUSTER, CLUSTER, Op.IDEMPOTENT_WRITE),
+        # Referrals (services/referrals/publish.py): each change's CloudEvent on the referrals
+        # topic (the API creates it); a withdrawal or expiry also on the partner's topic (above).
+        *_topic(API, s.topic_referrals, Op.WRITE, Op.CREATE),
         # The sink worker (`accord sink`): the decision records (the audit sink; its groups by
         # prefix, so a second sink can re-read the topic from the start under a group of its
         # own) and the dead letters (the rejection sink), nothing else.
@@ -124,6 +127,10 @@ def bindings(s: Settings, *, agencies: Iterable[str], partners: Iterable[str]) -
         Binding(CHECKPOINTER, Resource.CLUSTER, CLUSTER, Op.IDEMPOTENT_WRITE),
         *_topic(API, s.topic_audit_checkpoints, Op.READ),
         *_topic(AUDIT, s.topic_audit_checkpoints, Op.READ),
+        # Referral replies (services/referrals/replies.py): each partner writes its own reply
+        # topic (below); the reply reader reads them all, with one group, and writes nothing.
+        *_topic(REFERRALS, s.referral_reply_topic_prefix, Op.READ, pattern=prefix),
+        *_group(REFERRALS, f"{s.relay_group}-referral-replies"),
     ]
     for a in agencies:
         grants += _topic(kafka_client.agency(a), s.topic_inbound, Op.WRITE)
@@ -131,4 +138,5 @@ def bindings(s: Settings, *, agencies: Iterable[str], partners: Iterable[str]) -
         principal = kafka_client.partner(p)
         grants += _topic(principal, s.partner_topic(p), Op.READ)
         grants += _group(principal, partner_group_prefix(s, p), prefix)
+        grants += _topic(principal, s.reply_topic(p), Op.WRITE)  # its replies: only its own
     return grants

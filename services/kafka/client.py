@@ -30,6 +30,7 @@ RELAY = "accord-relay"
 API = "accord-api"  # HTTP ingest, consent publisher, rejections listing, partner HTTP feed
 AUDIT = "accord-audit"  # the audit sink: the only reader of the decision topic besides the relay
 CHECKPOINTER = "accord-checkpointer"  # the only writer of the witnessed audit checkpoints
+REFERRALS = "accord-referrals"  # reads the partners' referral reply topics (in `accord sink`)
 
 
 # The HTTP feed's consumer groups (``services/broker/edges/feed.py``), one per partner; the API's.

@@ -15,6 +15,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 
 from services.kafka import client as kafka_client
+from services.kafka import topics
 from services.kafka.acls import bindings, quotas
 from services.kafka.admin import (
     ProvisioningError,
@@ -27,11 +28,11 @@ from services.kafka.admin import (
     principal_filter,
     set_scram_credentials,
 )
-from services.kafka.client import ADMIN, API, AUDIT, CHECKPOINTER, RELAY, KafkaConn
+from services.kafka.client import ADMIN, API, AUDIT, CHECKPOINTER, REFERRALS, RELAY, KafkaConn
 from services.kafka.protocol import AclFilter
 from services.settings import Settings
 
-FIXED = [RELAY, API, AUDIT, CHECKPOINTER]
+FIXED = [RELAY, API, AUDIT, CHECKPOINTER, REFERRALS]
 
 
 async def provision(
@@ -52,6 +53,8 @@ async def provision(
     # principal can authenticate, its ACLs are in force too. Both reach the broker a moment
     # after the controller accepts them; a client connecting at once was refused (CI saw it).
     await create_acls(admin, bindings(s, agencies=agencies, partners=partners))
+    # Each partner's referral reply topic, which it alone writes (services/referrals/replies.py).
+    await topics.ensure_topics(admin, topics.reply_topics(s, partners))
     await alter_quotas(admin, quotas(s, agencies=agencies, partners=partners))
     await set_scram_credentials(admin, {p: creds[p] for p in principals})
     await _until_authenticated(s, principals, timeout_s=15.0)

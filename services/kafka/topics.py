@@ -54,6 +54,16 @@ def partner_topics(s: Settings, partner_ids: Iterable[str]) -> list[NewTopic]:
     return [NewTopic(s.partner_topic(p), 1, 1) for p in sorted(partner_ids)]
 
 
+def referrals_topic(s: Settings) -> NewTopic:
+    """Each referral's changes (services/referrals/publish.py), keyed by referral id."""
+    return NewTopic(s.topic_referrals, 3, 1)
+
+
+def reply_topics(s: Settings, partner_ids: Iterable[str]) -> list[NewTopic]:
+    """Each partner's referral reply topic, which it alone writes (referrals/replies.py)."""
+    return [NewTopic(s.reply_topic(p), 1, 1) for p in sorted(partner_ids)]
+
+
 async def partitions(conn: KafkaConn, topic: str, *, timeout_s: float = 10.0) -> set[int]:
     """The topic's partitions, waiting while a just-created topic's metadata propagates."""
     client = AIOKafkaClient(**conn.kwargs())

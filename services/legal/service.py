@@ -18,6 +18,7 @@ from services.atrest import store as atrest
 from services.audit import record as audit
 from services.consent import models as consent_models
 from services.consent.service import bump
+from services.contact.gate import NoticeType, enqueue
 from services.errors import DomainError
 from services.legal import models
 from services.legal.schemas import CourtOrderIn, DeclarationIn
@@ -107,6 +108,15 @@ def declare(
                 consents=[],
                 at=now,
             )
+        )
+        # Telling the survivor is a notice to them: it goes through the gate (safe contact).
+        enqueue(
+            session,
+            survivor_id=survivor_id,
+            type=NoticeType.IMMINENT_DANGER_DECLARED,
+            dedupe_key=f"declaration:{row.id}",
+            about={"declaration_id": row.id},
+            now=now,
         )
     bump(session, survivor)
     audit.declaration(session, row, "declared", now)

@@ -94,6 +94,13 @@ OPA_FAILOVERS = PromCounter(
 
 # --- sinks (the audit and rejection sinks; wired where they run) ---------------------------
 
+REFERRAL_REPLIES = PromCounter(
+    "accord_referral_replies",
+    "Replies read from partners' referral reply topics, by outcome (applied, or the status "
+    "of the refusal: 404, 409, 422; malformed, not_a_partner_action).",
+    ["outcome"],
+)
+
 SINK_RECORDS = PromCounter(
     "accord_sink_records",
     "Records a sink stored in the database (redeliveries already stored not counted), by sink.",
@@ -111,6 +118,29 @@ AUDIT_CHAIN_OK = Gauge(
 AUDIT_CHAIN_VERIFIED = Gauge(
     "accord_audit_chain_verified_timestamp_seconds",
     "When the audit chain was last verified (Unix time).",
+)
+
+# --- referral deadlines (accord deadlines) ------------------------------------------------
+
+DEADLINES_DUE = Gauge(
+    "accord_referral_deadlines_due",
+    "Referral deadlines that had fallen due unmet and not yet fired at the worker's last pass, "
+    "by kind (acknowledge, answer, expire); it stays above 0 only while the worker cannot fire.",
+    ["kind"],
+)
+DEADLINES_PENDING = Gauge(
+    "accord_referral_deadlines_pending",
+    "Referral deadlines still running (owed, not yet due) at the worker's last pass, by kind.",
+    ["kind"],
+)
+BREACHES_FIRED = PromCounter(
+    "accord_referral_breaches_fired",
+    "Referral deadline breaches fired (each once: alert, overdue flag, audit entry), by kind.",
+    ["kind"],
+)
+REFERRALS_OVERDUE_OPEN = Gauge(
+    "accord_referrals_overdue_open",
+    "Open referrals flagged overdue (a deadline fell due unmet), at the worker's last pass.",
 )
 
 # --- API ----------------------------------------------------------------------------------

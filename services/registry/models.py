@@ -35,6 +35,8 @@ class Partner(Base):
     # Curve25519 public key (base64) that deliveries are sealed to; none means nothing is sealed
     # for it, so nothing is delivered.
     public_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    # When its referral deadlines count (services/referrals/coverage.py); none: around the clock.
+    coverage: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
 
     agreements: Mapped[list[Agreement]] = relationship(
         back_populates="partner", cascade="all, delete-orphan", lazy="selectin"

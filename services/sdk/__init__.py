@@ -11,7 +11,8 @@ relay sealed them for you, open them, and acknowledge each once your handler has
     )
     await client.run(handle)  # handle(delivery) may be sync or async
 
-See docs/partners.md.
+Referrals delivered to you are moved with ``Referrals`` (docs/referrals.md). See
+docs/partners.md.
 """
 
 from services.sdk.client import Handler, PartnerClient
@@ -19,6 +20,7 @@ from services.sdk.delivery import Delivery, DeliveryRejected, open_record
 from services.sdk.http import FeedError, HttpFeed
 from services.sdk.kafka import KafkaFeed
 from services.sdk.keys import load_private_key, new_key_file
+from services.sdk.referrals import ReferralRefused, Referrals
 from services.sdk.source import RawItem, Source
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "KafkaFeed",
     "PartnerClient",
     "RawItem",
+    "ReferralRefused",
+    "Referrals",
     "Source",
     "load_private_key",
     "new_key_file",

@@ -2,8 +2,10 @@
 
 A record that is not for this key, was altered, or was not sealed by the expected relay key
 raises ``DeliveryRejected``; it is never handed to the caller's handler, and never acked.
-The only unsealed records a partner topic holds are ``accord.consent.revoked`` notices,
-which carry no personal data; they are passed on marked ``sealed=False``.
+The only unsealed records a partner topic holds are notices that carry no personal data:
+``accord.consent.revoked``, and a referral's ``accord.referral_state.delivered`` (the referral
+id of a payload just delivered), ``…withdrawn`` and ``…expired``; they are passed on marked
+``sealed=False``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,17 @@ from nacl.public import PrivateKey
 
 from services.broker.pipeline.seal import OpenError, open_delivery
 
-NOTICE_TYPES = frozenset({"accord.consent.revoked"})
-NOTICE_SOURCE = "/accord/consent"
+# Unsealed notices, by the source that sends them and their types.
+NOTICES: dict[str, frozenset[str]] = {
+    "/accord/consent": frozenset({"accord.consent.revoked"}),
+    "/accord/referrals": frozenset(
+        {
+            "accord.referral_state.delivered",
+            "accord.referral_state.withdrawn",
+            "accord.referral_state.expired",
+        }
+    ),
+}
 
 
 class DeliveryRejected(OpenError):
@@ -48,6 +59,14 @@ class Delivery:
         data = self.event.get("data")
         return data if isinstance(data, dict) else {}
 
+    @property
+    def referral_id(self) -> str | None:
+        """For a referral's notice, the referral it is about (move it with ``Referrals``)."""
+        if self.sealed or not self.type.startswith("accord.referral_state."):
+            return None
+        value = self.data.get("referral_id")
+        return value if isinstance(value, str) else None
+
 
 def open_record(
     record: bytes, *, delivery_id: str, partner_id: str, partner_key: PrivateKey, relay_key: str
@@ -59,7 +78,7 @@ def open_record(
     if not isinstance(doc, dict):
         raise DeliveryRejected(delivery_id, "not a JSON object")
     if "box" not in doc:
-        if doc.get("type") in NOTICE_TYPES and doc.get("source") == NOTICE_SOURCE:
+        if doc.get("type") in NOTICES.get(str(doc.get("source")), frozenset()):
             return Delivery(str(doc.get("id", delivery_id)), doc, sealed=False)
         raise DeliveryRejected(delivery_id, "not sealed, and not a notice")
     try:

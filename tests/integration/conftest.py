@@ -49,6 +49,8 @@ def settings() -> Iterator[Settings]:
             "topic_deadletter": f"{run}.deadletter",
             "topic_consents": f"{run}.consents",
             "partner_topic_prefix": f"{run}.partner.",
+            "topic_referrals": f"{run}.referrals",
+            "referral_reply_topic_prefix": f"{run}.replies.",
             "relay_group": f"{run}-relay",
             "relay_transactional_id": f"{run}-relay-0",
             "database_url": postgres.url(base, test_db),

@@ -95,10 +95,30 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/survivors/{survivor_id}/disclosures"):              "401 403 403 ok  ok  ok  403 403 403",  # noqa: E501
     ("GET", "/v1/survivors/{survivor_id}/consents/{consent_id}/fhir"):  "401 403 403 ok  ok  ok  403 403 403",  # noqa: E501
     ("POST", "/v1/survivors/{survivor_id}/consents/fhir"):           "401 403 403 ok  ok  ok  403 403 403",  # noqa: E501
+    # Safe contact: as consents; the agency's list of notices to deliver: advocates.
+    ("PUT", "/v1/survivors/{survivor_id}/contact-preference"):       "401 403 403 ok  ok  ok  403 403 403",  # noqa: E501
+    ("GET", "/v1/survivors/{survivor_id}/contact-preference"):       "401 403 403 ok  ok  ok  403 403 403",  # noqa: E501
+    ("GET", "/v1/survivors/{survivor_id}/notices"):                  "401 403 403 ok  ok  ok  403 403 403",  # noqa: E501
+    ("GET", "/v1/notices"):                                          "401 403 403 403 ok  403 403 403 403",  # noqa: E501
     # Legal bases (R8, R9): supervisors only.
     ("POST", "/v1/survivors/{survivor_id}/declarations"):            "401 403 403 403 403 403 ok  403 403",  # noqa: E501
     ("POST", "/v1/survivors/{survivor_id}/declarations/{declaration_id}/end"):  "401 403 403 403 403 403 ok  403 403",  # noqa: E501
     ("POST", "/v1/survivors/{survivor_id}/court-orders"):            "401 403 403 403 403 403 ok  403 403",  # noqa: E501
+    # Referrals: agencies make them; the addressed partner and the referrer (an agency, its
+    # supervisors) move them; compliance reads too; the survivor side sees theirs.
+    ("POST", "/v1/referrals"):                                       "401 ok  403 403 403 403 403 403 403",  # noqa: E501
+    ("GET", "/v1/referrals"):                                        "401 ok  ok  403 403 403 ok  ok  403",  # noqa: E501
+    ("GET", "/v1/referrals/codes"):                                  "401 ok  ok  403 403 403 ok  ok  403",  # noqa: E501
+    ("GET", "/v1/referrals/{referral_id}"):                          "401 ok  ok  403 403 403 ok  ok  403",  # noqa: E501
+    ("GET", "/v1/referrals/{referral_id}/fhir"):                     "401 ok  ok  403 403 403 ok  ok  403",  # noqa: E501
+    ("PUT", "/v1/referrals/{referral_id}/fhir"):                     "401 403 ok  403 403 403 403 403 403",  # noqa: E501
+    ("POST", "/v1/referrals/{referral_id}/{action}"):                "401 ok  ok  403 403 403 ok  403 403",  # noqa: E501
+    ("GET", "/v1/survivors/{survivor_id}/referrals"):                "401 403 403 ok  ok  ok  403 403 403",  # noqa: E501
+    # Referral oversight (services/referrals/oversight_views.py): alerts for supervisors (their
+    # agency's) and compliance; marking one seen is a supervisor's; the R15 figures, compliance.
+    ("GET", "/v1/referral-oversight/alerts"):                        "401 403 403 403 403 403 ok  ok  403",  # noqa: E501
+    ("POST", "/v1/referral-oversight/alerts/{alert_id}/seen"):       "401 403 403 403 403 403 ok  403 403",  # noqa: E501
+    ("GET", "/v1/referral-oversight/report"):                        "401 403 403 403 403 403 403 ok  403",  # noqa: E501
     # Audit: compliance only.
     ("GET", "/v1/audit/decisions"):                                  "401 403 403 403 403 403 403 ok  403",  # noqa: E501
     ("GET", "/v1/audit/decisions/export"):                           "401 403 403 403 403 403 403 ok  403",  # noqa: E501
@@ -124,6 +144,7 @@ COOKIE_PREFIX = "/dashboard"
 COOKIE_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/dashboard"): "cookie",
     ("GET", "/dashboard/login"): "public",
+    ("GET", "/dashboard/referrals"): "cookie",
     ("POST", "/dashboard/login"): "cookie",
     ("POST", "/dashboard/logout"): "cookie",
     ("GET", "/dashboard/static/dashboard.css"): "public",
@@ -278,6 +299,9 @@ def _params(world: World) -> dict[str, str]:
         "declaration_id": "dec-matrix-none",
         "seq": "999999999",
         "credential_id": "00000000000000ff",  # absent: an admitted revoke answers 404
+        "referral_id": "ref-000000000000000000000000",  # absent: an admitted move answers 404
+        "action": "acknowledge",
+        "alert_id": "999999999",  # absent: an admitted mark-seen answers 404
     }
 
 
@@ -423,6 +447,7 @@ def _valid_body(method: str, path: str, survivor: str) -> Any:
         ("POST", "/v1/survivors/{survivor_id}/declarations"): {
             "justification": "A credible threat to the survivor's life tonight."
         },
+        ("PUT", "/v1/survivors/{survivor_id}/contact-preference"): {"do_not_contact": True},
         ("POST", "/v1/survivors/{survivor_id}/court-orders"): {
             "reference": "2026-CV-0099",
             "court": "State B District Court",

@@ -636,3 +636,111 @@ async def test_a_stale_verify_status_is_refreshed_in_the_background(
         if later.group(1) != first.group(1) or time.monotonic() > deadline:
             break
     assert later.group(1) > first.group(1)
+
+
+# --- the referrals page in a real browser -----------------------------------------------------
+
+
+def delivered_referral(
+    settings: Settings, sessions: sessionmaker[Session], *, overdue: bool
+) -> str:
+    """A referral made and delivered by the relay's decision to lighthouse-shelter (as the
+    relay's decision record would); ``overdue`` set as the deadline worker sets it."""
+    from services.audit import store
+    from services.audit.signing import appender_key
+    from services.broker.pipeline.model import Decision
+    from services.referrals import service
+    from services.referrals.models import Referral
+    from services.registry.models import Partner
+
+    allow = Decision(True, ("service_needs",), (), ("consent",), ("R2",), (), (), False, "rev")
+    tag = uuid.uuid4().hex[:8]
+    at = datetime.now(UTC) - timedelta(days=3)
+    appending = store.with_appender(sessions, appender_key(settings))
+    with transaction(appending) as session:
+        partner = session.get(Partner, "lighthouse-shelter")
+        assert partner is not None
+        r = service.make(
+            session=session, agency_id="harbor-outreach", by="adv-d", survivor_id=f"sv-ref-{tag}",
+            partner=partner, addressed_as="partner", purpose="service_referral",
+            event_id=f"evt-ref-{tag}", supersedes=None, decision=allow, now=at,
+        )  # fmt: skip
+        service.on_decision(session, {
+            "event_id": r.event_id, "event_type": "accord.referral.made",
+            "agency_id": "harbor-outreach", "partner_id": "lighthouse-shelter",
+            "delivery_id": f"d-{tag}", "outcome": "allow", "released": ["service_needs"],
+            "withheld": [], "reasons": ["R2"], "decided_at": at.isoformat(),
+        })  # fmt: skip
+        rid = r.id
+    with transaction(sessions) as session:
+        row = session.get(Referral, rid)
+        assert row is not None and row.state == "delivered"
+        row.overdue = overdue
+    return rid
+
+
+def drive_referrals(base: str, key: str, shot: Path) -> dict[str, Any]:
+    """Sign in by keyboard, open the referrals page, follow "only overdue" (blocking)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1400,2000")
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    seen: dict[str, Any] = {}
+    try:
+        wait = WebDriverWait(driver, 20)
+        driver.get(f"{base}/dashboard/referrals")
+        wait.until(ec.url_contains("/dashboard/login"))  # no cookie: the login first
+        driver.find_element(By.ID, "key").send_keys(key, Keys.ENTER)
+        wait.until(ec.presence_of_element_located((By.ID, "decisions-table")))
+        driver.get(f"{base}/dashboard/referrals")
+        wait.until(ec.presence_of_element_located((By.ID, "referrals-table")))
+        seen["unlabelled"] = driver.execute_script(UNLABELLED_JS)
+        seen["all"] = {
+            r.get_attribute("data-referral"): r.get_attribute("data-overdue")
+            for r in driver.find_elements(By.CSS_SELECTOR, "#referrals-table tbody tr")
+        }
+        seen["all_html"] = driver.page_source
+        link = driver.find_element(By.ID, "only-overdue")
+        driver.execute_script("arguments[0].focus()", link)
+        driver.switch_to.active_element.send_keys(Keys.ENTER)  # by keyboard
+        wait.until(ec.url_contains("overdue=1"))
+        wait.until(ec.presence_of_element_located((By.ID, "referrals-table")))
+        seen["overdue"] = {
+            r.get_attribute("data-referral"): r.get_attribute("data-overdue")
+            for r in driver.find_elements(By.CSS_SELECTOR, "#referrals-table tbody tr")
+        }
+        seen["heading"] = driver.find_element(By.ID, "open-h").text
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(shot))
+        seen["overdue_html"] = driver.page_source
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_in_headless_chromium_the_referrals_page_lists_open_and_overdue_referrals(
+    api: str, keys: dict[str, str], settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    await asyncio.to_thread(chromium)
+    late = delivered_referral(settings, sessions, overdue=True)
+    on_time = delivered_referral(settings, sessions, overdue=False)
+    shot = ARTIFACTS / "dashboard-referrals.png"
+    seen = await asyncio.to_thread(drive_referrals, api, keys["compliance"], shot)
+    assert seen["unlabelled"] == []
+    assert seen["all"][late] == "true" and seen["all"][on_time] == "false"
+    assert late in seen["overdue"] and on_time not in seen["overdue"]
+    assert set(seen["overdue"].values()) == {"true"}
+    assert seen["heading"] == "Overdue referrals"
+    assert shot.stat().st_size > 10_000
+    for html in (seen["all_html"], seen["overdue_html"]):
+        assert_no_values(html)

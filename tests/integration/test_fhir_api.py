@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,12 @@ def example(name: str, survivor: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(text)
     old = doc["patient"]["reference"].removeprefix("Patient/")
     doc = json.loads(text.replace(f"Patient/{old}", f"Patient/{survivor}"))
+    top = doc["provision"]
+    if top.get("type") == "permit" and "end" not in top.get("period", {"end": None}):
+        # Consents are time-limited (docs/safe-contact.md): an open-ended permit would come
+        # back capped, so the round trip imports one that ends within the maximum.
+        end = datetime.now(UTC).date() + timedelta(days=200)
+        top["period"]["end"] = f"{end.isoformat()}T00:00:00Z"
     return doc
 
 

@@ -146,6 +146,7 @@ QUERY = {
     "agency": "harbor-outreach",
     "partner": "lighthouse-shelter",
     "partner_type": "shelter",
+    "unseen": True,
     "event_type": "accord.referral.made",
     "basis": "consent",
     "rule": "R2",
@@ -155,6 +156,7 @@ QUERY = {
     "period": "day",
     "subject": "adv-echo",
     "version": 1,
+    "state": "delivered",
 }
 
 
@@ -241,8 +243,50 @@ def bodies(t: Target) -> dict[tuple[str, str], list[Any]]:
             }
         ],
         ("POST", f"{survivors}/consents/fhir"): [_fhir(t.survivor)],
+        ("PUT", f"{survivors}/contact-preference"): [
+            {
+                "do_not_contact": False,
+                "channels": ["phone_call"],
+                "safe_times": [{"days": ["mon"], "start": "09:00", "end": "17:00"}],
+                "time_zone": "Europe/Berlin",
+                "code_word": "swallow",
+            }
+        ],
         ("POST", f"{survivors}/declarations"): [
             {"justification": "A credible threat to the survivor tonight.", "tell_survivor": False}
+        ],
+        ("POST", "/v1/referrals"): [
+            {
+                "to": {"partner_id": "lighthouse-shelter"},
+                "purpose": "service_referral",
+                "supersedes": "ref-000000000000000000000000",
+                "event": cloudevent(
+                    "harbor-outreach",
+                    t.survivor,
+                    {"survivor_name": "E", "referral_reason": "housing", "age": 30},
+                    datacontenttype="application/json",
+                ),
+            },
+            {
+                "to": {"partner_type": "shelter", "jurisdiction": "state-a"},
+                "purpose": "service_referral",
+                "event": cloudevent("harbor-outreach", t.survivor, {"age": 30}),
+            },
+        ],
+        ("POST", "/v1/referrals/{referral_id}/{action}"): [
+            {"code": "no_capacity", "note": "Full until Friday."}
+        ],
+        ("PUT", "/v1/referrals/{referral_id}/fhir"): [
+            {
+                "resourceType": "Task",
+                "id": "ref-000000000000000000000000",
+                "status": "rejected",
+                "intent": "order",
+                "statusReason": {
+                    "coding": [{"system": "urn:accord:referral-reason", "code": "no_capacity"}]
+                },
+                "note": [{"text": "No bed until Friday."}],
+            }
         ],
         ("POST", f"{survivors}/court-orders"): [
             {
@@ -268,6 +312,9 @@ def path_values(t: Target) -> dict[str, Any]:
         "declaration_id": "decl-echo-none",
         "seq": 999999,
         "credential_id": "00000000000000ff",  # no such key: nothing real is revoked
+        "referral_id": "ref-000000000000000000000000",  # no such referral
+        "alert_id": 999999,  # no such alert
+        "action": "acknowledge",
     }
 
 
@@ -284,7 +331,9 @@ STORES = {
     ("PUT", "/v1/survivors/{survivor_id}/consents/{consent_id}"),
     ("POST", "/v1/survivors/{survivor_id}/consents/fhir"),
     ("POST", "/v1/survivors/{survivor_id}/declarations"),
+    ("PUT", "/v1/survivors/{survivor_id}/contact-preference"),  # the code word, as recorded
     ("POST", "/v1/survivors/{survivor_id}/court-orders"),
+    ("POST", "/v1/referrals"),  # the referral: its event's id and survivor
 }
 
 
@@ -419,6 +468,14 @@ def _prepared(r: Request, canary: str) -> tuple[str, dict[str, Any], bytes | Non
         # reaches the checks after the signature's.
         unsigned = {k: v for k, v in body.items() if k != provenance.SIGNATURE}
         body = provenance.sign_event(unsigned, AGENCY_KEYS["harbor-outreach"])
+    if (r.method, r.template) == ("POST", "/v1/referrals") and isinstance(body.get("event"), dict):
+        event = body["event"]
+        if event.get(provenance.SIGNATURE) != canary:  # the referral's payload, signed again
+            unsigned = {k: v for k, v in event.items() if k != provenance.SIGNATURE}
+            body = {
+                **body,
+                "event": provenance.sign_event(unsigned, AGENCY_KEYS["harbor-outreach"]),
+            }
     return url, query, None if body is None else json.dumps(body).encode()
 
 

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,4 +164,17 @@ async def test_the_readme_consent_example_is_accepted(api: str, database: str) -
         assert r.status_code == 201, r.text
         r = await http.post(f"/v1/survivors/{survivor}/consents", json=body)
     assert r.status_code == 201, r.text
-    assert r.json()["provisions"] == body["provisions"]
+    got = r.json()["provisions"]
+    # As written, but an open-ended permit is capped at the jurisdiction's maximum duration
+    # (time-limited consent, docs/safe-contact.md): never more than 366 days from now.
+    latest = datetime.now(UTC) + timedelta(days=366)
+    for sent, granted in zip(body["provisions"], got, strict=True):
+        end = granted["period"].pop("end")
+        assert {**sent, "period": {k: v for k, v in sent["period"].items() if k != "end"}} == {
+            **granted
+        }
+        if sent["period"].get("end") is None and sent["type"] == "permit":
+            assert end is not None
+            assert datetime.fromisoformat(end.replace("Z", "+00:00")) <= latest
+        else:
+            assert end == sent["period"].get("end")

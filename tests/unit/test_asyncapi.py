@@ -42,6 +42,8 @@ from services.kafka import topics
 from services.kafka.acls import bindings
 from services.kafka.protocol import Op, Resource
 from services.kafka.provisioning import FIXED
+from services.referrals import events as referral_events
+from services.referrals.models import Referral, ReferralChange
 from services.snapshot.build import Snapshot
 from services.snapshot.publisher import encode
 from tests.support.pipeline import NOW, make_event, make_recipient
@@ -67,6 +69,8 @@ def test_every_topic_the_code_creates_is_a_channel() -> None:
     s = asyncapi.defaults()
     created = [t.name for t in topics.core_topics(s)] + [witness_topic(s).name]
     created += [t.name for t in topics.partner_topics(s, [asyncapi.PARTNER])]
+    created += [topics.referrals_topic(s).name]
+    created += [t.name for t in topics.reply_topics(s, [asyncapi.PARTNER])]
     addresses = {c["address"] for c in DOC["channels"].values()}
     assert set(created) == addresses
     assert DOC["channels"]["inbound"]["bindings"]["kafka"]["partitions"] == s.inbound_partitions
@@ -233,3 +237,23 @@ def test_a_record_with_a_field_more_or_less_fails() -> None:
     errors = Draft7Validator(SCHEMAS["DeadLetter"]).iter_errors
     assert list(errors({**record, "payload": "leak"}))
     assert list(errors({k: v for k, v in record.items() if k != "code"}))
+
+
+def test_referral_records_match_their_schemas() -> None:
+    referral = cast(Referral, SimpleNamespace(
+        id="ref-0123456789abcdef", event_id="evt-1", agency_id="harbor", partner_id="shelter-1",
+        partner_type="shelter", purpose="service_referral", supersedes=None,
+        survivor_id="sv-1", refused_rules=[], released=["service_needs"],
+    ))  # fmt: skip
+    change = cast(ReferralChange, SimpleNamespace(
+        target="delivered", source="made", action="deliver", seq=2, code=None, at=NOW,
+    ))  # fmt: skip
+    doc = referral_events.cloudevent(referral, change)
+    valid("ReferralChange", referral_events.encode(doc))
+    valid("PartnerReferralChange", referral_events.encode(referral_events.for_partner(doc)))
+    valid(f"ReferralData.{doc['type']}", doc["data"])
+    valid("ReferralReply", {"referral_id": referral.id, "action": "accept", "code": None,
+                            "note": None})  # fmt: skip
+    assert list(Draft7Validator(SCHEMAS["ReferralReply"]).iter_errors(
+        {"referral_id": referral.id, "action": "withdraw", "code": None, "note": None}
+    ))  # fmt: skip

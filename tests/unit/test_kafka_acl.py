@@ -20,7 +20,7 @@ from services.kafka.acls import (
     quotas,
 )
 from services.kafka.admin import Binding, acls_under, principal_filter, upsertion
-from services.kafka.client import API, AUDIT, CHECKPOINTER, RELAY
+from services.kafka.client import API, AUDIT, CHECKPOINTER, REFERRALS, RELAY
 from services.kafka.protocol import (
     ANY,
     AclFilter,
@@ -80,11 +80,31 @@ def test_agencies_and_partners_get_nothing_beyond_their_own() -> None:
     for b in GRANTS:
         if b.principal.startswith("partner."):
             pid = b.principal.removeprefix("partner.")
+            if b.name == S.reply_topic(pid):  # its referral replies: write its own topic only
+                assert (b.resource, b.pattern) == (Resource.TOPIC, Pattern.LITERAL), b
+                assert b.op in (Op.WRITE, Op.DESCRIBE), b
+                continue
             assert b.name.startswith(S.partner_topic(pid)), b
             assert b.op in (Op.READ, Op.DESCRIBE), b
         if b.principal.startswith("agency."):
             assert (b.resource, b.name) == (Resource.TOPIC, S.topic_inbound), b
             assert b.op in (Op.WRITE, Op.DESCRIBE), b
+
+
+def test_a_reply_topic_is_written_by_its_partner_alone_and_read_by_the_reply_reader() -> None:
+    for topic in {S.reply_topic(p) for p in ("pa", "pb")}:
+        writers = {
+            b.principal
+            for b in GRANTS
+            if b.resource is Resource.TOPIC
+            and b.op in (Op.WRITE, Op.CREATE)
+            and (b.name == topic or (b.pattern is Pattern.PREFIXED and topic.startswith(b.name)))
+        }
+        assert writers == {f"partner.{topic.removeprefix(S.referral_reply_topic_prefix)}"}
+    assert Binding(
+        REFERRALS, Resource.TOPIC, S.referral_reply_topic_prefix, Op.READ, Pattern.PREFIXED
+    ) in set(GRANTS)
+    assert not [b for b in GRANTS if b.principal == REFERRALS and b.op is Op.WRITE]
 
 
 def test_only_the_relay_and_the_checkpointer_hold_transactional_ids() -> None:

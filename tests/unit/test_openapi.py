@@ -214,3 +214,14 @@ def test_a_date_time_parameter_is_rfc_3339_only(value: str) -> None:
 def test_a_date_time_parameter_with_an_offset_is_accepted(value: str) -> None:
     parsed = TypeAdapter(DateTimeParam).validate_python(value)
     assert parsed.tzinfo is not None
+
+
+def test_every_consent_route_says_consent_is_never_a_condition_of_service(
+    doc: dict[str, Any],
+) -> None:
+    consent_ops = [
+        (n, op) for n, op in _operations(doc) if "/survivors/{survivor_id}/consents" in n
+    ]
+    assert len(consent_ops) >= 8
+    silent = [n for n, op in consent_ops if "never a condition of service" not in op["description"]]
+    assert not silent

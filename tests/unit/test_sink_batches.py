@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import store
 from services.audit.models import AuditEntry
-from services.audit.sink import DECISIONS
+from services.audit.sink import decisions_table
 from services.broker.edges.models import RejectedEvent
 from services.broker.edges.rejections import REJECTIONS, Position
 from services.db import Base, make_engine, make_sessionmaker
@@ -94,7 +94,7 @@ async def test_a_redelivered_poll_stores_nothing_and_fails_nothing(
 async def test_decisions_are_chained_once_and_the_chain_links(
     conn: KafkaConn, sessions: sessionmaker[Session], sinks: list[TopicSink[Any, Any]]
 ) -> None:
-    sink = TopicSink(conn, "t", "g", sessions, DECISIONS)
+    sink = TopicSink(conn, "t", "g", sessions, decisions_table())
     sinks.append(sink)
     assert sink.store_batch([decision(n) for n in range(20)]) == 20
     assert sink.store_batch([decision(n) for n in range(10, 30)] + [record(1, b"[]")]) == 10

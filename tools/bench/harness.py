@@ -43,6 +43,7 @@ from services.broker.survivor_keys import SqlSurvivorKeys, seal_all, subject_of
 from services.db import make_engine, make_sessionmaker
 from services.kafka import client as kafka_client
 from services.kafka import topics
+from services.referrals import service as referrals
 from services.settings import Settings
 
 JSON = dict[str, Any]
@@ -319,7 +320,7 @@ async def recompute(
     The registry is read from ``s.database_url`` and the policy asked at ``s.opa_base_url``."""
     engine = make_engine(s.sqlalchemy_url)
     sessions = make_sessionmaker(engine, kek_ring=kek_ring(s))
-    registry = SqlRegistry(sessions)
+    registry = SqlRegistry(sessions, referrals.addressed_payloads)
     view = StaticConsentView({k: list(v) for k, v in consents.items()})
     released: dict[tuple[str, str], list[str]] = {}
     delivered: set[tuple[str, str]] = set()

@@ -64,7 +64,17 @@ class Audience(Protocol):
         """Agency id → its jurisdiction."""
         ...
 
-    def recipients(self, event_type: str, *, publisher: str) -> Sequence[Recipient]: ...
+    def recipients(
+        self,
+        event_type: str,
+        *,
+        publisher: str,
+        event_id: str | None = None,
+        survivor_id: str | None = None,
+    ) -> Sequence[Recipient]:
+        """The partners subscribed to the type (not its publisher); for an event addressed to
+        one partner (a referral's payload), that partner alone."""
+        ...
 
 
 Question = tuple[InboundEvent, Recipient, JSON]  # an event, a recipient, the policy input
@@ -287,12 +297,18 @@ def questions(
     facts: Callable[[str], SurvivorFacts],
     now: datetime,
 ) -> list[Question]:
-    """One policy question per partner subscribed to the event (not its publisher)."""
+    """One policy question per partner subscribed to the event (not its publisher), or for a
+    referral's payload, its addressee alone."""
     survivor = facts(event.survivor_id)
     jurisdiction = audience.jurisdictions[event.agency_id]
     return [
         (event, r, build_input(event, r, jurisdiction=jurisdiction, facts=survivor, now=now))
-        for r in audience.recipients(event.type, publisher=event.agency_id)
+        for r in audience.recipients(
+            event.type,
+            publisher=event.agency_id,
+            event_id=event.id,
+            survivor_id=event.survivor_id,
+        )
     ]
 
 
