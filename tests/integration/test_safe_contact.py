@@ -45,9 +45,12 @@ DO_NOT_CONTACT = ContactPreferenceIn(do_not_contact=True)
 
 
 class Recorder:
-    """A transport that records what it was asked to deliver (and can fail, as a crash)."""
+    """A transport that records what it was asked to deliver to one survivor (and can fail, as
+    a crash). The outbox is shared by every test, so notices other tests left due are delivered
+    too; only the survivor's own are recorded."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, survivor: str, fail: bool = False) -> None:
+        self.survivor = survivor
         self.delivered: list[tuple[str, Channel | None]] = []
         self.fail = fail
 
@@ -56,7 +59,8 @@ class Recorder:
     ) -> None:
         if self.fail:
             raise RuntimeError("the transport went down mid-delivery")
-        self.delivered.append((notice.id, channel))
+        if notice.survivor_id == self.survivor:
+            self.delivered.append((notice.id, channel))
 
 
 @pytest.fixture
@@ -125,7 +129,7 @@ def test_a_survivor_with_do_not_contact_gets_no_notice_of_any_type(
     assert len(NoticeType) >= 2  # iterated: a type added later is covered without a change
     prefer(sessions, survivor, DO_NOT_CONTACT)
     ids = one_of_each(sessions, survivor)
-    transport = Recorder()
+    transport = Recorder(survivor)
     for at in (NOON, NOON + timedelta(hours=7), NOON + timedelta(days=40)):  # again, later
         dispatch(sessions, at, transport)
     assert transport.delivered == []
@@ -139,7 +143,7 @@ def test_the_same_notices_reach_a_contactable_survivor_once_on_their_channel(
     """The control of the test above: the same notices, a preference that allows them."""
     prefer(sessions, survivor, CONTACTABLE)
     ids = one_of_each(sessions, survivor)
-    transport = Recorder()
+    transport = Recorder(survivor)
     dispatch(sessions, NOON, transport)
     dispatch(sessions, NOON + timedelta(minutes=1), transport)
     assert sorted(transport.delivered) == sorted((i, Channel.PHONE_CALL) for i in ids)
@@ -153,7 +157,7 @@ def test_outside_safe_times_a_notice_is_held_and_a_later_do_not_contact_still_wi
     prefer(sessions, survivor, CONTACTABLE)
     ids = one_of_each(sessions, survivor)
     evening = NOON + timedelta(hours=5)  # 17:00 in Chicago
-    transport = Recorder()
+    transport = Recorder(survivor)
     dispatch(sessions, evening, transport)
     assert transport.delivered == []
     assert set(statuses(sessions, ids).values()) == {("held", "outside_safe_times")}
@@ -176,9 +180,9 @@ def test_a_crash_mid_delivery_leaves_the_notice_to_be_sent_once_later(
     prefer(sessions, survivor, CONTACTABLE)
     ids = one_of_each(sessions, survivor)
     with pytest.raises(RuntimeError):
-        dispatch(sessions, NOON, Recorder(fail=True))
+        dispatch(sessions, NOON, Recorder(survivor, fail=True))
     assert {s for s, _ in statuses(sessions, ids).values()} == {"pending"}
-    transport = Recorder()
+    transport = Recorder(survivor)
     for _ in range(3):  # a restarted dispatcher, run again and again
         dispatch(sessions, NOON, transport)
     assert sorted(i for i, _ in transport.delivered) == sorted(ids)
@@ -204,7 +208,7 @@ def test_an_erased_survivor_gets_no_notice_and_their_preference_reads_as_none(
         notice = enqueue(session, survivor_id=survivor, type=NoticeType.IMMINENT_DANGER_DECLARED,
                          dedupe_key=f"erased:{survivor}", about={}, now=NOON)  # fmt: skip
         atrest.erase(session, survivor, by="op-test", now=NOON)
-    transport = Recorder()
+    transport = Recorder(survivor)
     dispatch(sessions, NOON, transport)
     assert transport.delivered == []
     assert statuses(sessions, [notice.id])[notice.id] == ("suppressed", "erased")
@@ -276,7 +280,7 @@ def test_a_renewal_notice_goes_once_renewal_notice_days_before_the_consent_ends(
     end = NOON + LIMITS.max_duration
     assert notice.due_at == end - LIMITS.renewal_notice
     assert notice.about["ends_at"] == end.isoformat()
-    transport = Recorder()
+    transport = Recorder(survivor)
     dispatch(sessions, notice.due_at - timedelta(seconds=1), transport)
     assert transport.delivered == []
     for _ in range(2):  # and again after a restart, later: still once
@@ -295,7 +299,7 @@ def test_a_revoked_consent_gets_no_renewal_notice(
         assert sv is not None
         consents.revoke(session=session, survivor=sv, consent_id=consent_id,
                         by=RecordedBy(role="self", actor=survivor), now=NOON)  # fmt: skip
-    transport = Recorder()
+    transport = Recorder(survivor)
     dispatch(sessions, NOON, transport)
     assert transport.delivered == []
     assert statuses(sessions, [notice.id])[notice.id] == ("withdrawn", "no_longer_applies")
@@ -307,7 +311,7 @@ def test_a_renewal_notice_to_a_survivor_with_do_not_contact_is_suppressed(
     prefer(sessions, survivor, DO_NOT_CONTACT)
     granted(sessions, survivor, "2026-12-20T00:00:00Z")
     [notice] = renewals(sessions, survivor)
-    transport = Recorder()
+    transport = Recorder(survivor)
     dispatch(sessions, NOON, transport)
     assert transport.delivered == []
     assert statuses(sessions, [notice.id])[notice.id] == ("suppressed", "do_not_contact")
@@ -441,7 +445,7 @@ async def test_telling_a_survivor_of_a_declaration_goes_through_the_gate(
             headers=bearer(keys["supervisor"]),
         )
         assert r.status_code == 201, r.text
-        transport = Recorder()
+        transport = Recorder(sid)
         dispatch(sessions, datetime.now(UTC), transport)
         r = await http.get(f"/v1/survivors/{sid}/notices", headers=bearer(own))
         [notice] = r.json()
