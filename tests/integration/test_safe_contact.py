@@ -5,9 +5,13 @@ included), renewal notices for time-limited consents, preferences sealed at rest
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +29,8 @@ from services.contact.renewal import schedule_renewal
 from services.contact.schemas import Channel, ContactPreferenceIn
 from services.db import transaction
 from services.policy_data import ConsentLimits
+from services.settings import Settings
+from tests.support.api_process import api_env
 
 pytestmark = pytest.mark.integration
 
@@ -454,3 +460,40 @@ async def test_telling_a_survivor_of_a_declaration_goes_through_the_gate(
         assert notice["id"] not in {i for i, _ in transport.delivered}
         r = await http.get("/v1/notices", headers=bearer(keys["harbor"]))
         assert notice["id"] not in {n["id"] for n in r.json()}
+
+
+def test_the_accord_notices_command_suppresses_do_not_contact_and_sends_the_rest(
+    settings: Settings, sessions: sessionmaker[Session], survivor: str
+) -> None:
+    """The real worker command, as an operator runs it (``accord notices --once``), against the
+    same database: the gate's decision is the command's, not only the library's."""
+    reachable = f"sv-contact-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        consents.register_survivor(
+            session=session, survivor_id=reachable, agency_id="harbor-outreach", now=now
+        )
+    prefer(sessions, survivor, DO_NOT_CONTACT)
+    prefer(sessions, reachable, ContactPreferenceIn(channels=[Channel.EMAIL]))
+    ids = {}
+    with transaction(sessions) as session:
+        for sid in (survivor, reachable):
+            ids[sid] = enqueue(session, survivor_id=sid, type=NoticeType.IMMINENT_DANGER_DECLARED,
+                               dedupe_key=f"cli:{sid}", about={}, now=now).id  # fmt: skip
+    accord = Path(sys.executable).parent / "accord"
+    done = subprocess.run(
+        [str(accord), "notices", "--once"],
+        env=api_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.fullmatch(r"sent \d+, held \d+, suppressed \d+, withdrawn \d+\n", done.stdout)
+    got = statuses(sessions, list(ids.values()))
+    assert got[ids[survivor]] == ("suppressed", "do_not_contact")
+    assert got[ids[reachable]][0] == "sent"
+    # Ids and outcomes only: no preference, channel or code word reaches the worker's output.
+    assert "email" not in done.stdout + done.stderr
+    assert DO_NOT_CONTACT.model_dump_json() not in done.stderr
