@@ -545,18 +545,21 @@ def sink() -> None:
 @app.command("notices")
 def notices(
     once: bool = typer.Option(False, "--once", help="Decide what is due now, then exit."),
-    interval: float = typer.Option(30.0, help="Seconds between rounds."),
+    interval: float | None = typer.Option(
+        None, help="Seconds between rounds (ACCORD_NOTICES_INTERVAL_S; default 30)."
+    ),
 ) -> None:
     """Run the notice gate's dispatcher: every notice to a survivor that fell due is sent (as
     their safe-contact preference allows), held until a safe time, or suppressed; exactly once
-    (docs/safe-contact.md)."""
+    (docs/safe-contact.md). Serves /healthz, /readyz and /metrics on ACCORD_NOTICES_HEALTH_PORT."""
+    import asyncio
     import signal
-    import threading
 
     from services import logs
     from services.atrest.keys import kek_ring
     from services.contact import worker
     from services.db import make_engine, make_sessionmaker
+    from services.observability.server import running_health
     from services.referrals import notices  # noqa: F401  (registers the referral notices' check)
 
     logs.configure()
@@ -571,10 +574,17 @@ def notices(
                 f"withdrawn {done.withdrawn}"
             )
             return
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        worker.run(sessions, stop=stop, interval_s=interval)
+
+        async def forever() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)  # finish the notice in hand, then stop
+            gate = worker.NoticeWorker(sessions, interval_s=interval or s.notices_interval_s)
+            async with running_health(s.notices_health_host, s.notices_health_port, gate.readiness):
+                await gate.serve(stop)
+
+        asyncio.run(forever())
     finally:
         engine.dispose()
 

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     # Tests only: a file holding the worker's "now" (RFC 3339), read at each pass, so a test
     # can move time past a deadline across a restart. Empty: the system clock.
     deadlines_clock_file: str = ""
+    # `accord notices` (the notice gate's dispatcher, services/contact/worker.py): seconds
+    # between rounds, and its /healthz, /readyz, /metrics (0: any free port).
+    notices_interval_s: float = Field(default=30.0, gt=0)
+    notices_health_host: str = "127.0.0.1"
+    notices_health_port: int = Field(default=9105, ge=0, le=65535)
 
     # Key-encryption keys for data at rest (docs/at-rest.md): "id:base64key,id:base64key" and
     # the id new and re-wrapped data keys use (may be empty with one KEK). Empty: one key kept

@@ -143,6 +143,19 @@ REFERRALS_OVERDUE_OPEN = Gauge(
     "Open referrals flagged overdue (a deadline fell due unmet), at the worker's last pass.",
 )
 
+# --- survivor notices (accord notices) ---------------------------------------------------
+
+NOTICES_DECIDED = PromCounter(
+    "accord_survivor_notices_decided",
+    "Notices to survivors decided by the notice gate, by outcome (sent, held, suppressed, "
+    "withdrawn); suppressed counts do-not-contact and erased survivors.",
+    ["outcome"],
+)
+NOTICE_ROUNDS_FAILED = PromCounter(
+    "accord_survivor_notice_rounds_failed",
+    "Dispatch rounds of the notice gate that failed (the database away); tried again.",
+)
+
 # --- API ----------------------------------------------------------------------------------
 
 API_AUTH_FAILURES = PromCounter(

@@ -31,6 +31,7 @@ from services.db import transaction
 from services.policy_data import ConsentLimits
 from services.settings import Settings
 from tests.support.api_process import api_env
+from tests.support.stack import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -497,3 +498,56 @@ def test_the_accord_notices_command_suppresses_do_not_contact_and_sends_the_rest
     # Ids and outcomes only: no preference, channel or code word reaches the worker's output.
     assert "email" not in done.stdout + done.stderr
     assert DO_NOT_CONTACT.model_dump_json() not in done.stderr
+
+
+async def test_the_notices_worker_decides_what_falls_due_reports_ready_and_stops_on_sigterm(
+    settings: Settings, sessions: sessionmaker[Session], survivor: str
+) -> None:
+    """``accord notices`` as it runs in a deployment: rounds on an interval, its health port
+    ready once a round completed, its outcomes counted on /metrics, a clean exit on SIGTERM."""
+    import asyncio
+
+    import httpx
+
+    port = free_port()
+    env = api_env(settings, ACCORD_NOTICES_HEALTH_PORT=str(port), ACCORD_NOTICES_INTERVAL_S="0.5")
+    accord = Path(sys.executable).parent / "accord"
+    proc = await asyncio.create_subprocess_exec(
+        str(accord), "notices", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            for _ in range(120):
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError("accord notices never became ready")
+            prefer(sessions, survivor, DO_NOT_CONTACT)
+            with transaction(sessions) as session:
+                notice = enqueue(session, survivor_id=survivor,
+                                 type=NoticeType.IMMINENT_DANGER_DECLARED,
+                                 dedupe_key=f"worker:{survivor}", about={},
+                                 now=datetime.now(UTC))  # fmt: skip
+            for _ in range(60):  # a round every half second: decided within a few
+                if statuses(sessions, [notice.id])[notice.id][0] != "pending":
+                    break
+                await asyncio.sleep(0.25)
+            assert statuses(sessions, [notice.id])[notice.id] == ("suppressed", "do_not_contact")
+            metrics = (await http.get("/metrics")).text
+            suppressed = re.search(
+                r'^accord_survivor_notices_decided_total\{outcome="suppressed"\} (\S+)$',
+                metrics,
+                re.MULTILINE,
+            )
+            assert suppressed is not None and float(suppressed.group(1)) >= 1
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), timeout=20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
