@@ -50,10 +50,20 @@ say "waiting for pilot-init (certificates, credentials, keys, migrations, ACLs, 
 rc=$(podman wait "${PROJECT}_pilot-init_1")
 podman logs "${PROJECT}_pilot-init_1" 2>&1 | sed 's/^/    /'
 [[ $rc == 0 ]] || { say "pilot-init exited $rc"; exit 1; }
-say "starting api, relay-1, relay-2, sink, checkpointer"
-compose up -d api relay-1 relay-2 sink checkpointer >/dev/null
+say "starting api, relay-1, relay-2, sink, checkpointer, deadlines, notices"
+compose up -d api relay-1 relay-2 sink checkpointer deadlines notices >/dev/null
 say "one event, agency -> API -> Kafka -> relay -> OPA -> partner topic"
 podman run --rm --network "${PROJECT}_default" -v "${PROJECT}_state:/var/lib/accord" \
     --read-only --tmpfs /tmp "localhost/accord:$TAG" pilot-smoke --api http://api:8080 --timeout 120
+# The workers with no part in the delivery: each must answer /readyz 200 on its health port.
+ready() {  # container, port
+    podman exec "$1" /usr/bin/python3.11 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$2/readyz', timeout=3)" 2>/dev/null
+}
+for worker in "deadlines 9104" "notices 9105"; do
+    set -- $worker
+    for _ in $(seq 60); do ready "${PROJECT}_$1_1" "$2" && break; sleep 1; done
+    ready "${PROJECT}_$1_1" "$2" || { say "$1 never became ready"; exit 1; }
+    say "$1 ready"
+done
 podman ps --filter "label=io.podman.compose.project=$PROJECT" --format '    {{.Names}}  {{.Status}}'
 say "passed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build Accord's OCI images from Debian's packages, reproducibly (`make image`).
 #
-#   localhost/accord:<version>        API, relay, sink, checkpointer, deadlines, migrate, opa
+#   localhost/accord:<version>        API, relay, sink, checkpointer, deadlines, notices, migrate, opa
 #   localhost/accord-infra:<version>  Kafka (jars from Maven Central) and PostgreSQL, for the
 #                                     compose pilot only (production uses its own; built with
 #                                     --infra)

@@ -2,8 +2,8 @@
 
     accord-image ROLE [ARGS...]
 
-Roles: api, relay, sink, checkpointer, deadlines, migrate, opa, pilot-init, pilot-smoke;
-anything else is passed to the ``accord`` command as it is (``accord-image keys status``).
+Roles: api, relay, sink, checkpointer, deadlines, notices, migrate, opa, pilot-init,
+pilot-smoke; anything else is passed to the ``accord`` command as it is (``accord-image keys status``).
 
 Secrets never need to be in the environment: every regular file named ``ACCORD_<NAME>`` in
 ``$ACCORD_SECRETS_DIR`` (default ``/run/secrets/accord``, where a Kubernetes Secret or a
@@ -27,7 +27,8 @@ ROLES: dict[str, list[str]] = {
     "relay": ["relay"],
     "sink": ["sink"],
     "checkpointer": ["audit", "checkpointer"],
-    "deadlines": ["deadlines"],  # issue 14's deadline worker: the slot is here
+    "deadlines": ["deadlines"],
+    "notices": ["notices"],
     "migrate": ["db", "upgrade"],
     "pilot-init": ["pilot", "init"],
     "pilot-smoke": ["pilot", "smoke"],

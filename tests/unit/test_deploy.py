@@ -49,8 +49,6 @@ def test_every_role_runs_an_existing_accord_command() -> None:
     root = get_command(app)
     ctx = root.make_context("accord", ["--help"], resilient_parsing=True)
     for role, argv in ep.ROLES.items():
-        if role == "deadlines":  # issue 14's worker: the slot waits for its command
-            continue
         command: Any = root
         for word in argv:
             command = command.get_command(ctx, word)
