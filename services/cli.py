@@ -571,7 +571,7 @@ def notices(
             done = worker.once(sessions)
             typer.echo(
                 f"sent {done.sent}, held {done.held}, suppressed {done.suppressed}, "
-                f"withdrawn {done.withdrawn}"
+                f"withdrawn {done.withdrawn}, failed {done.failed}"
             )
             return
 

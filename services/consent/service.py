@@ -463,10 +463,17 @@ def current_consents(
 
 
 def version(
-    *, session: Session, survivor_id: str, consent_id: str, number: int, now: datetime | None = None
+    *,
+    session: Session,
+    survivor_id: str,
+    consent_id: str,
+    number: int,
+    now: datetime | None = None,
+    evidence: bool = True,
 ) -> Consent:
-    """One stored version; with ``now``, its status as seen then (``status_at``)."""
+    """One stored version; with ``now``, its status as seen then (``status_at``);
+    ``evidence=False`` leaves the sealed evidence closed (for checks that need only terms)."""
     row = session.get(models.ConsentVersion, (consent_id, number))
     if row is None or row.survivor_id != survivor_id:
         raise ConsentError(404, "No such consent version for this survivor.")
-    return _consent(session, row, now=now)
+    return _consent(session, row, now=now, evidence=evidence)

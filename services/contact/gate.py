@@ -201,6 +201,7 @@ class Dispatched:
     held: int = 0
     suppressed: int = 0
     withdrawn: int = 0
+    failed: int = 0  # not decided (rolled back), tried again at the next dispatch
 
     @property
     def decided(self) -> int:
@@ -234,15 +235,25 @@ def dispatch_due(
             )
         )
     for notice_id in due:
-        with sessions() as session, session.begin():
-            row = session.scalars(
-                select(models.SurvivorNotice)
-                .where(models.SurvivorNotice.id == notice_id)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if row is None or row.status not in OPEN or row.due_at > now:
-                continue  # another dispatcher has it, or decided it already
-            _decide(session, row, now, transport, preference, out)
+        try:
+            with sessions() as session, session.begin():
+                row = session.scalars(
+                    select(models.SurvivorNotice)
+                    .where(models.SurvivorNotice.id == notice_id)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if row is None or row.status not in OPEN or row.due_at > now:
+                    continue  # another dispatcher has it, or decided it already
+                _decide(session, row, now, transport, preference, out)
+        except Exception as exc:  # one notice's failure must not stop the others
+            # Rolled back: the notice stays open and is tried again at the next dispatch. A
+            # transport down, or a row that does not open (altered at rest), fails this notice
+            # alone; the id and the kind of failure only, never what the notice is about.
+            out.failed += 1
+            log.warning(
+                "survivor notice not decided; tried again at the next dispatch",
+                extra={"notice_id": notice_id, "error": type(exc).__name__},
+            )
     return out
 
 

@@ -65,6 +65,7 @@ def renewal_applies(session: Session, notice: models.SurvivorNotice, now: dateti
             consent_id=row.consent_id,
             number=row.version,
             now=now,
+            evidence=False,  # the terms decide; the evidence stays sealed
         )
     except ConsentError:
         return False

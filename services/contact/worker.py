@@ -48,7 +48,8 @@ def once(
         total.held += done.held
         total.suppressed += done.suppressed
         total.withdrawn += done.withdrawn
-        for outcome in ("sent", "held", "suppressed", "withdrawn"):
+        total.failed += done.failed
+        for outcome in ("sent", "held", "suppressed", "withdrawn", "failed"):
             NOTICES_DECIDED.labels(outcome).inc(getattr(done, outcome))
         if done.decided == 0:
             return total

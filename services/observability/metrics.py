@@ -148,7 +148,7 @@ REFERRALS_OVERDUE_OPEN = Gauge(
 NOTICES_DECIDED = PromCounter(
     "accord_survivor_notices_decided",
     "Notices to survivors decided by the notice gate, by outcome (sent, held, suppressed, "
-    "withdrawn); suppressed counts do-not-contact and erased survivors.",
+    "withdrawn; failed: rolled back, tried again next round).",
     ["outcome"],
 )
 NOTICE_ROUNDS_FAILED = PromCounter(

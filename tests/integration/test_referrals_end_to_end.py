@@ -161,12 +161,14 @@ async def test_a_referral_closes_the_loop_and_no_one_else_learns_of_it(
     agency, advocate = _bearer(keys["agency"]), _bearer(keys["advocate"])
     r = await http.post("/v1/survivors", json={"survivor_id": survivor}, headers=advocate)
     assert r.status_code == 201, r.text
-    # Shelters may get identity and service needs; only the second shelter contact data.
+    # The two shelters (by name: other tests register shelters of state-a too, and a referral
+    # to the type goes to the first that may receive it) may get identity and service needs;
+    # only the second contact data.
     consent = {
         "provisions": [
             {
                 "type": "permit",
-                "recipients": {"partners": [], "partner_types": ["shelter"]},
+                "recipients": {"partners": ["lighthouse-shelter", HAVEN], "partner_types": []},
                 "purposes": ["service_referral"],
                 "categories": ["identity", "service_need"],
                 "period": {"start": _days_from_now(-30), "end": _days_from_now(60)},
