@@ -208,3 +208,18 @@ def test_pilot_init_prepares_every_file_private_and_names_the_broker(tmp_path: P
     before = (tmp_path / "postgres" / "password").read_text()
     pilot.prepare(s, hosts)  # idempotent: the same password, keys and CA
     assert (tmp_path / "postgres" / "password").read_text() == before
+
+
+def test_every_runtime_dependency_is_pinned_for_the_image() -> None:
+    """The image installs deploy/image/requirements.txt with --no-deps: a dependency added to
+    pyproject.toml and not re-pinned (`make image-lock`) is a container that cannot start."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {canonicalize_name(Requirement(d).name) for d in project["dependencies"]}
+    lines = (REPO_ROOT / "deploy" / "image" / "requirements.txt").read_text().splitlines()
+    pinned = {canonicalize_name(x.split("==")[0]) for x in lines if "==" in x}
+    assert sorted(wanted - pinned) == []
