@@ -33,7 +33,8 @@ from services.broker.consent_view import ConsentView
 from services.broker.ownership import Handover, PartitionProducers
 from services.broker.pipeline import decide, deliver, project, seal, unseal, validate
 from services.broker.pipeline.decide import Policy
-from services.broker.pipeline.model import OutRecord, PollItem
+from services.broker.pipeline.model import Decision, OutRecord, PollItem
+from services.broker.pipeline.reuse import ReuseStore
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key
 from services.broker.registry import Registry, RegistrySnapshot
@@ -92,8 +93,10 @@ class Relay:
         sealer: Sealer,
         keys: SurvivorKeys,
         clock: Clock = utcnow,
+        reuse: ReuseStore[Decision] | None = None,
     ) -> None:
         self._s = settings
+        self._reuse = reuse  # decisions kept until their valid_until (pipeline/reuse.py)
         self._keys = keys
         self._seen = seen
         self._sealer = sealer
@@ -156,13 +159,23 @@ class Relay:
             now=now,
             chunk=s.opa_batch_size,
             concurrency=s.opa_concurrency,
+            reuse=self._reuse,
         )
         lap("decide")
+        self._log_reuse()
         items = project.project_all(items)
         items = seal.seal_all(items, self._sealer)
         items = deliver.deliver(items, topics=self._topics, decided_at=now)
         lap("seal")
         return batch_results(items, stages_ms=lap.ms)
+
+    def _log_reuse(self) -> None:
+        if self._reuse is not None:
+            stats = self._reuse.stats
+            log.info(
+                "decisions reused",
+                extra={"hits": stats.hits, "misses": stats.misses, "entries": len(self._reuse)},
+            )
 
     async def _ensure_partner_topics(self, snapshot: RegistrySnapshot) -> None:
         wanted = {self._s.partner_topic(p) for p in snapshot.partner_ids()} - self._known_topics

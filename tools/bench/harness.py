@@ -41,6 +41,7 @@ from services.broker.relay import Relay
 from services.broker.replay import StaticSeen
 from services.broker.survivor_keys import SqlSurvivorKeys, seal_all, subject_of
 from services.db import make_engine, make_sessionmaker
+from services.decision_records import split_decisions
 from services.kafka import client as kafka_client
 from services.kafka import topics
 from services.settings import Settings
@@ -68,6 +69,7 @@ def scoped(s: Settings, tag: str, **update: Any) -> Settings:
 
 RELAY_SETTINGS = (
     "policy_engine",
+    "decision_reuse_entries",
     "topic_inbound",
     "topic_decisions",
     "topic_deadletter",
@@ -346,8 +348,9 @@ async def recompute(
                 if result.rejected:
                     raise AssertionError(f"{result.rejected} events rejected on recompute")
                 for record in result.records:
-                    if record.topic == s.topic_decisions:
-                        d = json.loads(record.value)
+                    if record.topic != s.topic_decisions:
+                        continue
+                    for d in split_decisions(json.loads(record.value)):
                         released[(d["event_id"], d["partner_id"])] = sorted(d["released"])
                         if d["delivery_id"]:
                             delivered.add((d["event_id"], d["partner_id"]))
@@ -448,8 +451,9 @@ async def check(
 
     The timeouts bound the wait for records that never come (a lost one): a caller that knows
     the relay committed everything already can keep them short."""
-    raw = await read_all(s, s.topic_decisions, until=len(expected.released), timeout_s=timeout_s)
-    decisions = [json.loads(v) for v in raw]
+    events = len({event for event, _ in expected.released})  # one folded record per event
+    raw = await read_all(s, s.topic_decisions, until=events, timeout_s=timeout_s)
+    decisions = [d for v in raw for d in split_decisions(json.loads(v))]
     deliveries: dict[str, list[JSON]] = {}
     for pid in partner_ids:
         want = sum(1 for _, p in expected.delivered if p == pid)

@@ -21,6 +21,7 @@ polled every 100 ms, from the first commit to the last (start-up excluded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +49,13 @@ from services.kafka.provisioning import provision
 from services.settings import Settings
 from tools.bench import opa_latency
 from tools.bench.harness import RelayProcess, log_entries, peak_rss_bytes, scoped
-from tools.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
+from tools.bench.scenario import (
+    Scenario,
+    change_consents,
+    prepare_database,
+    prepare_topics,
+    run_tag,
+)
 
 BENCH_DATABASE = "accord_bench"
 Echo = Callable[[str], None]
@@ -63,6 +71,7 @@ class Params:
     latency_s: float = 15.0
     profile: Path | None = None  # py-spy's raw (collapsed) output, when profiling the relay
     engine: Literal["opa", "wasm"] = "opa"  # the relay's policy engine (ACCORD_POLICY_ENGINE)
+    variants: bool = True  # also the cold (no reuse) and worst-case (distinct survivors) runs
 
 
 @dataclass
@@ -82,10 +91,47 @@ class Results:
     opa_requests: Counter[int] = field(default_factory=Counter)
     peak_rss: int = 0
     stages_ms: dict[str, float] = field(default_factory=dict)
+    reuse: Reuse | None = None
+    consent_changes: Counter[str] = field(default_factory=Counter)
+    cold_eps: float = 0.0  # the same mix, reuse disabled
+    worst_eps: float = 0.0  # every event about a different survivor, reuse enabled
+    worst_reuse: Reuse | None = None
 
     @property
     def ratio(self) -> float:
         return self.relay_eps / self.baseline_eps if self.baseline_eps else 0.0
+
+    def ratio_of(self, eps: float) -> float:
+        return eps / self.baseline_eps if self.baseline_eps else 0.0
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """The relay's decision reuse over a run (its cumulative "decisions reused" log line)."""
+
+    hits: int
+    misses: int
+    entries: int
+
+    @property
+    def rate(self) -> float:
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"reuse {self.rate:.1%} ({self.hits} of {self.hits + self.misses} decisions "
+            f"from the store, {self.entries} entries kept)"
+        )
+
+
+def reuse_of(log: Path) -> Reuse | None:
+    last = None
+    for entry in log_entries(log):
+        if entry.get("msg") == "decisions reused":
+            last = entry
+    if last is None:
+        return None
+    return Reuse(int(last["hits"]), int(last["misses"]), int(last["entries"]))
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -398,10 +444,15 @@ async def measure_relay(
         wrap = [py_spy(), "record", "--format", "raw", "--rate", "200", "-o", str(p.profile), "--"]
     relay = RelayProcess(sr, log, wrap=wrap)
     relay.start()
+    stop_changes = asyncio.Event()
+    changes = asyncio.create_task(change_consents(sr, scenario, stop_changes))
     try:
         r.relay_eps = await rate_until(
             sr, sr.relay_group, p.events, timeout_s=150, echo=echo, what="(c) relay"
         )
+        stop_changes.set()
+        r.consent_changes = await changes
+        r.reuse = reuse_of(log)
         batches, rejected = relay_batches(log)
         if rejected:
             echo(f"! the relay rejected benchmark events: {dict(rejected)} (see README)")
@@ -414,6 +465,10 @@ async def measure_relay(
         echo(
             f"(c) relay                    {r.relay_eps:10.0f} events/s in, "
             f"{r.relay_dps:.0f} deliveries/s out ({p.events} events × 10 partners)"
+        )
+        echo(
+            f"    {r.reuse or 'reuse disabled'}; consents changed during the run: "
+            f"{dict(r.consent_changes)}"
         )
         r.offered_eps = r.relay_eps / 2
         logged = sum(1 for _ in log.open("rb"))
@@ -437,7 +492,44 @@ async def measure_relay(
         pid = child_pid(relay.pid) if wrap else relay.pid
         r.peak_rss = (peak_rss_bytes(pid) if pid else None) or 0
     finally:
+        stop_changes.set()
+        with contextlib.suppress(Exception):
+            await changes
         relay.stop()
+
+
+async def measure_variant(
+    s: Settings,
+    scenario: Scenario,
+    p: Params,
+    workdir: Path,
+    echo: Echo,
+    *,
+    what: str,
+    mix: str,
+    reuse_entries: int,
+) -> tuple[float, Reuse | None]:
+    """The relay's throughput on a mix of its own (topics and group of their own)."""
+    sv = scoped(
+        scenario.relay_settings(s), run_tag("bench-var"), decision_reuse_entries=reuse_entries
+    )
+    kept = scenario.mix, scenario.ends
+    scenario.mix = mix
+    try:
+        await prepare_topics(sv, scenario)
+        await preload(sv, [scenario.event(i) for i in range(p.events)])
+        log = workdir / f"relay-{mix}-{reuse_entries}.log"
+        relay = RelayProcess(sv, log)
+        relay.start()
+        try:
+            eps = await rate_until(
+                sv, sv.relay_group, p.events, timeout_s=300, echo=echo, what=what
+            )
+        finally:
+            relay.stop()
+        return eps, reuse_of(log)
+    finally:
+        scenario.mix, scenario.ends = kept
 
 
 def py_spy() -> str:
@@ -476,7 +568,11 @@ def top_frames(raw: Path, n: int = 15) -> list[str]:
 async def bench(p: Params, echo: Echo) -> Results:
     base = Settings()
     postgres.ensure_database(base, BENCH_DATABASE)
-    scenario = Scenario(survivors=p.survivors, payload_bytes=p.payload_bytes)
+    scenario = Scenario(
+        survivors=p.survivors, payload_bytes=p.payload_bytes, mix="realistic", events=p.events
+    )
+    # Some consents end while the relay runs: their decisions expire in the store mid-run.
+    scenario.ends = datetime.now(UTC) + timedelta(seconds=40)
     url = postgres.url(base, BENCH_DATABASE)
     await asyncio.to_thread(prepare_database, url, scenario)
     s = scoped(base, run_tag("bench"), database_url=url).model_copy(
@@ -485,15 +581,41 @@ async def bench(p: Params, echo: Echo) -> Results:
     r = Results()
     sample = [scenario.event(i) for i in range(200)]
     r.record_bytes = sum(map(len, sample)) / len(sample)
+    fewest, mean, most = scenario.events_per_survivor()
     echo(
-        f"10 partners, {p.survivors} survivors (half with consent, a quarter minors), "
-        f"events of {r.record_bytes:.0f} B, relay batches of ≤{s.relay_max_batch}, "
-        f"policy engine {s.policy_engine}"
+        f"10 partners, {scenario.survivor_count} survivors with {fewest} to {most} events each "
+        f"(mean {mean:.1f}; half with consent, a quarter minors), consents amended and revoked "
+        f"during the run, some ending at +40 s; events of {r.record_bytes:.0f} B, relay batches "
+        f"of ≤{s.relay_max_batch}, policy engine {s.policy_engine}, reuse store "
+        f"≤{s.decision_reuse_entries} decisions"
     )
     r.baseline_eps = await measure_baseline(s, scenario, p.baseline_events, echo)
     r.perf_rps = await measure_producer_perf(s, p.perf_records, round(r.record_bytes), echo)
     with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp:
         await measure_relay(s, scenario, p, Path(tmp), echo, r)
+        if p.variants:
+            r.cold_eps, _ = await measure_variant(
+                s, scenario, p, Path(tmp), echo, what="(g) cold", mix="realistic", reuse_entries=0
+            )
+            echo(
+                f"(g) relay, reuse disabled    {r.cold_eps:10.0f} events/s "
+                f"(ratio {r.ratio_of(r.cold_eps):.3f}; the same mix)"
+            )
+            r.worst_eps, r.worst_reuse = await measure_variant(
+                s,
+                scenario,
+                p,
+                Path(tmp),
+                echo,
+                what="(h) worst case",
+                mix="distinct",
+                reuse_entries=s.decision_reuse_entries,
+            )
+            echo(
+                f"(h) relay, distinct survivors{r.worst_eps:10.0f} events/s "
+                f"(ratio {r.ratio_of(r.worst_eps):.3f}; every event another survivor; "
+                f"{r.worst_reuse or 'reuse disabled'})"
+            )
     if p.profile is not None and p.profile.exists():
         for line in top_frames(p.profile):
             echo(line)
@@ -513,6 +635,12 @@ async def bench(p: Params, echo: Echo) -> Results:
         f"(requests of {s.opa_batch_size}, one at a time)"
     )
     echo(f"(f) relay peak RSS           {r.peak_rss / 2**20:10.1f} MB")
+    p99 = r.latency_ms[2]
+    echo(
+        f"summary: ratio {r.ratio:.3f}, p99 {p99:.0f} ms at half load, peak RSS "
+        f"{r.peak_rss / 2**20:.0f} MB, reuse {r.reuse.rate if r.reuse else 0:.1%}; "
+        f"cold ratio {r.ratio_of(r.cold_eps):.3f}, worst-case ratio {r.ratio_of(r.worst_eps):.3f}"
+    )
     echo(f"ratio relay/baseline: {r.ratio:.3f} ({r.relay_eps:.0f} / {r.baseline_eps:.0f} events/s)")
     return r
 

@@ -13,6 +13,7 @@ import data.accord.necessity
 import data.accord.reporting
 import data.accord.sensitivity
 import data.accord.validation
+import data.accord.validity
 
 # METADATA
 # title: Decision for one event × partner (input is one item)
@@ -90,6 +91,7 @@ refusal(item, rule) := {
 	"review_required": false,
 	"flags": [],
 	"policy_revision": policy_revision,
+	"valid_until": null,
 }
 
 # METADATA
@@ -113,6 +115,7 @@ judgement(item) := {
 	"review_required": needs_review(fields.bases, known.age_unknown_report),
 	"flags": flags(known),
 	"policy_revision": policy_revision,
+	"valid_until": validity.valid_until(item),
 } if {
 	event := _event_shape(item.event.type, item.event.fields)
 	known := facts(item)

@@ -37,6 +37,16 @@ from services.broker.pipeline.model import (
     Withheld,
     rfc3339,
 )
+from services.broker.pipeline.reuse import (
+    EVENT_SIDE,
+    PARTNER_SIDE,
+    Key,
+    ReuseStore,
+    ns,
+    side_digest,
+    split,
+    valid_until,
+)
 from services.observability.metrics import OPA_FAILOVERS, OPA_REQUEST_SECONDS
 from services.unavailable import Unavailable
 
@@ -257,26 +267,102 @@ async def decide_all(
     *,
     chunk: int = 100,
     concurrency: int = 2,
+    reuse: ReuseStore[Decision] | None = None,
+    now: datetime | None = None,
 ) -> list[Judged]:
     """Ask every question (event, recipient, policy input), at most ``chunk`` per request,
     ``concurrency`` requests at a time.
 
     Chunks keep each request well inside the policy timeout however large the relay's batch,
-    and let OPA evaluate on several cores; one unavailable chunk fails the whole batch.
+    and let OPA evaluate on several cores; one unavailable chunk fails the whole batch. With
+    ``reuse`` (and the poll's ``now``), decisions the store holds are not asked again.
     """
+    if reuse is not None and now is not None:
+        return await _decide_reusing(
+            policy, asked, reuse, now, chunk=chunk, concurrency=concurrency
+        )
+    raw = await _ask(policy, [i for _, _, i in asked], chunk=chunk, concurrency=concurrency)
+    return [
+        Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
+        for (event, recipient, _), answer in zip(asked, raw, strict=True)
+    ]
+
+
+async def _ask(
+    policy: Policy, inputs: Sequence[JSON], *, chunk: int, concurrency: int
+) -> list[Any]:
     gate = asyncio.Semaphore(concurrency)
 
     async def ask(part: Sequence[JSON]) -> list[Any]:
         async with gate:
             return await policy.decide(part)
 
-    inputs = [i for _, _, i in asked]
     size = request_size(len(inputs), chunk=chunk, concurrency=concurrency)
     parts = [inputs[i : i + size] for i in range(0, len(inputs), size)]
-    raw = [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
+    return [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
+
+
+async def policy_revision(policy: Policy) -> str:
+    """The revision the policy decides under now: that of its answer to an empty item (a
+    refusal, R1, which names the revision like every decision)."""
+    (answer,) = await policy.decide([{}])
+    revision = answer.get("policy_revision") if isinstance(answer, Mapping) else None
+    if not isinstance(revision, str):
+        raise PolicyUnavailable("the policy did not name its revision")
+    return revision
+
+
+async def _decide_reusing(
+    policy: Policy,
+    asked: Sequence[Question],
+    store: ReuseStore[Decision],
+    now: datetime,
+    *,
+    chunk: int,
+    concurrency: int,
+) -> list[Judged]:
+    """As ``decide_all``, asking the policy only for the inputs whose key (services/broker/
+    pipeline/reuse.py) the store does not hold at ``now``, each distinct key once; every fresh
+    answer that names its ``valid_until`` is stored under the revision it names.
+
+    Every input of the poll was built with this ``now``. The event side of the key is computed
+    once per event and the partner side once per recipient: ``build_input`` makes every
+    input of one event from the same facts and every input to one recipient from the same
+    registry entry, so the parts are equal by construction."""
+    revision = await policy_revision(policy)
+    now_ns = ns(now)
+    by_event: dict[int, bytes] = {}
+    by_recipient: dict[int, bytes] = {}
+    keys: list[Key] = []
+    for event, recipient, item in asked:
+        e = by_event.get(id(event))
+        if e is None:
+            e = by_event[id(event)] = side_digest(item, EVENT_SIDE)
+        p = by_recipient.get(id(recipient))
+        if p is None:
+            p = by_recipient[id(recipient)] = side_digest(item, PARTNER_SIDE)
+        keys.append((revision, e, p))
+    found, missing = split(keys, store, now_ns)
+    first: dict[Key, int] = {}  # one question per distinct key
+    for i in missing:
+        first.setdefault(keys[i], i)
+    once = list(first.values())
+    raw = await _ask(policy, [asked[i][2] for i in once], chunk=chunk, concurrency=concurrency)
+    fresh: dict[Key, Decision] = {}
+    for i, answer in zip(once, raw, strict=True):
+        decision = parse_decision(answer, event_fields=list(asked[i][0].data))
+        fresh[keys[i]] = decision
+        until = valid_until(answer)
+        if until is not False and decision.policy_revision == answer.get("policy_revision"):
+            store.put(
+                (decision.policy_revision, keys[i][1], keys[i][2]),
+                decision,
+                decided_ns=now_ns,
+                until=until,
+            )
     return [
-        Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
-        for (event, recipient, _), answer in zip(asked, raw, strict=True)
+        Judged(event, recipient, reused if (reused := found[i]) is not None else fresh[keys[i]])
+        for i, (event, recipient, _) in enumerate(asked)
     ]
 
 
@@ -305,15 +391,19 @@ async def decide(
     now: datetime,
     chunk: int,
     concurrency: int,
+    reuse: ReuseStore[Decision] | None = None,
 ) -> list[PollItem]:
     """The poll's items, each validated event with one ``Judged`` per recipient: one policy
-    fan-out (``decide_all``) for the whole poll."""
+    fan-out (``decide_all``) for the whole poll; with ``reuse``, only the store's misses are
+    asked (each distinct key once)."""
     asked = [
         questions(item.event, audience=audience, facts=facts, now=now) if item.event else []
         for item in items
     ]
     flat = [q for qs in asked for q in qs]
-    judged = iter(await decide_all(policy, flat, chunk=chunk, concurrency=concurrency))
+    judged = iter(
+        await decide_all(policy, flat, chunk=chunk, concurrency=concurrency, reuse=reuse, now=now)
+    )
     return [
         replace(item, judged=tuple(itertools.islice(judged, len(qs))))
         for item, qs in zip(items, asked, strict=True)
