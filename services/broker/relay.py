@@ -33,7 +33,7 @@ from services.broker.consent_view import ConsentView
 from services.broker.ownership import Handover, PartitionProducers
 from services.broker.pipeline import decide, deliver, project, seal, unseal, validate
 from services.broker.pipeline.decide import Policy
-from services.broker.pipeline.model import Decision, OutRecord, PollItem
+from services.broker.pipeline.model import JSON, OutRecord, PollItem
 from services.broker.pipeline.reuse import ReuseStore
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key
@@ -93,7 +93,7 @@ class Relay:
         sealer: Sealer,
         keys: SurvivorKeys,
         clock: Clock = utcnow,
-        reuse: ReuseStore[Decision] | None = None,
+        reuse: ReuseStore[JSON] | None = None,
     ) -> None:
         self._s = settings
         self._reuse = reuse  # decisions kept until their valid_until (pipeline/reuse.py)

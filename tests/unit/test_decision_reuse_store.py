@@ -34,10 +34,10 @@ ITEM: dict[str, Any] = {
 }
 
 
-def test_the_key_ignores_event_id_time_survivor_and_now_only() -> None:
+def test_the_key_ignores_event_id_time_survivor_fields_and_now_only() -> None:
     same = copy.deepcopy(ITEM)
     same["event"].update(
-        id="evt-2", time="2026-11-24T11:00:00Z", survivor={"id": "sv-2", "age": 24}
+        id="evt-2", time="2026-11-24T11:00:00Z", survivor={"id": "sv-2", "age": 24}, fields=["age"]
     )
     same["now"] = "2026-11-25T00:00:00Z"
     assert reuse.reuse_key(same, "r1") == reuse.reuse_key(ITEM, "r1")
@@ -46,7 +46,6 @@ def test_the_key_ignores_event_id_time_survivor_and_now_only() -> None:
         ("consent version", lambda d: d["consents"][0].update(version=2)),
         ("consent status", lambda d: d["consents"][0].update(status="revoked")),
         ("age", lambda d: d["event"]["survivor"].update(age=17)),
-        ("fields", lambda d: d["event"].update(fields=["age"])),
         ("agency", lambda d: d["event"]["agency"].update(id="agency-b")),
         ("jurisdiction", lambda d: d["event"]["agency"].update(jurisdiction="state-b")),
         ("partner", lambda d: d["partner"].update(status="suspended")),
@@ -103,6 +102,52 @@ def test_valid_until_is_trusted_only_as_the_policy_gives_it(raw: Any, expected: 
     assert reuse.valid_until(raw) is expected or reuse.valid_until(raw) == expected
 
 
+PLAN: dict[str, Any] = {
+    "allow": True,
+    "fields": ["age", "phone"],
+    "withheld": [
+        {"field": "immigration_status", "rules": ["R10"]},
+        {"field": "notes", "rules": ["R7"]},
+    ],
+    "field_basis": {"age": "consent", "phone": "mandated_reporting"},
+    "basis": ["consent", "mandated_reporting"],
+    "reasons": ["R10", "R2", "R5", "R7"],
+    "consents": [{"id": "c-2", "version": 3}],
+    "obligations": [{"kind": "redisclosure_notice", "rule": "R10", "fields": ["age", "phone"]}],
+    "review_required": False,
+    "flags": [],
+    "policy_revision": "r1",
+    "valid_until": None,
+    "field_reasons": {"age": ["R2"], "phone": ["R5"]},
+    "field_consents": {"age": [{"id": "c-2", "version": 3}]},
+}
+
+
+def test_a_plan_restricted_to_some_fields_keeps_what_those_fields_rest_on() -> None:
+    assert reuse.restrict(PLAN, ["age"]) == {
+        **{k: v for k, v in PLAN.items() if k not in reuse.PLAN_PARTS},
+        "fields": ["age"],
+        "withheld": [],
+        "field_basis": {"age": "consent"},
+        "basis": ["consent"],
+        "reasons": ["R2"],
+        "consents": [{"id": "c-2", "version": 3}],
+        "obligations": [{"kind": "redisclosure_notice", "rule": "R10", "fields": ["age"]}],
+    }
+    withheld = reuse.restrict(PLAN, ["notes"])
+    assert withheld is not None and not withheld["allow"] and withheld["reasons"] == ["R7"]
+    assert withheld["obligations"] == [] and withheld["consents"] == []
+    assert reuse.restrict(PLAN, ["age", "phone", "immigration_status", "notes"]) == {
+        k: v for k, v in PLAN.items() if k not in reuse.PLAN_PARTS
+    }
+
+
+def test_a_plan_serves_no_event_with_a_field_it_does_not_decide_or_without_fields() -> None:
+    assert reuse.restrict(PLAN, ["age", "email"]) is None
+    assert reuse.restrict(PLAN, []) is None
+    assert reuse.restrict({k: v for k, v in PLAN.items() if k != "field_reasons"}, ["age"]) is None
+
+
 class CountingPolicy:
     """Answers like the policy would for these inputs and counts what it was asked."""
 
@@ -125,6 +170,23 @@ class CountingPolicy:
             })  # fmt: skip
         return out
 
+    async def plan(self, items: Sequence[dict[str, Any]]) -> list[Any]:
+        """A plan for the item's fields: all released on consent if allowed, else withheld."""
+        out = []
+        for item, raw in zip(items, await self.decide(items), strict=True):
+            names = item["event"]["fields"] if item else []
+            allowed = raw["allow"]
+            out.append({
+                **raw, "fields": names if allowed else [],
+                "field_basis": {f: "consent" for f in names} if allowed else {},
+                "withheld": [] if allowed else [{"field": f, "rules": ["R2"]} for f in names],
+                "basis": ["consent"] if allowed else [], "reasons": ["R2"],
+                "obligations": [], "flags": [], "review_required": False,
+                "field_reasons": {f: ["R2"] for f in names} if allowed else {},
+                "field_consents": {f: raw["consents"] for f in names} if allowed else {},
+            })  # fmt: skip
+        return out
+
 
 def recipient(pid: str) -> Recipient:
     return Recipient(pid, "shelter", "service_referral", "state-a", "active", True, False, None)
@@ -138,7 +200,7 @@ def inputs_for(pairs: list[tuple[InboundEvent, Recipient]], version: int, status
     out = []
     for e, r in pairs:
         item = copy.deepcopy(ITEM)
-        item["event"]["id"] = e.id
+        item["event"].update(id=e.id, fields=sorted(e.data))
         item["partner"]["id"] = r.partner_id
         item["consents"][0].update(version=version, status=status)
         out.append(item)
@@ -150,7 +212,7 @@ def questions(pairs: list[tuple[InboundEvent, Recipient]], items: list[Any]) -> 
 
 
 def test_decide_asks_each_distinct_key_once_then_reuses_until_a_new_version() -> None:
-    store: reuse.ReuseStore[Decision] = reuse.ReuseStore(100)
+    store: reuse.ReuseStore[dict[str, Any]] = reuse.ReuseStore(100)
     policy = CountingPolicy()
     pairs = [(event(n), r) for n in range(5) for r in (recipient("p-1"), recipient("p-2"))]
 
@@ -173,7 +235,7 @@ def test_decide_asks_each_distinct_key_once_then_reuses_until_a_new_version() ->
 
 
 def test_a_new_policy_revision_or_an_expired_entry_is_asked_again() -> None:
-    store: reuse.ReuseStore[Decision] = reuse.ReuseStore(100)
+    store: reuse.ReuseStore[dict[str, Any]] = reuse.ReuseStore(100)
     until = reuse.ns(T0 + timedelta(minutes=1))
     policy = CountingPolicy(until=until)
     pairs = [(event(0), recipient("p-1"))]

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -43,8 +43,8 @@ from services.broker.pipeline.reuse import (
     Key,
     ReuseStore,
     ns,
+    restrict,
     side_digest,
-    split,
     valid_until,
 )
 from services.observability.metrics import OPA_FAILOVERS, OPA_REQUEST_SECONDS
@@ -52,6 +52,7 @@ from services.unavailable import Unavailable
 
 POLICY_PACKAGE = "accord/decision"
 BATCH_RULE = "batch"
+PLANS_RULE = "plans"
 
 
 class PolicyUnavailable(Unavailable):
@@ -63,6 +64,13 @@ class PolicyUnavailable(Unavailable):
 class Policy(Protocol):
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
         """Raw decisions, one per input item, in order."""
+        ...
+
+
+@runtime_checkable
+class Planner(Policy, Protocol):
+    async def plan(self, items: Sequence[JSON]) -> list[Any]:
+        """Raw plans (rule ``data.accord.decision.plans``), one per input item, in order."""
         ...
 
 
@@ -193,12 +201,16 @@ class OpaPolicy:
         await self._client.__aexit__(None, None, None)
 
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._query(items, BATCH_RULE)
+
+    async def plan(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._query(items, PLANS_RULE)
+
+    async def _query(self, items: Sequence[JSON], rule: str) -> list[Any]:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
-                answer = await self._client.query_rule(
-                    {"items": list(items)}, POLICY_PACKAGE, BATCH_RULE
-                )
+                answer = await self._client.query_rule({"items": list(items)}, POLICY_PACKAGE, rule)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             OPA_REQUEST_SECONDS.labels("unavailable").observe(time.perf_counter() - started)
             raise PolicyUnavailable(f"OPA unavailable: {type(exc).__name__}") from exc
@@ -239,10 +251,20 @@ class FailoverPolicy:
         return ready + [i for i in range(len(self._servers)) if i not in ready]
 
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._first(items, plans=False)
+
+    async def plan(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._first(items, plans=True)
+
+    async def _first(self, items: Sequence[JSON], *, plans: bool) -> list[Any]:
         order = self.order()
         for n, i in enumerate(order):
+            server = self._servers[i]
             try:
-                answer = await self._servers[i].decide(items)
+                if plans and isinstance(server, Planner):
+                    answer = await server.plan(items)
+                else:  # a server that cannot plan: its answers serve no plan (asked again)
+                    answer = await server.decide(items)
             except PolicyUnavailable:
                 self._resting_until[i] = self._clock() + self._cooldown_s
                 if n + 1 == len(order):
@@ -267,7 +289,7 @@ async def decide_all(
     *,
     chunk: int = 100,
     concurrency: int = 2,
-    reuse: ReuseStore[Decision] | None = None,
+    reuse: ReuseStore[JSON] | None = None,
     now: datetime | None = None,
 ) -> list[Judged]:
     """Ask every question (event, recipient, policy input), at most ``chunk`` per request,
@@ -277,7 +299,7 @@ async def decide_all(
     and let OPA evaluate on several cores; one unavailable chunk fails the whole batch. With
     ``reuse`` (and the poll's ``now``), decisions the store holds are not asked again.
     """
-    if reuse is not None and now is not None:
+    if reuse is not None and now is not None and isinstance(policy, Planner):
         return await _decide_reusing(
             policy, asked, reuse, now, chunk=chunk, concurrency=concurrency
         )
@@ -289,12 +311,21 @@ async def decide_all(
 
 
 async def _ask(
-    policy: Policy, inputs: Sequence[JSON], *, chunk: int, concurrency: int
+    policy: Policy,
+    inputs: Sequence[JSON],
+    *,
+    chunk: int,
+    concurrency: int,
+    plans: bool = False,
 ) -> list[Any]:
+    if not inputs:
+        return []
     gate = asyncio.Semaphore(concurrency)
 
     async def ask(part: Sequence[JSON]) -> list[Any]:
         async with gate:
+            if plans and isinstance(policy, Planner):
+                return await policy.plan(part)
             return await policy.decide(part)
 
     size = request_size(len(inputs), chunk=chunk, concurrency=concurrency)
@@ -313,17 +344,21 @@ async def policy_revision(policy: Policy) -> str:
 
 
 async def _decide_reusing(
-    policy: Policy,
+    policy: Planner,
     asked: Sequence[Question],
-    store: ReuseStore[Decision],
+    store: ReuseStore[JSON],
     now: datetime,
     *,
     chunk: int,
     concurrency: int,
 ) -> list[Judged]:
-    """As ``decide_all``, asking the policy only for the inputs whose key (services/broker/
-    pipeline/reuse.py) the store does not hold at ``now``, each distinct key once; every fresh
-    answer that names its ``valid_until`` is stored under the revision it names.
+    """As ``decide_all``, from plans (``data.accord.decision.plans``: an input's decision for
+    every field of its event type, restricted to each event's fields by ``reuse.restrict``):
+    the store holds plans by the key of services/broker/pipeline/reuse.py (the input without
+    its event's id, time and field names), and the policy is asked a plan only for the keys
+    it does not hold at ``now``, or holds without one of the event's fields, each distinct
+    key once; every fresh plan that names its ``valid_until`` is stored under the revision it
+    names. An input no plan can serve (an event without fields) is asked as it is.
 
     Every input of the poll was built with this ``now``. The event side of the key is computed
     once per event and the partner side once per recipient: ``build_input`` makes every
@@ -342,27 +377,45 @@ async def _decide_reusing(
         if p is None:
             p = by_recipient[id(recipient)] = side_digest(item, PARTNER_SIDE)
         keys.append((revision, e, p))
-    found, missing = split(keys, store, now_ns)
-    first: dict[Key, int] = {}  # one question per distinct key
-    for i in missing:
-        first.setdefault(keys[i], i)
+    fields = [item["event"]["fields"] for _, _, item in asked]
+    raws: list[JSON | None] = [None] * len(asked)
+    first: dict[Key, int] = {}  # one plan asked per distinct key
+    for i, key in enumerate(keys):
+        held = store.get(key, now_ns)
+        if held is not None:
+            raws[i] = restrict(held, fields[i])
+            if raws[i] is None:
+                store.uncovered(key)
+        if raws[i] is None:
+            first.setdefault(key, i)
     once = list(first.values())
-    raw = await _ask(policy, [asked[i][2] for i in once], chunk=chunk, concurrency=concurrency)
-    fresh: dict[Key, Decision] = {}
-    for i, answer in zip(once, raw, strict=True):
-        decision = parse_decision(answer, event_fields=list(asked[i][0].data))
-        fresh[keys[i]] = decision
-        until = valid_until(answer)
-        if until is not False and decision.policy_revision == answer.get("policy_revision"):
+    plans = await _ask(
+        policy, [asked[i][2] for i in once], chunk=chunk, concurrency=concurrency, plans=True
+    )
+    fresh: dict[Key, Any] = {}
+    for i, plan in zip(once, plans, strict=True):
+        fresh[keys[i]] = plan
+        until = valid_until(plan)
+        if until is not False and isinstance(plan, Mapping):
             store.put(
-                (decision.policy_revision, keys[i][1], keys[i][2]),
-                decision,
+                (str(plan.get("policy_revision")), keys[i][1], keys[i][2]),
+                dict(plan),
                 decided_ns=now_ns,
                 until=until,
             )
+    exact: list[int] = []  # no plan serves them: asked as they are
+    for i, key in enumerate(keys):
+        if raws[i] is None:
+            plan = fresh[key]
+            raws[i] = restrict(plan, fields[i]) if isinstance(plan, Mapping) else None
+            if raws[i] is None:
+                exact.append(i)
+    answers = await _ask(policy, [asked[i][2] for i in exact], chunk=chunk, concurrency=concurrency)
+    for i, answer in zip(exact, answers, strict=True):
+        raws[i] = answer
     return [
-        Judged(event, recipient, reused if (reused := found[i]) is not None else fresh[keys[i]])
-        for i, (event, recipient, _) in enumerate(asked)
+        Judged(event, recipient, parse_decision(raw, event_fields=list(event.data)))
+        for (event, recipient, _), raw in zip(asked, raws, strict=True)
     ]
 
 
@@ -391,7 +444,7 @@ async def decide(
     now: datetime,
     chunk: int,
     concurrency: int,
-    reuse: ReuseStore[Decision] | None = None,
+    reuse: ReuseStore[JSON] | None = None,
 ) -> list[PollItem]:
     """The poll's items, each validated event with one ``Judged`` per recipient: one policy
     fan-out (``decide_all``) for the whole poll; with ``reuse``, only the store's misses are

@@ -53,7 +53,6 @@ def _partner_itself(item: Mapping[str, Any]) -> Any:
 # partner of an event; the partner side is the same for every event to that partner.
 EVENT_SIDE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "event_type": lambda item: _at(item, "event", "type"),
-    "fields": lambda item: _at(item, "event", "fields"),
     "agency": lambda item: _at(item, "event", "agency", "id"),
     "jurisdiction": lambda item: _at(item, "event", "agency", "jurisdiction"),
     "age": lambda item: _at(item, "event", "survivor", "age"),
@@ -67,7 +66,7 @@ PARTNER_SIDE: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "training": lambda item: _at(item, "partner", "training_attested_until"),
     "purpose": lambda item: item.get("purpose", _ABSENT),
 }
-KEY_PARTS: tuple[str, ...] = ("policy_revision", *EVENT_SIDE, *PARTNER_SIDE, "now")
+KEY_PARTS: tuple[str, ...] = ("policy_revision", *EVENT_SIDE, *PARTNER_SIDE, "now", "fields")
 
 
 def _digest(values: list[Any]) -> bytes:
@@ -100,6 +99,80 @@ def reuse_key(item: Mapping[str, Any], revision: str, *, omit: frozenset[str] = 
 def ns(t: datetime) -> int:
     """A timezone-aware time in nanoseconds since the epoch (as the policy's clock counts)."""
     return (int(t.timestamp()) * 10**9) + t.microsecond * 1000
+
+
+PLAN_PARTS = ("field_reasons", "field_consents")
+_LEGAL_REVIEW = frozenset({"imminent_danger", "court_order"})
+
+
+def plan_fields(plan: Mapping[str, Any]) -> frozenset[str] | None:
+    """The fields a plan decides (every field is either released or withheld), or None if
+    the plan is not one (then it is not reused)."""
+    try:
+        released = plan["field_basis"]
+        withheld = [w["field"] for w in plan["withheld"]]
+        if not isinstance(released, Mapping) or not all(
+            isinstance(plan[part], Mapping) for part in PLAN_PARTS
+        ):
+            return None
+        return frozenset(released) | frozenset(withheld)
+    except (KeyError, TypeError):
+        return None
+
+
+def restrict(
+    plan: Mapping[str, Any], fields: Iterable[Any], *, check_cover: bool = True
+) -> dict[str, Any] | None:
+    """The plan (``data.accord.decision.plans``: the decision for every field of the event
+    type, with what each released field rests on) restricted to an event's ``fields``: the
+    decision the policy gives for the same input with exactly these fields. None if it
+    cannot be: the plan does not decide every one of the fields, or there are none (a
+    refusal names its rule even without fields), or they are not all strings.
+
+    Every part of a decision is a union over its fields, each judged apart from the others
+    (policies/accord/decision), so the restriction is by field: released and withheld
+    entries kept for these fields, the rules, bases, consents and obligations of those
+    kept; tests/integration/test_decision_reuse.py proves it equal to OPA's own answer."""
+    wanted = list(fields)
+    if not wanted or not all(isinstance(f, str) for f in wanted):
+        return None
+    covered = plan_fields(plan)
+    names = frozenset(wanted)
+    if covered is None or (check_cover and not names <= covered):  # False: mutation run only
+        return None
+    try:
+        basis = {f: b for f, b in plan["field_basis"].items() if f in names}
+        withheld = [w for w in plan["withheld"] if w["field"] in names]
+        reasons: set[str] = {r for w in withheld for r in w["rules"]}
+        relied: list[Any] = []
+        on_consent = [f for f, b in basis.items() if b == "consent"]
+        if on_consent:
+            used = [c for f in on_consent for c in plan["field_consents"][f]]
+            relied = [c for c in plan["consents"] if c in used]  # the plan's order: sorted
+        for f in basis:
+            reasons.update(plan["field_reasons"][f])
+        obligations = []
+        for o in plan["obligations"]:
+            kept = [f for f in o["fields"] if f in names]
+            if kept:
+                obligations.append({**o, "fields": kept})
+        bases = sorted(set(basis.values()))
+        return {
+            "allow": bool(basis),
+            "fields": sorted(basis),
+            "withheld": withheld,
+            "field_basis": basis,
+            "basis": bases,
+            "reasons": sorted(reasons),
+            "consents": relied,
+            "obligations": obligations,
+            "review_required": bool(_LEGAL_REVIEW & set(bases)) or "age_unknown" in plan["flags"],
+            "flags": plan["flags"],
+            "policy_revision": plan["policy_revision"],
+            "valid_until": plan["valid_until"],
+        }
+    except (KeyError, TypeError, AttributeError):
+        return None
 
 
 def valid_until(raw: Any) -> int | bool | None:
@@ -156,6 +229,13 @@ class ReuseStore(Generic[T]):
         self._entries.move_to_end(key)
         self.stats.hits += 1
         return value
+
+    def uncovered(self, key: Key) -> None:
+        """What ``get`` found for ``key`` cannot serve (a plan without the event's fields):
+        counted a miss, and dropped (a wider plan replaces it)."""
+        if self._entries.pop(key, None) is not None:
+            self.stats.hits -= 1
+            self.stats.misses += 1
 
     def put(self, key: Key, value: T, *, decided_ns: int, until: int | None) -> None:
         if self._max <= 0 or (until is not None and until <= decided_ns):
