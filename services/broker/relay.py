@@ -174,7 +174,12 @@ class Relay:
             stats = self._reuse.stats
             log.info(
                 "decisions reused",
-                extra={"hits": stats.hits, "misses": stats.misses, "entries": len(self._reuse)},
+                extra={
+                    "hits": stats.hits,
+                    "misses": stats.misses,
+                    "asked": stats.asked,
+                    "entries": len(self._reuse),
+                },
             )
 
     async def _ensure_partner_topics(self, snapshot: RegistrySnapshot) -> None:

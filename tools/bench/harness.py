@@ -109,10 +109,15 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def log_entries(log: Path, *, skip_lines: int = 0) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a process's log, after ``skip_lines`` lines (other lines skipped)."""
+def log_entries(
+    log: Path, *, skip_lines: int = 0, until_line: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a process's log, after ``skip_lines`` lines and before
+    ``until_line`` (other lines skipped)."""
     with log.open("rb") as f:
         for n, line in enumerate(f):
+            if until_line is not None and n >= until_line:
+                break
             if n < skip_lines:
                 continue
             try:

@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -112,15 +113,20 @@ class Reuse:
     hits: int
     misses: int
     entries: int
+    asked: int  # inputs OPA was asked for (the misses of a poll that share a key: once)
 
     @property
     def rate(self) -> float:
-        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
+        """Of the decisions made, those not asked of OPA (store hits, and the misses of a
+        poll served by one answer to their shared key)."""
+        pairs = self.hits + self.misses
+        return 1 - self.asked / pairs if pairs else 0.0
 
     def __str__(self) -> str:
+        pairs = self.hits + self.misses
         return (
-            f"reuse {self.rate:.1%} ({self.hits} of {self.hits + self.misses} decisions "
-            f"from the store, {self.entries} entries kept)"
+            f"reuse {self.rate:.1%} (OPA asked for {self.asked} of {pairs} decisions; "
+            f"{self.hits} from the store, {self.entries} entries kept)"
         )
 
 
@@ -131,7 +137,9 @@ def reuse_of(log: Path) -> Reuse | None:
             last = entry
     if last is None:
         return None
-    return Reuse(int(last["hits"]), int(last["misses"]), int(last["entries"]))
+    return Reuse(
+        int(last["hits"]), int(last["misses"]), int(last["entries"]), int(last.get("asked", 0))
+    )
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -330,11 +338,14 @@ def relay_batches(log: Path) -> tuple[list[tuple[int, int]], Counter[str]]:
     return out, rejected
 
 
-def stage_medians(log: Path, *, skip_lines: int = 0) -> dict[str, float]:
+def stage_medians(
+    log: Path, *, skip_lines: int = 0, until_line: int | None = None
+) -> dict[str, float]:
     """Median milliseconds per relay stage over the polls logged after ``skip_lines`` lines
-    (each poll once: its partitions' lines share the poll's stage times; commit per line)."""
+    (and before ``until_line``; each poll once: its partitions' lines share the poll's stage
+    times; commit per line)."""
     stages: dict[str, list[float]] = {}
-    for entry in log_entries(log, skip_lines=skip_lines):
+    for entry in log_entries(log, skip_lines=skip_lines, until_line=until_line):
         if entry.get("msg") == "batch relayed":
             for stage, ms in entry.get("stages_ms", {}).items():
                 stages.setdefault(stage, []).append(float(ms))
@@ -360,9 +371,17 @@ def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
 
 
 async def measure_latency(
-    s: Settings, scenario: Scenario, partner_ids: Sequence[str], eps: float, seconds: float
+    s: Settings,
+    scenario: Scenario,
+    partner_ids: Sequence[str],
+    eps: float,
+    seconds: float,
+    split: tuple[list[float], list[float]] | None = None,
 ) -> list[float]:
-    """Publish at ``eps`` for ``seconds``; each delivery's time from publish to receipt (s)."""
+    """Publish at ``eps`` for ``seconds``; each delivery's time from publish to receipt (s).
+    With ``split``, each delivery's time from publish to the relay's send (its record's
+    timestamp) and from that send to receipt (the transaction's commit and the partner's
+    fetch) are appended to its two lists."""
     consumer = AIOKafkaConsumer(
         **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(),
         enable_auto_commit=False,
@@ -377,6 +396,9 @@ async def measure_latency(
     sent: dict[str, float] = {}
     samples: list[float] = []
     loop = asyncio.get_running_loop()
+    # The loop's clock against the wall clock the records' timestamps are in (same host):
+    # each delivery's timestamp is the relay's send, which splits its latency in two.
+    wall = time.time() - loop.time()
     sealer = EventSealer.for_settings(s)
     try:
         tps = [TopicPartition(s.partner_topic(p), 0) for p in partner_ids]
@@ -394,6 +416,10 @@ async def measure_latency(
                         event_id = json.loads(r.value)["delivery_id"].rsplit("/", 1)[0]
                         if event_id in sent:
                             samples.append(now - sent[event_id])
+                            if split is not None:
+                                relay_send = r.timestamp / 1000 - wall
+                                split[0].append(relay_send - sent[event_id])
+                                split[1].append(now - relay_send)
 
         stop = asyncio.Event()
         receiver = asyncio.create_task(receive(stop))
@@ -472,8 +498,15 @@ async def measure_relay(
         )
         r.offered_eps = r.relay_eps / 2
         logged = sum(1 for _ in log.open("rb"))
+        echo(
+            "    per poll at full load, median ms: "
+            + ", ".join(
+                f"{stage} {ms:.1f}" for stage, ms in stage_medians(log, until_line=logged).items()
+            )
+        )
+        halves: tuple[list[float], list[float]] = ([], [])
         samples = await measure_latency(
-            sr, scenario, scenario.partner_ids, r.offered_eps, p.latency_s
+            sr, scenario, scenario.partner_ids, r.offered_eps, p.latency_s, halves
         )
         if len(samples) < 2:
             raise RuntimeError("no deliveries arrived while measuring latency")
@@ -484,6 +517,13 @@ async def measure_relay(
             f"(d) latency at {r.offered_eps:.0f} events/s   p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
             f"p99 {p99:.1f} ms ({len(samples)} deliveries, publish → partner receipt)"
         )
+        if len(halves[0]) >= 2:
+            to_send, to_receipt = (tuple(x * 1000 for x in percentiles(h)) for h in halves)
+            echo(
+                f"    of which publish → relay's send p50 {to_send[0]:.1f} / p99 "
+                f"{to_send[2]:.1f} ms, send → partner receipt p50 {to_receipt[0]:.1f} / p99 "
+                f"{to_receipt[2]:.1f} ms"
+            )
         r.stages_ms = stage_medians(log, skip_lines=logged)
         echo(
             "    per poll, median ms:     "

@@ -389,6 +389,7 @@ async def _decide_reusing(
         if raws[i] is None:
             first.setdefault(key, i)
     once = list(first.values())
+    store.stats.asked += len(once)
     plans = await _ask(
         policy, [asked[i][2] for i in once], chunk=chunk, concurrency=concurrency, plans=True
     )
@@ -410,6 +411,7 @@ async def _decide_reusing(
             raws[i] = restrict(plan, fields[i]) if isinstance(plan, Mapping) else None
             if raws[i] is None:
                 exact.append(i)
+    store.stats.asked += len(exact)
     answers = await _ask(policy, [asked[i][2] for i in exact], chunk=chunk, concurrency=concurrency)
     for i, answer in zip(exact, answers, strict=True):
         raws[i] = answer

@@ -194,6 +194,7 @@ class ReuseStats:
     misses: int = 0
     expired: int = 0  # found, but ``now`` had reached its valid_until
     evicted: int = 0
+    asked: int = 0  # inputs the policy was asked for (a plan per distinct missing key)
 
     @property
     def rate(self) -> float:
