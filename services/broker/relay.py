@@ -32,8 +32,8 @@ from services.broker import ownership
 from services.broker.consent_view import ConsentView
 from services.broker.ownership import Handover, PartitionProducers
 from services.broker.pipeline import decide, deliver, project, seal, unseal, validate
-from services.broker.pipeline.decide import Policy
-from services.broker.pipeline.model import JSON, OutRecord, PollItem
+from services.broker.pipeline.decide import Planned, Policy
+from services.broker.pipeline.model import OutRecord, PollItem
 from services.broker.pipeline.reuse import ReuseStore
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key
@@ -93,7 +93,7 @@ class Relay:
         sealer: Sealer,
         keys: SurvivorKeys,
         clock: Clock = utcnow,
-        reuse: ReuseStore[JSON] | None = None,
+        reuse: ReuseStore[Planned] | None = None,
     ) -> None:
         self._s = settings
         self._reuse = reuse  # decisions kept until their valid_until (pipeline/reuse.py)
@@ -198,6 +198,7 @@ class Relay:
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._s.relay_fetch_max_wait_ms,
         )
         producers = PartitionProducers(self._s)
         await consumer.start()
@@ -208,6 +209,8 @@ class Relay:
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self._s.relay_max_batch)
+                if batch:
+                    _log_fetched(batch)
                 await producers.close_unassigned(consumer.assignment())
                 ownership.observe_assignment(consumer, producers)
                 if not batch:
@@ -367,6 +370,19 @@ class Relay:
             for f in sends:  # an aborted transaction fails them all; the abort is what counts
                 if f.done() and not f.cancelled():
                     f.exception()
+
+
+def _log_fetched(batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """How long the poll's oldest record waited since its producer stamped it (the same
+    host's clock in a benchmark; the latency trace of docs/relay.md)."""
+    oldest = min(msg.timestamp for msgs in batch.values() for msg in msgs)
+    log.info(
+        "poll fetched",
+        extra={
+            "records": sum(map(len, batch.values())),
+            "oldest_ms": round(time.time() * 1000 - oldest, 1),
+        },
+    )
 
 
 def poll_items(batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[PollItem]:

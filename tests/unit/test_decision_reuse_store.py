@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from services.broker.pipeline import reuse
-from services.broker.pipeline.decide import Question, decide_all
+from services.broker.pipeline.decide import Planned, Question, decide_all
 from services.broker.pipeline.model import Decision, InboundEvent, Recipient
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -212,7 +212,7 @@ def questions(pairs: list[tuple[InboundEvent, Recipient]], items: list[Any]) -> 
 
 
 def test_decide_asks_each_distinct_key_once_then_reuses_until_a_new_version() -> None:
-    store: reuse.ReuseStore[dict[str, Any]] = reuse.ReuseStore(100)
+    store: reuse.ReuseStore[Planned] = reuse.ReuseStore(100)
     policy = CountingPolicy()
     pairs = [(event(n), r) for n in range(5) for r in (recipient("p-1"), recipient("p-2"))]
 
@@ -235,7 +235,7 @@ def test_decide_asks_each_distinct_key_once_then_reuses_until_a_new_version() ->
 
 
 def test_a_new_policy_revision_or_an_expired_entry_is_asked_again() -> None:
-    store: reuse.ReuseStore[dict[str, Any]] = reuse.ReuseStore(100)
+    store: reuse.ReuseStore[Planned] = reuse.ReuseStore(100)
     until = reuse.ns(T0 + timedelta(minutes=1))
     policy = CountingPolicy(until=until)
     pairs = [(event(0), recipient("p-1"))]

@@ -524,6 +524,17 @@ async def measure_relay(
                 f"{to_send[2]:.1f} ms, send → partner receipt p50 {to_receipt[0]:.1f} / p99 "
                 f"{to_receipt[2]:.1f} ms"
             )
+        waited = [
+            float(e["oldest_ms"])
+            for e in log_entries(log, skip_lines=logged)
+            if e.get("msg") == "poll fetched"
+        ]
+        if len(waited) >= 2:
+            w50, _, w99 = percentiles(waited)
+            echo(
+                f"    a poll's oldest record, from publish to the relay's poll: p50 {w50:.1f} / "
+                f"p99 {w99:.1f} ms ({len(waited)} polls)"
+            )
         r.stages_ms = stage_medians(log, skip_lines=logged)
         echo(
             "    per poll, median ms:     "
@@ -565,8 +576,10 @@ async def measure_variant(
             eps = await rate_until(
                 sv, sv.relay_group, p.events, timeout_s=300, echo=echo, what=what
             )
+            rss = peak_rss_bytes(relay.pid) or 0
         finally:
             relay.stop()
+        echo(f"    {what}: relay peak RSS {rss / 2**20:.1f} MB")
         return eps, reuse_of(log)
     finally:
         scenario.mix, scenario.ends = kept

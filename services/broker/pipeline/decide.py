@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -86,6 +88,70 @@ class Audience(Protocol):
 
 
 Question = tuple[InboundEvent, Recipient, JSON]  # an event, a recipient, the policy input
+
+
+class Ask:
+    """A question whose policy input is built when first read (``build_input``): with reuse,
+    only an event's first question and each recipient's first, and the misses, are built."""
+
+    __slots__ = ("_build", "_item", "event", "recipient")
+
+    def __init__(self, event: InboundEvent, recipient: Recipient, build: Callable[[], JSON]):
+        self.event = event
+        self.recipient = recipient
+        self._build = build
+        self._item: JSON | None = None
+
+    @classmethod
+    def of(cls, question: Question | Ask) -> Ask:
+        if isinstance(question, Ask):
+            return question
+        event, recipient, item = question
+        ask = cls(event, recipient, lambda: item)
+        ask._item = item
+        return ask
+
+    @property
+    def item(self) -> JSON:
+        if self._item is None:
+            self._item = self._build()
+        return self._item
+
+
+@dataclass
+class Planned:
+    """A plan in the reuse store, with the decisions already restricted from it by the
+    event's field names (at most ``SHAPES_KEPT`` field sets)."""
+
+    plan: JSON
+    decisions: dict[tuple[str, ...], Decision] = field(default_factory=dict)
+
+
+SHAPES_KEPT = 16
+# Equal plans are kept once (the same partner and age class without consent share theirs):
+# a plan is some 17 kB as Python objects, and the store holds thousands.
+_PLANS: weakref.WeakValueDictionary[str, Planned] = weakref.WeakValueDictionary()
+
+
+def _planned(plan: Mapping[str, Any]) -> Planned:
+    text = json.dumps(plan, sort_keys=True, separators=(",", ":"))
+    held = _PLANS.get(text)
+    if held is None:
+        held = _PLANS[text] = Planned(dict(plan))
+    return held
+
+
+def _from_plan(planned: Planned, event: InboundEvent, names: list[str]) -> Decision | None:
+    shape = tuple(names)
+    decision = planned.decisions.get(shape)
+    if decision is None:
+        raw = restrict(planned.plan, names)
+        if raw is None:
+            return None
+        decision = parse_decision(raw, event_fields=list(event.data))
+        if len(planned.decisions) < SHAPES_KEPT:
+            planned.decisions[shape] = decision
+    return decision
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -285,11 +351,11 @@ def request_size(pairs: int, *, chunk: int, concurrency: int) -> int:
 
 async def decide_all(
     policy: Policy,
-    asked: Sequence[Question],
+    asked: Sequence[Question | Ask],
     *,
     chunk: int = 100,
     concurrency: int = 2,
-    reuse: ReuseStore[JSON] | None = None,
+    reuse: ReuseStore[Planned] | None = None,
     now: datetime | None = None,
 ) -> list[Judged]:
     """Ask every question (event, recipient, policy input), at most ``chunk`` per request,
@@ -299,14 +365,13 @@ async def decide_all(
     and let OPA evaluate on several cores; one unavailable chunk fails the whole batch. With
     ``reuse`` (and the poll's ``now``), decisions the store holds are not asked again.
     """
+    asks = [Ask.of(q) for q in asked]
     if reuse is not None and now is not None and isinstance(policy, Planner):
-        return await _decide_reusing(
-            policy, asked, reuse, now, chunk=chunk, concurrency=concurrency
-        )
-    raw = await _ask(policy, [i for _, _, i in asked], chunk=chunk, concurrency=concurrency)
+        return await _decide_reusing(policy, asks, reuse, now, chunk=chunk, concurrency=concurrency)
+    raw = await _ask(policy, [a.item for a in asks], chunk=chunk, concurrency=concurrency)
     return [
-        Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
-        for (event, recipient, _), answer in zip(asked, raw, strict=True)
+        Judged(a.event, a.recipient, parse_decision(answer, event_fields=list(a.event.data)))
+        for a, answer in zip(asks, raw, strict=True)
     ]
 
 
@@ -345,8 +410,8 @@ async def policy_revision(policy: Policy) -> str:
 
 async def _decide_reusing(
     policy: Planner,
-    asked: Sequence[Question],
-    store: ReuseStore[JSON],
+    asked: Sequence[Ask],
+    store: ReuseStore[Planned],
     now: datetime,
     *,
     chunk: int,
@@ -363,61 +428,62 @@ async def _decide_reusing(
     Every input of the poll was built with this ``now``. The event side of the key is computed
     once per event and the partner side once per recipient: ``build_input`` makes every
     input of one event from the same facts and every input to one recipient from the same
-    registry entry, so the parts are equal by construction."""
+    registry entry, so the parts are equal by construction (and only those inputs, and the
+    misses', are built)."""
     revision = await policy_revision(policy)
     now_ns = ns(now)
-    by_event: dict[int, bytes] = {}
+    by_event: dict[int, tuple[bytes, list[str]]] = {}
     by_recipient: dict[int, bytes] = {}
     keys: list[Key] = []
-    for event, recipient, item in asked:
-        e = by_event.get(id(event))
+    fields: list[list[str]] = []
+    for ask in asked:
+        e = by_event.get(id(ask.event))
         if e is None:
-            e = by_event[id(event)] = side_digest(item, EVENT_SIDE)
-        p = by_recipient.get(id(recipient))
+            item = ask.item
+            e = by_event[id(ask.event)] = (side_digest(item, EVENT_SIDE), item["event"]["fields"])
+        p = by_recipient.get(id(ask.recipient))
         if p is None:
-            p = by_recipient[id(recipient)] = side_digest(item, PARTNER_SIDE)
-        keys.append((revision, e, p))
-    fields = [item["event"]["fields"] for _, _, item in asked]
-    raws: list[JSON | None] = [None] * len(asked)
+            p = by_recipient[id(ask.recipient)] = side_digest(ask.item, PARTNER_SIDE)
+        keys.append((revision, e[0], p))
+        fields.append(e[1])
+    decided: list[Decision | None] = [None] * len(asked)
     first: dict[Key, int] = {}  # one plan asked per distinct key
     for i, key in enumerate(keys):
         held = store.get(key, now_ns)
         if held is not None:
-            raws[i] = restrict(held, fields[i])
-            if raws[i] is None:
+            decided[i] = _from_plan(held, asked[i].event, fields[i])
+            if decided[i] is None:
                 store.uncovered(key)
-        if raws[i] is None:
+        if decided[i] is None:
             first.setdefault(key, i)
     once = list(first.values())
     store.stats.asked += len(once)
     plans = await _ask(
-        policy, [asked[i][2] for i in once], chunk=chunk, concurrency=concurrency, plans=True
+        policy, [asked[i].item for i in once], chunk=chunk, concurrency=concurrency, plans=True
     )
-    fresh: dict[Key, Any] = {}
+    fresh: dict[Key, Planned | None] = {}
     for i, plan in zip(once, plans, strict=True):
-        fresh[keys[i]] = plan
+        planned = fresh[keys[i]] = _planned(plan) if isinstance(plan, Mapping) else None
         until = valid_until(plan)
-        if until is not False and isinstance(plan, Mapping):
-            store.put(
-                (str(plan.get("policy_revision")), keys[i][1], keys[i][2]),
-                dict(plan),
-                decided_ns=now_ns,
-                until=until,
-            )
+        if until is not False and planned is not None:
+            revised = (str(planned.plan.get("policy_revision")), keys[i][1], keys[i][2])
+            store.put(revised, planned, decided_ns=now_ns, until=until)
     exact: list[int] = []  # no plan serves them: asked as they are
     for i, key in enumerate(keys):
-        if raws[i] is None:
-            plan = fresh[key]
-            raws[i] = restrict(plan, fields[i]) if isinstance(plan, Mapping) else None
-            if raws[i] is None:
+        if decided[i] is None:
+            planned = fresh[key]
+            decided[i] = _from_plan(planned, asked[i].event, fields[i]) if planned else None
+            if decided[i] is None:
                 exact.append(i)
     store.stats.asked += len(exact)
-    answers = await _ask(policy, [asked[i][2] for i in exact], chunk=chunk, concurrency=concurrency)
+    answers = await _ask(
+        policy, [asked[i].item for i in exact], chunk=chunk, concurrency=concurrency
+    )
     for i, answer in zip(exact, answers, strict=True):
-        raws[i] = answer
+        decided[i] = parse_decision(answer, event_fields=list(asked[i].event.data))
     return [
-        Judged(event, recipient, parse_decision(raw, event_fields=list(event.data)))
-        for (event, recipient, _), raw in zip(asked, raws, strict=True)
+        Judged(ask.event, ask.recipient, d or Decision.deny(fields=list(ask.event.data), rule="R1"))
+        for ask, d in zip(asked, decided, strict=True)
     ]
 
 
@@ -427,14 +493,19 @@ def questions(
     audience: Audience,
     facts: Callable[[str], SurvivorFacts],
     now: datetime,
-) -> list[Question]:
+) -> list[Ask]:
     """One policy question per partner subscribed to the event (not its publisher)."""
     survivor = facts(event.survivor_id)
     jurisdiction = audience.jurisdictions[event.agency_id]
-    return [
-        (event, r, build_input(event, r, jurisdiction=jurisdiction, facts=survivor, now=now))
-        for r in audience.recipients(event.type, publisher=event.agency_id)
-    ]
+
+    def asking(r: Recipient) -> Ask:
+        return Ask(
+            event,
+            r,
+            lambda: build_input(event, r, jurisdiction=jurisdiction, facts=survivor, now=now),
+        )
+
+    return [asking(r) for r in audience.recipients(event.type, publisher=event.agency_id)]
 
 
 async def decide(
@@ -446,7 +517,7 @@ async def decide(
     now: datetime,
     chunk: int,
     concurrency: int,
-    reuse: ReuseStore[JSON] | None = None,
+    reuse: ReuseStore[Planned] | None = None,
 ) -> list[PollItem]:
     """The poll's items, each validated event with one ``Judged`` per recipient: one policy
     fan-out (``decide_all``) for the whole poll; with ``reuse``, only the store's misses are
