@@ -208,9 +208,7 @@ class Relay:
         backoff = self._s.relay_retry_initial_s
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=self._s.relay_max_batch)
-                if batch:
-                    _log_fetched(batch)
+                batch = await self._poll(consumer)
                 await producers.close_unassigned(consumer.assignment())
                 ownership.observe_assignment(consumer, producers)
                 if not batch:
@@ -228,6 +226,30 @@ class Relay:
             await consumer.stop()
             await producers.close_all()
             log.info("relay stopped")
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """One poll: what the consumer holds, topped up with what arrived since.
+
+        The records ``getmany`` returns were fetched just after the previous poll was taken
+        (the consumer fetches a partition again only once its records are consumed), so on
+        their own they are one poll's processing old, and a record waits one to two polls'
+        processing (docs/relay.md#latency). The fetch that consuming them starts brings what
+        arrived meanwhile within a round trip: the poll waits up to ``relay_poll_top_up_ms``
+        for it, unless it is full already."""
+        limit = self._s.relay_max_batch
+        batch: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
+            timeout_ms=200, max_records=limit
+        )
+        taken = sum(map(len, batch.values()))
+        if batch and taken < limit and self._s.relay_poll_top_up_ms > 0:
+            more = await consumer.getmany(
+                timeout_ms=self._s.relay_poll_top_up_ms, max_records=limit - taken
+            )
+            for tp, msgs in more.items():
+                batch[tp] = [*batch.get(tp, []), *msgs]
+        if batch:
+            _log_fetched(batch)
+        return batch
 
     async def _relay(
         self,

@@ -498,6 +498,15 @@ async def measure_relay(
         )
         r.offered_eps = r.relay_eps / 2
         logged = sum(1 for _ in log.open("rb"))
+        asked = [
+            int(e.get("asked", 0))
+            for e in log_entries(log, until_line=logged)
+            if e.get("msg") == "decisions reused"
+        ]
+        echo(
+            "    plans asked of OPA per poll at full load: "
+            + ", ".join(str(b - a) for a, b in zip([0, *asked], asked, strict=False))
+        )
         echo(
             "    per poll at full load, median ms: "
             + ", ".join(
