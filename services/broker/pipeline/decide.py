@@ -408,6 +408,26 @@ async def policy_revision(policy: Policy) -> str:
     return revision
 
 
+def _keys(asked: Sequence[Ask], revision: str) -> tuple[list[Key], list[list[str]]]:
+    """Each question's reuse key and its event's field names: the event side of the key
+    computed once per event and the partner side once per recipient (see _decide_reusing)."""
+    by_event: dict[int, tuple[bytes, list[str]]] = {}
+    by_recipient: dict[int, bytes] = {}
+    keys: list[Key] = []
+    fields: list[list[str]] = []
+    for ask in asked:
+        e = by_event.get(id(ask.event))
+        if e is None:
+            item = ask.item
+            e = by_event[id(ask.event)] = (side_digest(item, EVENT_SIDE), item["event"]["fields"])
+        p = by_recipient.get(id(ask.recipient))
+        if p is None:
+            p = by_recipient[id(ask.recipient)] = side_digest(ask.item, PARTNER_SIDE)
+        keys.append((revision, e[0], p))
+        fields.append(e[1])
+    return keys, fields
+
+
 async def _decide_reusing(
     policy: Planner,
     asked: Sequence[Ask],
@@ -423,29 +443,11 @@ async def _decide_reusing(
     its event's id, time and field names), and the policy is asked a plan only for the keys
     it does not hold at ``now``, or holds without one of the event's fields, each distinct
     key once; every fresh plan that names its ``valid_until`` is stored under the revision it
-    names. An input no plan can serve (an event without fields) is asked as it is.
-
-    Every input of the poll was built with this ``now``. The event side of the key is computed
-    once per event and the partner side once per recipient: ``build_input`` makes every
-    input of one event from the same facts and every input to one recipient from the same
-    registry entry, so the parts are equal by construction (and only those inputs, and the
-    misses', are built)."""
-    revision = await policy_revision(policy)
+    names. An input no plan can serve (an event without fields) is asked as it is. Every
+    input of the poll is built with this ``now``, from the same facts per event and the same
+    registry entry per recipient: the key's two sides are computed once each (``_keys``)."""
     now_ns = ns(now)
-    by_event: dict[int, tuple[bytes, list[str]]] = {}
-    by_recipient: dict[int, bytes] = {}
-    keys: list[Key] = []
-    fields: list[list[str]] = []
-    for ask in asked:
-        e = by_event.get(id(ask.event))
-        if e is None:
-            item = ask.item
-            e = by_event[id(ask.event)] = (side_digest(item, EVENT_SIDE), item["event"]["fields"])
-        p = by_recipient.get(id(ask.recipient))
-        if p is None:
-            p = by_recipient[id(ask.recipient)] = side_digest(ask.item, PARTNER_SIDE)
-        keys.append((revision, e[0], p))
-        fields.append(e[1])
+    keys, fields = _keys(asked, await policy_revision(policy))
     decided: list[Decision | None] = [None] * len(asked)
     first: dict[Key, int] = {}  # one plan asked per distinct key
     for i, key in enumerate(keys):
