@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     relay_fetch_max_wait_ms: int = Field(default=10, ge=0)
     # How long a poll waits for what arrived while the previous poll was processed.
     relay_poll_top_up_ms: int = Field(default=5, ge=0)
-    # Commit a poll while the next one is fetched and processed (docs/relay.md#overlap).
-    relay_overlap: bool = True
+    # Commit a poll while the next one is fetched and processed (docs/relay.md#overlap): off,
+    # it made no measurable difference to throughput here and the p99 latency worse.
+    relay_overlap: bool = False
     # Bounded waits: a slow or absent OPA is a deny-and-retry, never an allow (R1).
     opa_timeout_s: float = Field(default=2.0, gt=0)  # per request of opa_batch_size pairs
     opa_batch_size: int = Field(default=100, ge=1)  # (event, partner) pairs per OPA request
