@@ -37,8 +37,8 @@ browser:
 	bash deploy/browser.sh
 
 lint: install
-	$(BIN)/ruff check services tools tests
-	$(BIN)/ruff format --check services tools tests
+	$(BIN)/ruff check services tools tests deploy
+	$(BIN)/ruff format --check services tools tests deploy
 	$(BIN)/mypy
 
 # Known-vulnerable dependencies (deploy/audit-deps.sh): pip-audit with OSV or PyPI's per-release

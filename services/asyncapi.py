@@ -18,6 +18,7 @@ with the AsyncAPI CLI (deploy/asyncapi.sh).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -180,8 +181,9 @@ RECORDS: dict[str, JSON] = {
         },
     ),
     "DecisionRecord": _obj(
-        "One per event and subscribed partner, in the relay's transaction: field names, rules "
-        "and basis, never values.",
+        "One event's decision for one subscribed partner: field names, rules and basis, never "
+        "values. The relay writes them folded, one DecisionRecords per event; a record of its "
+        "own is one written before folding (the audit sink reads both).",
         {
             "event_id": _ID,
             "delivery_id": _nullable({"type": "string"}),
@@ -279,6 +281,14 @@ RECORDS: dict[str, JSON] = {
         optional=("retention_days", "before"),
     ),
 }
+RECORDS["DecisionRecords"] = _obj(
+    "One per event, in the relay's transaction: every subscribed partner's DecisionRecord "
+    "(the audit sink chains each as its own entry; services/decision_records.py).",
+    {
+        "event_id": _ID,
+        "decisions": {"type": "array", "items": copy.deepcopy(RECORDS["DecisionRecord"])},
+    },
+)
 
 # Channel id → (its topic, what it is, key, the messages on it).
 _KEY_SURVIVOR = "the survivor's pseudonymous id"
@@ -290,7 +300,7 @@ CHANNELS: dict[str, tuple[str, str, str, list[str]]] = {
                 "supersedes).", _KEY_SURVIVOR,
                 ["SealedDelivery", "RevocationNotice", "PartnerReferralChange"]),
     "decisions": ("topic_decisions", "The decision records (the audit sink's input).",
-                  _KEY_SURVIVOR, ["DecisionRecord"]),
+                  _KEY_SURVIVOR, ["DecisionRecords", "DecisionRecord"]),
     "deadletter": ("topic_deadletter", "Rejected inbound records (the rejection sink's input).",
                    "the claimed agency id, or unknown", ["DeadLetter"]),
     "consentChanges": ("topic_consents", "Each survivor's current sharing state.",

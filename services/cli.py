@@ -362,6 +362,9 @@ def bench_relay(
     engine: str = typer.Option(
         "opa", help="The relay's policy engine: opa (the server) or wasm (in process)."
     ),
+    variants: bool = typer.Option(
+        True, help="Also run the relay with reuse disabled and with every event's own survivor."
+    ),
 ) -> None:
     """The relay against a raw Kafka pass-through and the broker's own limit; last line: ratio."""
     from pathlib import Path
@@ -382,6 +385,7 @@ def bench_relay(
         latency_s=latency_s,
         profile=Path(profile) if profile else None,
         engine="wasm" if engine == "wasm" else "opa",
+        variants=variants,
     )
     run(params, typer.echo)
 

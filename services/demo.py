@@ -28,6 +28,7 @@ from services.auth.service import issue_credential
 from services.broker.pipeline import seal
 from services.broker.survivor_keys import EventSealer, seal_all
 from services.db import make_engine, make_sessionmaker, transaction
+from services.decision_records import split_decisions
 from services.events import provenance
 from services.kafka import client as kafka_client
 from services.kafka import topics
@@ -204,7 +205,9 @@ async def _run(s: Settings) -> None:
                 ids = {adult["id"], minor["id"]}
                 records = [
                     d
-                    for d in await collect(decisions, until=2 * len(partners), timeout_s=60)
+                    for d in await collect(
+                        decisions, until=2 * len(partners), timeout_s=60, split=split_decisions
+                    )
                     if d["event_id"] in ids
                 ]
                 relay_key = seal.public_key_of(relay_private_key(s))

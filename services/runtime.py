@@ -20,6 +20,7 @@ from services.audit.witness import KafkaWitness, witness_topic
 from services.broker.consent_view import KafkaConsentView
 from services.broker.pipeline.decide import FailoverPolicy, OpaPolicy, Policy
 from services.broker.pipeline.decide_wasm import WasmPolicy, build_module
+from services.broker.pipeline.reuse import ReuseStore
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry
 from services.broker.registry import SqlRegistry
@@ -132,6 +133,7 @@ async def running_relay(
                 seen=seen,
                 sealer=Sealer(relay_key(s)),
                 clock=clock,
+                reuse=ReuseStore(s.decision_reuse_entries) if s.decision_reuse_entries else None,
             )
             task = asyncio.create_task(relay.run(stop), name="relay")
             try:

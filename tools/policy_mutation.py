@@ -47,6 +47,7 @@ REP, SEN = "reporting/reporting.rego", "sensitivity/sensitivity.rego"
 ELI, LEG = "eligibility/eligibility.rego", "legal_basis/legal_basis.rego"
 JUR, CLK, AGG = "jurisdiction/jurisdiction.rego", "clock/clock.rego", "aggregate/aggregate.rego"
 DL = "deadlines/deadlines.rego"
+VAL = "validity/validity.rego"
 
 # One row per mutant: rule, file, what the mutant does, text to replace (exactly once), by what
 # ("" = delete). Deleting a conjunct or clause; `false` for a condition that is never true;
@@ -186,6 +187,29 @@ MUTATIONS: tuple[Mutation, ...] = (
        "batch := [decide(item) | some i, item in input.items; i < count(input.items) - 1]"),
     _m("R13", CLK, "decision time is the wall clock",
        "now_ns(item) := time.parse_rfc3339_ns(item.now)", "now_ns(_) := time.now_ns()"),
+    # R13 valid_until: the first future time the policy compares, derived ones included
+    _m("R13", VAL, "valid_until ignores consent periods",
+       '(consent_times(object.get(item, "consents", [])) | partner_times(item.partner))',
+       "partner_times(item.partner)"),
+    _m("R13", VAL, "valid_until ignores the training attestation",
+       " | {t | t := clock.at(partner.training_attested_until)}"),
+    _m("R13", VAL, "valid_until ignores agreement periods",
+       '{t | some agreement in partner.agreements; some end in ["valid_from", "valid_until"]; '
+       "t := clock.at(agreement[end])} | ", ""),
+    _m("R13", VAL, "valid_until ignores a declaration's lapse",
+       "\tt := clock.at(declaration.declared_at) + (jurisdiction.settings(jurisdiction_id)"
+       ".imminent_danger.hours * legal_basis.hour_ns)\n",
+       "\tt := clock.at(declaration.declared_at)\n"),
+    _m("R13", VAL, "valid_until ignores a declaration's start",
+       "({t | some declaration in declarations; t := clock.at(declaration.declared_at)} | "
+       "{t | some declaration in declarations; t := clock.at(declaration.ended_at)})",
+       "{t | some declaration in declarations; t := clock.at(declaration.ended_at)}"),
+    _m("R13", VAL, "valid_until ignores a declaration's end",
+       "{t | some declaration in declarations; t := clock.at(declaration.ended_at)}", "set()"),
+    _m("R13", VAL, "valid_until ignores court orders",
+       ' | order_times(object.get(item, "court_orders", []))', ""),
+    _m("R13", VAL, "valid_until counts a time equal to now as ahead",
+       "t > now}", "t >= now}"),
     # R15 small numbers stay hidden
     _m("R15", AGG, "small counts are shown", "suppressed(n, id) if n < threshold(id)\n"),
     _m("R15", AGG, "counts of unknown jurisdictions are shown",

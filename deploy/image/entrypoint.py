@@ -3,7 +3,8 @@
     accord-image ROLE [ARGS...]
 
 Roles: api, relay, sink, checkpointer, deadlines, notices, migrate, opa, pilot-init,
-pilot-smoke; anything else is passed to the ``accord`` command as it is (``accord-image keys status``).
+pilot-smoke; anything else is passed to the ``accord`` command as it is
+(``accord-image keys status``).
 
 Secrets never need to be in the environment: every regular file named ``ACCORD_<NAME>`` in
 ``$ACCORD_SECRETS_DIR`` (default ``/run/secrets/accord``, where a Kubernetes Secret or a
@@ -90,7 +91,7 @@ def main(argv: list[str]) -> None:
     else:
         command = ACCORD + argv
     os.chdir(APP)
-    os.execve(command[0], command, env)
+    os.execve(command[0], command, env)  # noqa: S606  (no shell on purpose: argv as given)
 
 
 if __name__ == "__main__":

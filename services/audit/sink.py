@@ -1,6 +1,7 @@
 """The audit sink: decision records from the decisions topic into the hash chain, each once.
 
-Reads ``read_committed`` (records of aborted relay transactions never arrive). Each poll's
+Reads ``read_committed`` (records of aborted relay transactions never arrive). A record
+holds one event's decisions, one per partner; each becomes its own chain entry. Each poll's
 records are appended in one database transaction (``services/kafka/sink.py``), serialised with every
 other appender by the head lock (``store.append``). A record's unique key
 ``decision:<event id>:<partner id>`` makes a record redelivered after a crash (the offset is
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import chain, store
 from services.audit.models import AuditEntry
+from services.decision_records import split_decisions
 from services.kafka.client import KafkaConn
 from services.kafka.sink import Table, TopicSink
 
@@ -35,18 +37,21 @@ Decision = dict[str, Any]
 Chained = Callable[[Session, Decision], object]  # called once per record newly chained
 
 
-def parse_decision(record: ConsumerRecord[bytes, bytes]) -> tuple[str, Decision] | None:
+def parse_decision(record: ConsumerRecord[bytes, bytes]) -> list[tuple[str, Decision]] | None:
+    """A record's partner decisions, one chain entry each (the relay folds an event's
+    decisions into one record; ``split_decisions`` gives each partner's back)."""
     try:
         doc = json.loads(record.value or b"")
     except ValueError:
         doc = None
-    if not (isinstance(doc, dict) and doc.get("event_id") and doc.get("partner_id")):
+    docs = split_decisions(doc) if isinstance(doc, dict) else []
+    if not docs or not all(d.get("event_id") and d.get("partner_id") for d in docs):
         log.error(
             "not a decision record; skipped",
             extra={"partition": record.partition, "offset": record.offset},
         )
         return None
-    return chain.decision_key(str(doc["event_id"]), str(doc["partner_id"])), doc
+    return [(chain.decision_key(str(d["event_id"]), str(d["partner_id"])), d) for d in docs]
 
 
 def chained_keys(session: Session, keys: Collection[str]) -> set[str]:

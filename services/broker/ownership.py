@@ -117,11 +117,14 @@ class Handover(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer: AIOKafkaConsumer, producers: PartitionProducers) -> None:
         self._consumer = consumer
         self._producers = producers
+        self.rebalances = 0  # how many times the assignment was handed over (for the loop)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.rebalances += 1
         return None  # producers of lost partitions are closed by the loop, between batches
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.rebalances += 1
         for tp in assigned:
             if self._producers.current(tp) is not None:  # kept: still its writer
                 resume = self._producers.resume_at(tp)

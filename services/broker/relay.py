@@ -14,6 +14,7 @@ nothing undecided is delivered and nothing is lost (R1, R3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,8 +33,9 @@ from services.broker import ownership
 from services.broker.consent_view import ConsentView
 from services.broker.ownership import Handover, PartitionProducers
 from services.broker.pipeline import decide, deliver, project, seal, unseal, validate
-from services.broker.pipeline.decide import Policy
+from services.broker.pipeline.decide import Planned, Policy
 from services.broker.pipeline.model import OutRecord, PollItem
+from services.broker.pipeline.reuse import ReuseStore
 from services.broker.pipeline.seal import Sealer
 from services.broker.pipeline.validate import SchemaRegistry, event_key
 from services.broker.registry import Registry, RegistrySnapshot
@@ -92,8 +94,10 @@ class Relay:
         sealer: Sealer,
         keys: SurvivorKeys,
         clock: Clock = utcnow,
+        reuse: ReuseStore[Planned] | None = None,
     ) -> None:
         self._s = settings
+        self._reuse = reuse  # decisions kept until their valid_until (pipeline/reuse.py)
         self._keys = keys
         self._seen = seen
         self._sealer = sealer
@@ -114,6 +118,13 @@ class Relay:
         self.consumer: AIOKafkaConsumer | None = None
         self.held_cause: str | None = None
         self._held: set[TopicPartition] = set()  # the partitions of the held batch
+        # Replay-guard keys of the previous poll while its transactions commit: the next
+        # poll is validated meanwhile (see run), and must refuse them too.
+        self._committing: dict[str, datetime] = {}
+        self._owned: set[TopicPartition] = set()  # the assignment of the previous poll
+
+    def _seen_or_committing(self, key: str) -> bool:
+        return key in self._seen or key in self._committing
 
     async def process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], snapshot: RegistrySnapshot
@@ -143,7 +154,7 @@ class Relay:
             schemas=self._schemas,
             agency_keys=snapshot.agency_keys,
             max_bytes=s.max_event_bytes,
-            seen=self._seen.__contains__,
+            seen=self._seen_or_committing,
             now=now,
             max_age=timedelta(seconds=s.replay_window_s),
         )
@@ -156,13 +167,28 @@ class Relay:
             now=now,
             chunk=s.opa_batch_size,
             concurrency=s.opa_concurrency,
+            reuse=self._reuse,
         )
         lap("decide")
+        self._log_reuse()
         items = project.project_all(items)
         items = seal.seal_all(items, self._sealer)
         items = deliver.deliver(items, topics=self._topics, decided_at=now)
         lap("seal")
         return batch_results(items, stages_ms=lap.ms)
+
+    def _log_reuse(self) -> None:
+        if self._reuse is not None:
+            stats = self._reuse.stats
+            log.info(
+                "decisions reused",
+                extra={
+                    "hits": stats.hits,
+                    "misses": stats.misses,
+                    "asked": stats.asked,
+                    "entries": len(self._reuse),
+                },
+            )
 
     async def _ensure_partner_topics(self, snapshot: RegistrySnapshot) -> None:
         wanted = {self._s.partner_topic(p) for p in snapshot.partner_ids()} - self._known_topics
@@ -174,39 +200,113 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Relay polls until ``stop``; a poll held in part or whole is retried after a backoff
         from ``relay_retry_initial_s`` doubling to ``relay_retry_max_s``."""
-        consumer = AIOKafkaConsumer(
-            **kafka(self._s, RELAY).kwargs(),
-            group_id=self._s.relay_group,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
+        consumer = self._consumer()
         producers = PartitionProducers(self._s)
         await consumer.start()
         self.consumer = consumer
-        consumer.subscribe([self._s.topic_inbound], listener=Handover(consumer, producers))
+        handover = Handover(consumer, producers)
+        consumer.subscribe([self._s.topic_inbound], listener=handover)
         log.info("relay started", extra={"group": self._s.relay_group})
         backoff = self._s.relay_retry_initial_s
+        # The previous poll's commits, running while this poll is fetched and processed (the
+        # commits are mostly waits on the broker, and processing mostly waits on OPA).
+        pending: asyncio.Task[Committed] | None = None
+        rebalances = handover.rebalances
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=self._s.relay_max_batch)
+                batch = await self._poll(consumer)
+                # A hand-over (which seeks a kept partition to its last known commit) or a
+                # change of assignment is met with the previous poll committed, as before.
+                handed_over = handover.rebalances != rebalances
+                rebalances = handover.rebalances
+                if pending is not None and (
+                    not batch or handed_over or consumer.assignment() != self._owned
+                ):
+                    ok = self._settle(consumer, await pending, None)
+                    pending = None
+                    if not ok:
+                        await _sleep_unless(stop, backoff)
+                        backoff = min(backoff * 2, self._s.relay_retry_max_s)
+                        continue
                 await producers.close_unassigned(consumer.assignment())
                 ownership.observe_assignment(consumer, producers)
+                self._owned = set(consumer.assignment())
                 if not batch:
                     # A held batch is fetched again after its rewind; only if its partitions
                     # went to another instance is nothing held any more.
                     self._release(unless_assigned=consumer.assignment())
-                elif await self._relay(consumer, producers, batch):
-                    backoff = self._s.relay_retry_initial_s
-                    self._release()
-                else:
+                    continue
+                prepared = await self._prepare(consumer, producers, batch)
+                held = prepared.held
+                if pending is not None:
+                    held = not self._settle(consumer, await pending, prepared) or held
+                    pending = None
+                if prepared.ready:
+                    pending = asyncio.create_task(self._deliver_all(consumer, producers, prepared))
+                    if not self._s.relay_overlap:
+                        held = not self._settle(consumer, await pending, None) or held
+                        pending = None
+                if held:
+                    if pending is not None:  # commit what is not held before the backoff
+                        self._settle(consumer, await pending, None)
+                        pending = None
                     await _sleep_unless(stop, backoff)
                     backoff = min(backoff * 2, self._s.relay_retry_max_s)
+                else:
+                    backoff = self._s.relay_retry_initial_s
+                    self._release()
+        finally:
+            await self._stop(consumer, producers, pending)
+
+    async def _stop(
+        self,
+        consumer: AIOKafkaConsumer,
+        producers: PartitionProducers,
+        pending: asyncio.Task[Committed] | None,
+    ) -> None:
+        try:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    self._settle(consumer, await pending, None)
         finally:
             self.consumer = None
             await consumer.stop()
             await producers.close_all()
             log.info("relay stopped")
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **kafka(self._s, RELAY).kwargs(),
+            group_id=self._s.relay_group,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._s.relay_fetch_max_wait_ms,
+        )
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """One poll: what the consumer holds, topped up with what arrived since.
+
+        The records ``getmany`` returns were fetched just after the previous poll was taken
+        (the consumer fetches a partition again only once its records are consumed), so on
+        their own they are one poll's processing old, and a record waits one to two polls'
+        processing (docs/relay.md#latency). The fetch that consuming them starts brings what
+        arrived meanwhile within a round trip: the poll waits up to ``relay_poll_top_up_ms``
+        for it, unless it is full already."""
+        limit = self._s.relay_max_batch
+        batch: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
+            timeout_ms=200, max_records=limit
+        )
+        taken = sum(map(len, batch.values()))
+        if batch and taken < limit and self._s.relay_poll_top_up_ms > 0:
+            more = await consumer.getmany(
+                timeout_ms=self._s.relay_poll_top_up_ms, max_records=limit - taken
+            )
+            for tp, msgs in more.items():
+                batch[tp] = [*batch.get(tp, []), *msgs]
+        if batch:
+            _log_fetched(batch)
+        return batch
 
     async def _relay(
         self,
@@ -214,7 +314,20 @@ class Relay:
         producers: PartitionProducers,
         batch: dict[TopicPartition, list[ConsumerRecord]],
     ) -> bool:
-        """Relay one poll; False if any of it is held (rewound, to be retried)."""
+        """Relay one poll, its commits awaited; False if any of it is held (rewound)."""
+        prepared = await self._prepare(consumer, producers, batch)
+        if not prepared.ready:
+            return not prepared.held
+        committed = await self._deliver_all(consumer, producers, prepared)
+        return self._settle(consumer, committed, None)
+
+    async def _prepare(
+        self,
+        consumer: AIOKafkaConsumer,
+        producers: PartitionProducers,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> Prepared:
+        """Claim and process one poll (writes nothing); ``held`` if any of it is held."""
         try:  # one registry snapshot per poll, shared by its partitions
             started = time.perf_counter()
             snapshot = await asyncio.to_thread(self._registry.snapshot)  # SQL: off the loop
@@ -222,25 +335,54 @@ class Relay:
             registry_ms = round((time.perf_counter() - started) * 1000, 1)
         except (Unavailable, KafkaError) as exc:
             self._hold(consumer, batch, exc)
-            return False
+            return Prepared({}, {}, 0.0, held=True)
         ready, owned = await self._claim(consumer, producers, batch)
         if not ready:
-            return owned
+            return Prepared({}, {}, registry_ms, held=not owned)
         try:
             results = await self.process(ready, snapshot)
         except (Unavailable, KafkaError) as exc:
             self._hold(consumer, ready, exc)
-            return False
+            return Prepared({}, {}, registry_ms, held=True)
         metrics.record_stages({"registry": registry_ms, **next(iter(results.values())).stages_ms})
-        # Each partition has its own transactional producer: commit them side by side rather
-        # than one round trip after another.
-        delivered = await asyncio.gather(
-            *(
-                self._deliver(consumer, producers, tp, ready[tp], r, registry_ms)
-                for tp, r in results.items()
+        for r in results.values():
+            self._committing.update(r.accepted)
+        return Prepared(ready, results, registry_ms, held=not owned)
+
+    async def _deliver_all(
+        self, consumer: AIOKafkaConsumer, producers: PartitionProducers, prepared: Prepared
+    ) -> Committed:
+        """Commit a prepared poll, each partition's transaction side by side rather than one
+        round trip after another; the partitions held, with the batch they held."""
+        ready, results = prepared.ready, prepared.results
+        try:
+            delivered = await asyncio.gather(
+                *(
+                    self._deliver(consumer, producers, tp, ready[tp], r, prepared.registry_ms)
+                    for tp, r in results.items()
+                )
             )
-        )
-        return owned and all(delivered)
+        finally:
+            for r in results.values():
+                for key in r.accepted:
+                    self._committing.pop(key, None)
+        held = {tp: ready[tp] for tp, ok in zip(results, delivered, strict=True) if not ok}
+        return Committed(held, ok=not prepared.held and not held)
+
+    def _settle(
+        self, consumer: AIOKafkaConsumer, committed: Committed, next_poll: Prepared | None
+    ) -> bool:
+        """After a poll's commits: its held partitions rewound to its start again (the next
+        poll, processed meanwhile, may have moved them), and what the next poll made of them
+        dropped from it. True if nothing of the poll was held."""
+        _rewind(consumer, committed.held)
+        if next_poll is not None:
+            for tp in committed.held:
+                next_poll.ready.pop(tp, None)
+                dropped = next_poll.results.pop(tp, None)
+                for key in dropped.accepted if dropped is not None else ():
+                    self._committing.pop(key, None)
+        return committed.ok
 
     async def _claim(
         self,
@@ -351,6 +493,19 @@ class Relay:
                     f.exception()
 
 
+def _log_fetched(batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """How long the poll's oldest record waited since its producer stamped it (the same
+    host's clock in a benchmark; the latency trace of docs/relay.md)."""
+    oldest = min(msg.timestamp for msgs in batch.values() for msg in msgs)
+    log.info(
+        "poll fetched",
+        extra={
+            "records": sum(map(len, batch.values())),
+            "oldest_ms": round(time.time() * 1000 - oldest, 1),
+        },
+    )
+
+
 def poll_items(batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[PollItem]:
     """The poll as one list, in the order of its partitions and offsets."""
     return [
@@ -407,6 +562,22 @@ def _log_rejection(item: PollItem) -> None:
             "offset": item.offset,
         },
     )
+
+
+@dataclass
+class Prepared:
+    """A poll claimed and processed, not yet committed."""
+
+    ready: dict[TopicPartition, list[ConsumerRecord]]
+    results: dict[TopicPartition, BatchResult]
+    registry_ms: float
+    held: bool = False  # some of the poll is held (rewound)
+
+
+@dataclass
+class Committed:
+    held: dict[TopicPartition, list[ConsumerRecord]]  # the partitions whose commit was held
+    ok: bool  # nothing of the poll was held
 
 
 def _hold(

@@ -38,12 +38,13 @@ Record: TypeAlias = ConsumerRecord  # of bytes, bytes (aiokafka has no type hint
 class Table(Generic[K, T]):
     """How a sink stores its topic's records.
 
-    ``parse``: a record's unique key and what to write, or None for a record that cannot be
-    stored (it logs why, by position only); ``stored``: which of these keys the database
+    ``parse``: a record's unique key and what to write (or a list of them, for a record
+    that holds several items), or None for a record that cannot be stored (it logs why, by
+    position only); ``stored``: which of these keys the database
     holds already; ``write``: store one item in the batch's transaction.
     """
 
-    parse: Callable[[Record], tuple[K, T] | None]
+    parse: Callable[[Record], tuple[K, T] | list[tuple[K, T]] | None]
     stored: Callable[[Session, Collection[K]], set[K]]
     write: Callable[[Session, T], None]
 
@@ -151,8 +152,8 @@ class TopicSink(Generic[K, T]):
             if not record.value:
                 continue
             parsed = self._table.parse(record)
-            if parsed is not None:
-                items.setdefault(parsed[0], parsed[1])  # a key twice in one poll: stored once
+            for key, item in [parsed] if isinstance(parsed, tuple) else parsed or []:
+                items.setdefault(key, item)  # a key twice in one poll: stored once
         if not items:
             return 0
         for attempt in range(1, ATTEMPTS + 1):

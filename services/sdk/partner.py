@@ -63,11 +63,14 @@ async def collect(
     timeout_s: float,
     settle_s: float = 0.0,
     opener: Callable[[bytes], dict[str, Any]] = _json,
+    split: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Read records until ``until`` arrived (then ``settle_s`` more, to catch extras).
+    """Read records until ``until`` documents arrived (then ``settle_s`` more, for extras).
 
     ``opener`` turns a record into a document: plain JSON by default; a partner passes one
-    that opens its sealed deliveries (see ``services/broker/pipeline/seal.py``)."""
+    that opens its sealed deliveries (see ``services/broker/pipeline/seal.py``). ``split``
+    turns a document into several (``services.decision_records.split_decisions``: a folded
+    decision record into each partner's decision)."""
     got: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -79,5 +82,8 @@ async def collect(
             break
         batch = await consumer.getmany(timeout_ms=100)
         for records in batch.values():
-            got.extend(opener(r.value) for r in records if r.value is not None)
+            for r in records:
+                if r.value is not None:
+                    doc = opener(r.value)
+                    got.extend(split(doc) if split is not None else [doc])
     return got

@@ -16,6 +16,7 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.pipeline import seal
 from services.db import make_engine, make_sessionmaker, transaction
+from services.decision_records import split_decisions
 from services.kafka import client as kafka_client
 from services.kafka import topics
 from services.kafka.client import ADMIN, AUDIT, kafka
@@ -92,7 +93,7 @@ async def deliver_one(
         )
         mine: list[dict[str, Any]] = []
         for _ in range(30):
-            got = await collect(decisions, until=1, timeout_s=1)
+            got = await collect(decisions, until=1, timeout_s=1, split=split_decisions)
             mine += [d for d in got if d["event_id"] == event["id"] and d["partner_id"] == NEW]
             if mine:
                 break

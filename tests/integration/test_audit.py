@@ -32,6 +32,7 @@ from services.audit.sink import audit_sink
 from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.db import transaction
+from services.decision_records import split_decisions
 from services.kafka.client import AUDIT, kafka
 from services.sdk.partner import collect, tail
 from services.settings import Settings
@@ -125,7 +126,9 @@ async def publish_many(
                 settings.topic_inbound, inbound_record(settings, e), key=e["subject"].encode()
             )
         await producer.flush()
-        records = await collect(decided, until=len(events) * per_event, timeout_s=60, settle_s=1)
+        records = await collect(
+            decided, until=len(events) * per_event, timeout_s=60, settle_s=1, split=split_decisions
+        )
     return [r for r in records if r["event_id"] in ids]
 
 

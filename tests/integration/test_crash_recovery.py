@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.db import make_engine, make_sessionmaker, transaction
+from services.decision_records import split_decisions
 from services.kafka import topics
 from services.kafka.client import ADMIN, AUDIT, kafka
 from services.registry.schemas import RegistryIn
@@ -189,11 +190,11 @@ async def test_opa_stopped_20s_nothing_undecided_nothing_lost(
     ):
         with opa_server(s, port, tmp_path):
             publishing = asyncio.create_task(publish_steadily(s, producer, run.events))
-            before = await collect(decided, until=100, timeout_s=30)
+            before = await collect(decided, until=100, timeout_s=30, split=split_decisions)
         # OPA is down while events keep coming. A batch decided just before may still commit.
         await asyncio.sleep(2)
-        await collect(decided, until=10**9, timeout_s=0.5)
-        during = await collect(decided, until=10**9, timeout_s=20)
+        await collect(decided, until=10**9, timeout_s=0.5, split=split_decisions)
+        during = await collect(decided, until=10**9, timeout_s=20, split=split_decisions)
         assert relay.alive()
         with opa_server(s, port, tmp_path):
             await publishing

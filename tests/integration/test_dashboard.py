@@ -34,6 +34,7 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential, revoke_credential
 from services.dashboard import session as browser_session
 from services.db import transaction
+from services.decision_records import split_decisions
 from services.kafka.client import AUDIT, kafka
 from services.sdk.partner import collect, tail
 from services.settings import REPO_ROOT, Settings
@@ -128,7 +129,13 @@ async def data(
                 settings.topic_inbound, inbound_record(settings, e), key=e["subject"].encode()
             )
         await producer.flush()
-        got = await collect(decided, until=len(events) * len(PARTNERS), timeout_s=60, settle_s=1)
+        got = await collect(
+            decided,
+            until=len(events) * len(PARTNERS),
+            timeout_s=60,
+            settle_s=1,
+            split=split_decisions,
+        )
     records = [r for r in got if r["event_id"] in ids]
     assert len(records) == 12 * len(PARTNERS)
     keys = {chain.decision_key(r["event_id"], r["partner_id"]) for r in records}

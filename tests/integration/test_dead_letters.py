@@ -21,6 +21,7 @@ from services.auth.principals import Role
 from services.auth.service import issue_credential
 from services.broker.survivor_keys import EventSealer
 from services.db import make_engine, make_sessionmaker, transaction
+from services.decision_records import split_decisions
 from services.events import provenance
 from services.kafka.client import AUDIT, kafka
 from services.sdk.partner import collect, tail
@@ -78,7 +79,9 @@ async def dead_letters_and_decisions(
         positions = await publish_all(settings, producer, values)
         bad = len(values) - good_events
         letters = await collect(dead, until=bad, timeout_s=60, settle_s=0.5)
-        decisions = await collect(decided, until=good_events, timeout_s=60, settle_s=0.5)
+        decisions = await collect(
+            decided, until=good_events, timeout_s=60, settle_s=0.5, split=split_decisions
+        )
     by_position = {
         (d["inbound"]["partition"], d["inbound"]["offset"]): d
         for d in letters

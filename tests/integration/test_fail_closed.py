@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.decision_records import split_decisions
 from services.kafka import client as kafka_client
 from services.kafka import topics
 from services.kafka.client import ADMIN, AUDIT, kafka
@@ -78,11 +79,13 @@ async def test_R1_opa_down_delivers_nothing_then_exactly_once_when_back(
         await asyncio.sleep(4)
         assert not relay_task.done()
         assert await collect(partner, until=1, timeout_s=1, opener=shelter) == []
-        assert await collect(decisions, until=1, timeout_s=0.5) == []
+        assert await collect(decisions, until=1, timeout_s=0.5, split=split_decisions) == []
 
         with opa_server(s, port, tmp_path):
             delivered = await collect(partner, until=1, timeout_s=30, settle_s=3, opener=shelter)
-            recorded = await collect(decisions, until=3, timeout_s=5, settle_s=1)
+            recorded = await collect(
+                decisions, until=3, timeout_s=5, settle_s=1, split=split_decisions
+            )
 
     assert [d["id"] for d in delivered] == [event["id"]]
     # One decision per subscribed partner, each made once, none before OPA was back.

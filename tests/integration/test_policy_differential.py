@@ -47,7 +47,7 @@ SNAPSHOT = Path(__file__).with_name("policy_snapshot.jsonl.gz")
 SEED = 20261124
 COUNT = 2000
 BATCH = 200
-IGNORED = ("policy_revision",)
+IGNORED = ("policy_revision", "valid_until")  # valid_until is newer than the snapshot
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 PARTNER_TYPES = [

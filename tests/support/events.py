@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from services.broker.survivor_keys import EventSealer
+from services.decision_records import split_decisions
 from services.kafka import client as kafka_client
 from services.kafka.client import AUDIT, kafka
 from services.sdk.partner import collect, tail
@@ -98,7 +99,9 @@ async def publish_and_collect(
             settings.topic_inbound, inbound_record(settings, event), key=event["subject"].encode()
         )
         expect = decisions if decisions is not None else len(partners)
-        records = await collect(decisions_c, until=expect, timeout_s=30, settle_s=1)
+        records = await collect(
+            decisions_c, until=expect, timeout_s=30, settle_s=1, split=split_decisions
+        )
         gathered = await asyncio.gather(
             *(
                 collect(c, until=0, timeout_s=1, settle_s=0.3, opener=opener(p))

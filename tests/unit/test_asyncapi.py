@@ -37,6 +37,7 @@ from services.broker.pipeline.seal import (
 from services.broker.replay import seen_record
 from services.consent.notices import notice
 from services.consent.schemas import Consent
+from services.decision_records import split_decisions
 from services.events.provenance import sign_event
 from services.kafka import topics
 from services.kafka.acls import bindings
@@ -152,7 +153,9 @@ def test_relay_records_match_their_schemas(raw: dict[str, Any]) -> None:
         partner_topic_prefix="accord.partner.",
     )
     by_topic = {r.topic: r.value for r in out}
-    valid("DecisionRecord", by_topic["accord.decisions"])
+    valid("DecisionRecords", by_topic["accord.decisions"])
+    for record in split_decisions(json.loads(by_topic["accord.decisions"])):
+        valid("DecisionRecord", record)
     if raw["allow"]:
         delivery = by_topic["accord.partner.shelter-1"]
         valid("SealedDelivery", delivery)

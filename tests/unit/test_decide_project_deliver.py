@@ -14,6 +14,7 @@ from services.broker.pipeline.decide import build_input, parse_decision
 from services.broker.pipeline.model import Judged, SurvivorFacts
 from services.broker.pipeline.project import project, projected
 from services.broker.pipeline.seal import Sealer, sealed_pair
+from services.decision_records import split_decisions
 from tests.support.pipeline import NOW, make_event, make_recipient
 
 FIELDS = ["age", "hiv_status", "survivor_name"]
@@ -102,7 +103,7 @@ def test_allowed_pair_gives_one_delivery_and_one_decision_record() -> None:
     assert json.loads(out[0].value)["delivery_id"] == "evt-1/shelter-1"
     assert b"Secret Name" not in out[0].value  # sealed
     assert out[0].key == b"sv-1"
-    record = json.loads(out[1].value)
+    (record,) = split_decisions(json.loads(out[1].value))
     assert record["outcome"] == "partial"
     assert record["released"] == ["age"]
     assert {w["field"] for w in record["withheld"]} == {"hiv_status", "survivor_name"}
@@ -111,14 +112,15 @@ def test_allowed_pair_gives_one_delivery_and_one_decision_record() -> None:
 def test_denied_pair_gives_only_a_decision_record() -> None:
     out = _records({"allow": False, "fields": [], "withheld": [], "reasons": ["R4"]})
     assert [r.topic for r in out] == ["decisions"]
-    assert json.loads(out[0].value)["outcome"] == "deny"
-    assert json.loads(out[0].value)["flags"] == []
+    (record,) = split_decisions(json.loads(out[0].value))
+    assert record["outcome"] == "deny"
+    assert record["flags"] == []
 
 
 def test_an_age_unknown_flag_reaches_the_decision_record() -> None:
     flagged = {"allow": False, "fields": [], "withheld": [], "reasons": ["R2"]}
     out = _records({**flagged, "review_required": True, "flags": ["age_unknown"]})
-    record = json.loads(out[0].value)
+    (record,) = split_decisions(json.loads(out[0].value))
     assert (record["flags"], record["review_required"]) == (["age_unknown"], True)
 
 
@@ -126,6 +128,33 @@ def test_decision_records_never_contain_field_values() -> None:
     for record in _records(allow(["age", "hiv_status", "survivor_name"])):
         if record.topic == "decisions":
             assert b"Secret Name" not in record.value and b"positive" not in record.value
+
+
+def test_one_folded_decision_record_per_event_names_every_partner() -> None:
+    """An event to three partners: the deliveries, then one record holding the three
+    decisions, each as it would stand alone (the audit sink splits it)."""
+    event = make_event(age=24)
+    sealer = Sealer(PrivateKey.generate())
+    judged = [
+        sealed_pair(
+            projected(
+                Judged(
+                    event, make_recipient(p), parse_decision(allow(["age"]), event_fields=["age"])
+                )
+            ),
+            sealer,
+        )
+        for p in ("a", "b", "c")
+    ]
+    out = deliver.records(
+        judged, decided_at=NOW, decisions_topic="decisions", partner_topic_prefix="p."
+    )
+    assert [r.topic for r in out] == ["p.a", "p.b", "p.c", "decisions"]
+    docs = split_decisions(json.loads(out[-1].value))
+    assert [d["partner_id"] for d in docs] == ["a", "b", "c"]
+    assert docs[0] == deliver.decision_record(judged[0], decided_at=NOW)
+    assert split_decisions(docs[0]) == [docs[0]]  # a record written before folding
+    assert split_decisions({"unrelated": 1}) == []
 
 
 def test_the_consent_preview_asks_with_the_relays_own_policy_input() -> None:

@@ -24,6 +24,7 @@ from services.broker.registry import RegistrySnapshot
 from services.broker.relay import BatchResult, Relay
 from services.broker.replay import StaticSeen
 from services.broker.survivor_keys import StaticSurvivorKeys
+from services.decision_records import split_decisions
 from services.events import provenance
 from services.settings import Settings
 from tests.support.pipeline import NOW, make_recipient
@@ -143,7 +144,9 @@ async def test_large_batches_are_asked_in_chunks_and_answers_keep_their_pairs(
     result = only(await relay(policy, schemas, chunk=10).process(cast(Any, batch), SNAPSHOT))
     assert [len(c) for c in policy.calls] == [10, 10, 4]
     asked = [(i["event"]["id"], i["partner"]["id"]) for c in policy.calls for i in c]
-    decided = [json.loads(r.value) for r in result.records if r.topic == "d"]
+    decided = [
+        d for r in result.records if r.topic == "d" for d in split_decisions(json.loads(r.value))
+    ]
     assert [(d["event_id"], d["partner_id"]) for d in decided] == asked
     assert len(set(asked)) == 24
 

@@ -41,6 +41,7 @@ from services.broker.relay import Relay
 from services.broker.replay import StaticSeen
 from services.broker.survivor_keys import SqlSurvivorKeys, seal_all, subject_of
 from services.db import make_engine, make_sessionmaker
+from services.decision_records import split_decisions
 from services.kafka import client as kafka_client
 from services.kafka import topics
 from services.referrals import service as referrals
@@ -69,6 +70,7 @@ def scoped(s: Settings, tag: str, **update: Any) -> Settings:
 
 RELAY_SETTINGS = (
     "policy_engine",
+    "decision_reuse_entries",
     "topic_inbound",
     "topic_decisions",
     "topic_deadletter",
@@ -108,10 +110,15 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def log_entries(log: Path, *, skip_lines: int = 0) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a process's log, after ``skip_lines`` lines (other lines skipped)."""
+def log_entries(
+    log: Path, *, skip_lines: int = 0, until_line: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a process's log, after ``skip_lines`` lines and before
+    ``until_line`` (other lines skipped)."""
     with log.open("rb") as f:
         for n, line in enumerate(f):
+            if until_line is not None and n >= until_line:
+                break
             if n < skip_lines:
                 continue
             try:
@@ -347,8 +354,9 @@ async def recompute(
                 if result.rejected:
                     raise AssertionError(f"{result.rejected} events rejected on recompute")
                 for record in result.records:
-                    if record.topic == s.topic_decisions:
-                        d = json.loads(record.value)
+                    if record.topic != s.topic_decisions:
+                        continue
+                    for d in split_decisions(json.loads(record.value)):
                         released[(d["event_id"], d["partner_id"])] = sorted(d["released"])
                         if d["delivery_id"]:
                             delivered.add((d["event_id"], d["partner_id"]))
@@ -449,8 +457,9 @@ async def check(
 
     The timeouts bound the wait for records that never come (a lost one): a caller that knows
     the relay committed everything already can keep them short."""
-    raw = await read_all(s, s.topic_decisions, until=len(expected.released), timeout_s=timeout_s)
-    decisions = [json.loads(v) for v in raw]
+    events = len({event for event, _ in expected.released})  # one folded record per event
+    raw = await read_all(s, s.topic_decisions, until=events, timeout_s=timeout_s)
+    decisions = [d for v in raw for d in split_decisions(json.loads(v))]
     deliveries: dict[str, list[JSON]] = {}
     for pid in partner_ids:
         want = sum(1 for _, p in expected.delivered if p == pid)

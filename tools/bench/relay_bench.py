@@ -21,6 +21,7 @@ polled every 100 ms, from the first commit to the last (start-up excluded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -29,9 +30,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +50,13 @@ from services.kafka.provisioning import provision
 from services.settings import Settings
 from tools.bench import opa_latency
 from tools.bench.harness import RelayProcess, log_entries, peak_rss_bytes, scoped
-from tools.bench.scenario import Scenario, prepare_database, prepare_topics, run_tag
+from tools.bench.scenario import (
+    Scenario,
+    change_consents,
+    prepare_database,
+    prepare_topics,
+    run_tag,
+)
 
 BENCH_DATABASE = "accord_bench"
 Echo = Callable[[str], None]
@@ -63,6 +72,7 @@ class Params:
     latency_s: float = 15.0
     profile: Path | None = None  # py-spy's raw (collapsed) output, when profiling the relay
     engine: Literal["opa", "wasm"] = "opa"  # the relay's policy engine (ACCORD_POLICY_ENGINE)
+    variants: bool = True  # also the cold (no reuse) and worst-case (distinct survivors) runs
 
 
 @dataclass
@@ -82,10 +92,54 @@ class Results:
     opa_requests: Counter[int] = field(default_factory=Counter)
     peak_rss: int = 0
     stages_ms: dict[str, float] = field(default_factory=dict)
+    reuse: Reuse | None = None
+    consent_changes: Counter[str] = field(default_factory=Counter)
+    cold_eps: float = 0.0  # the same mix, reuse disabled
+    worst_eps: float = 0.0  # every event about a different survivor, reuse enabled
+    worst_reuse: Reuse | None = None
 
     @property
     def ratio(self) -> float:
         return self.relay_eps / self.baseline_eps if self.baseline_eps else 0.0
+
+    def ratio_of(self, eps: float) -> float:
+        return eps / self.baseline_eps if self.baseline_eps else 0.0
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """The relay's decision reuse over a run (its cumulative "decisions reused" log line)."""
+
+    hits: int
+    misses: int
+    entries: int
+    asked: int  # inputs OPA was asked for (the misses of a poll that share a key: once)
+
+    @property
+    def rate(self) -> float:
+        """Of the decisions made, those not asked of OPA (store hits, and the misses of a
+        poll served by one answer to their shared key)."""
+        pairs = self.hits + self.misses
+        return 1 - self.asked / pairs if pairs else 0.0
+
+    def __str__(self) -> str:
+        pairs = self.hits + self.misses
+        return (
+            f"reuse {self.rate:.1%} (OPA asked for {self.asked} of {pairs} decisions; "
+            f"{self.hits} from the store, {self.entries} entries kept)"
+        )
+
+
+def reuse_of(log: Path) -> Reuse | None:
+    last = None
+    for entry in log_entries(log):
+        if entry.get("msg") == "decisions reused":
+            last = entry
+    if last is None:
+        return None
+    return Reuse(
+        int(last["hits"]), int(last["misses"]), int(last["entries"]), int(last.get("asked", 0))
+    )
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -284,11 +338,14 @@ def relay_batches(log: Path) -> tuple[list[tuple[int, int]], Counter[str]]:
     return out, rejected
 
 
-def stage_medians(log: Path, *, skip_lines: int = 0) -> dict[str, float]:
+def stage_medians(
+    log: Path, *, skip_lines: int = 0, until_line: int | None = None
+) -> dict[str, float]:
     """Median milliseconds per relay stage over the polls logged after ``skip_lines`` lines
-    (each poll once: its partitions' lines share the poll's stage times; commit per line)."""
+    (and before ``until_line``; each poll once: its partitions' lines share the poll's stage
+    times; commit per line)."""
     stages: dict[str, list[float]] = {}
-    for entry in log_entries(log, skip_lines=skip_lines):
+    for entry in log_entries(log, skip_lines=skip_lines, until_line=until_line):
         if entry.get("msg") == "batch relayed":
             for stage, ms in entry.get("stages_ms", {}).items():
                 stages.setdefault(stage, []).append(float(ms))
@@ -314,9 +371,17 @@ def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
 
 
 async def measure_latency(
-    s: Settings, scenario: Scenario, partner_ids: Sequence[str], eps: float, seconds: float
+    s: Settings,
+    scenario: Scenario,
+    partner_ids: Sequence[str],
+    eps: float,
+    seconds: float,
+    split: tuple[list[float], list[float]] | None = None,
 ) -> list[float]:
-    """Publish at ``eps`` for ``seconds``; each delivery's time from publish to receipt (s)."""
+    """Publish at ``eps`` for ``seconds``; each delivery's time from publish to receipt (s).
+    With ``split``, each delivery's time from publish to the relay's send (its record's
+    timestamp) and from that send to receipt (the transaction's commit and the partner's
+    fetch) are appended to its two lists."""
     consumer = AIOKafkaConsumer(
         **kafka_client.kafka(s, kafka_client.ADMIN).kwargs(),
         enable_auto_commit=False,
@@ -331,6 +396,9 @@ async def measure_latency(
     sent: dict[str, float] = {}
     samples: list[float] = []
     loop = asyncio.get_running_loop()
+    # The loop's clock against the wall clock the records' timestamps are in (same host):
+    # each delivery's timestamp is the relay's send, which splits its latency in two.
+    wall = time.time() - loop.time()
     sealer = EventSealer.for_settings(s)
     try:
         tps = [TopicPartition(s.partner_topic(p), 0) for p in partner_ids]
@@ -348,6 +416,10 @@ async def measure_latency(
                         event_id = json.loads(r.value)["delivery_id"].rsplit("/", 1)[0]
                         if event_id in sent:
                             samples.append(now - sent[event_id])
+                            if split is not None:
+                                relay_send = r.timestamp / 1000 - wall
+                                split[0].append(relay_send - sent[event_id])
+                                split[1].append(now - relay_send)
 
         stop = asyncio.Event()
         receiver = asyncio.create_task(receive(stop))
@@ -398,10 +470,15 @@ async def measure_relay(
         wrap = [py_spy(), "record", "--format", "raw", "--rate", "200", "-o", str(p.profile), "--"]
     relay = RelayProcess(sr, log, wrap=wrap)
     relay.start()
+    stop_changes = asyncio.Event()
+    changes = asyncio.create_task(change_consents(sr, scenario, stop_changes))
     try:
         r.relay_eps = await rate_until(
             sr, sr.relay_group, p.events, timeout_s=150, echo=echo, what="(c) relay"
         )
+        stop_changes.set()
+        r.consent_changes = await changes
+        r.reuse = reuse_of(log)
         batches, rejected = relay_batches(log)
         if rejected:
             echo(f"! the relay rejected benchmark events: {dict(rejected)} (see README)")
@@ -415,10 +492,30 @@ async def measure_relay(
             f"(c) relay                    {r.relay_eps:10.0f} events/s in, "
             f"{r.relay_dps:.0f} deliveries/s out ({p.events} events × 10 partners)"
         )
+        echo(
+            f"    {r.reuse or 'reuse disabled'}; consents changed during the run: "
+            f"{dict(r.consent_changes)}"
+        )
         r.offered_eps = r.relay_eps / 2
         logged = sum(1 for _ in log.open("rb"))
+        asked = [
+            int(e.get("asked", 0))
+            for e in log_entries(log, until_line=logged)
+            if e.get("msg") == "decisions reused"
+        ]
+        echo(
+            "    plans asked of OPA per poll at full load: "
+            + ", ".join(str(b - a) for a, b in zip([0, *asked], asked, strict=False))
+        )
+        echo(
+            "    per poll at full load, median ms: "
+            + ", ".join(
+                f"{stage} {ms:.1f}" for stage, ms in stage_medians(log, until_line=logged).items()
+            )
+        )
+        halves: tuple[list[float], list[float]] = ([], [])
         samples = await measure_latency(
-            sr, scenario, scenario.partner_ids, r.offered_eps, p.latency_s
+            sr, scenario, scenario.partner_ids, r.offered_eps, p.latency_s, halves
         )
         if len(samples) < 2:
             raise RuntimeError("no deliveries arrived while measuring latency")
@@ -429,6 +526,24 @@ async def measure_relay(
             f"(d) latency at {r.offered_eps:.0f} events/s   p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
             f"p99 {p99:.1f} ms ({len(samples)} deliveries, publish → partner receipt)"
         )
+        if len(halves[0]) >= 2:
+            to_send, to_receipt = (tuple(x * 1000 for x in percentiles(h)) for h in halves)
+            echo(
+                f"    of which publish → relay's send p50 {to_send[0]:.1f} / p99 "
+                f"{to_send[2]:.1f} ms, send → partner receipt p50 {to_receipt[0]:.1f} / p99 "
+                f"{to_receipt[2]:.1f} ms"
+            )
+        waited = [
+            float(e["oldest_ms"])
+            for e in log_entries(log, skip_lines=logged)
+            if e.get("msg") == "poll fetched"
+        ]
+        if len(waited) >= 2:
+            w50, _, w99 = percentiles(waited)
+            echo(
+                f"    a poll's oldest record, from publish to the relay's poll: p50 {w50:.1f} / "
+                f"p99 {w99:.1f} ms ({len(waited)} polls)"
+            )
         r.stages_ms = stage_medians(log, skip_lines=logged)
         echo(
             "    per poll, median ms:     "
@@ -437,7 +552,46 @@ async def measure_relay(
         pid = child_pid(relay.pid) if wrap else relay.pid
         r.peak_rss = (peak_rss_bytes(pid) if pid else None) or 0
     finally:
+        stop_changes.set()
+        with contextlib.suppress(Exception):
+            await changes
         relay.stop()
+
+
+async def measure_variant(
+    s: Settings,
+    scenario: Scenario,
+    p: Params,
+    workdir: Path,
+    echo: Echo,
+    *,
+    what: str,
+    mix: str,
+    reuse_entries: int,
+) -> tuple[float, Reuse | None]:
+    """The relay's throughput on a mix of its own (topics and group of their own)."""
+    sv = scoped(
+        scenario.relay_settings(s), run_tag("bench-var"), decision_reuse_entries=reuse_entries
+    )
+    kept = scenario.mix, scenario.ends
+    scenario.mix = mix
+    try:
+        await prepare_topics(sv, scenario)
+        await preload(sv, [scenario.event(i) for i in range(p.events)])
+        log = workdir / f"relay-{mix}-{reuse_entries}.log"
+        relay = RelayProcess(sv, log)
+        relay.start()
+        try:
+            eps = await rate_until(
+                sv, sv.relay_group, p.events, timeout_s=300, echo=echo, what=what
+            )
+            rss = peak_rss_bytes(relay.pid) or 0
+        finally:
+            relay.stop()
+        echo(f"    {what}: relay peak RSS {rss / 2**20:.1f} MB")
+        return eps, reuse_of(log)
+    finally:
+        scenario.mix, scenario.ends = kept
 
 
 def py_spy() -> str:
@@ -476,7 +630,11 @@ def top_frames(raw: Path, n: int = 15) -> list[str]:
 async def bench(p: Params, echo: Echo) -> Results:
     base = Settings()
     postgres.ensure_database(base, BENCH_DATABASE)
-    scenario = Scenario(survivors=p.survivors, payload_bytes=p.payload_bytes)
+    scenario = Scenario(
+        survivors=p.survivors, payload_bytes=p.payload_bytes, mix="realistic", events=p.events
+    )
+    # Some consents end while the relay runs: their decisions expire in the store mid-run.
+    scenario.ends = datetime.now(UTC) + timedelta(seconds=40)
     url = postgres.url(base, BENCH_DATABASE)
     await asyncio.to_thread(prepare_database, url, scenario)
     s = scoped(base, run_tag("bench"), database_url=url).model_copy(
@@ -485,15 +643,41 @@ async def bench(p: Params, echo: Echo) -> Results:
     r = Results()
     sample = [scenario.event(i) for i in range(200)]
     r.record_bytes = sum(map(len, sample)) / len(sample)
+    fewest, mean, most = scenario.events_per_survivor()
     echo(
-        f"10 partners, {p.survivors} survivors (half with consent, a quarter minors), "
-        f"events of {r.record_bytes:.0f} B, relay batches of ≤{s.relay_max_batch}, "
-        f"policy engine {s.policy_engine}"
+        f"10 partners, {scenario.survivor_count} survivors with {fewest} to {most} events each "
+        f"(mean {mean:.1f}; half with consent, a quarter minors), consents amended and revoked "
+        f"during the run, some ending at +40 s; events of {r.record_bytes:.0f} B, relay batches "
+        f"of ≤{s.relay_max_batch}, policy engine {s.policy_engine}, reuse store "
+        f"≤{s.decision_reuse_entries} decisions"
     )
     r.baseline_eps = await measure_baseline(s, scenario, p.baseline_events, echo)
     r.perf_rps = await measure_producer_perf(s, p.perf_records, round(r.record_bytes), echo)
     with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp:
         await measure_relay(s, scenario, p, Path(tmp), echo, r)
+        if p.variants:
+            r.cold_eps, _ = await measure_variant(
+                s, scenario, p, Path(tmp), echo, what="(g) cold", mix="realistic", reuse_entries=0
+            )
+            echo(
+                f"(g) relay, reuse disabled    {r.cold_eps:10.0f} events/s "
+                f"(ratio {r.ratio_of(r.cold_eps):.3f}; the same mix)"
+            )
+            r.worst_eps, r.worst_reuse = await measure_variant(
+                s,
+                scenario,
+                p,
+                Path(tmp),
+                echo,
+                what="(h) worst case",
+                mix="distinct",
+                reuse_entries=s.decision_reuse_entries,
+            )
+            echo(
+                f"(h) relay, distinct survivors{r.worst_eps:10.0f} events/s "
+                f"(ratio {r.ratio_of(r.worst_eps):.3f}; every event another survivor; "
+                f"{r.worst_reuse or 'reuse disabled'})"
+            )
     if p.profile is not None and p.profile.exists():
         for line in top_frames(p.profile):
             echo(line)
@@ -513,6 +697,12 @@ async def bench(p: Params, echo: Echo) -> Results:
         f"(requests of {s.opa_batch_size}, one at a time)"
     )
     echo(f"(f) relay peak RSS           {r.peak_rss / 2**20:10.1f} MB")
+    p99 = r.latency_ms[2]
+    echo(
+        f"summary: ratio {r.ratio:.3f}, p99 {p99:.0f} ms at half load, peak RSS "
+        f"{r.peak_rss / 2**20:.0f} MB, reuse {r.reuse.rate if r.reuse else 0:.1%}; "
+        f"cold ratio {r.ratio_of(r.cold_eps):.3f}, worst-case ratio {r.ratio_of(r.worst_eps):.3f}"
+    )
     echo(f"ratio relay/baseline: {r.ratio:.3f} ({r.relay_eps:.0f} / {r.baseline_eps:.0f} events/s)")
     return r
 

@@ -8,10 +8,14 @@ relay seals to each partner, and each partner opens what it received.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import math
 import random
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,8 +82,9 @@ def _provision(kind: str, types: list[str], categories: list[str]) -> JSON:
     }
 
 
-def consents_of(i: int) -> list[JSON]:
-    """Half the survivors (even ``i``) have consented, with different provisions."""
+def consents_of(i: int, *, ends: datetime | None = None, version: int = 1) -> list[JSON]:
+    """Half the survivors (even ``i``) have consented, with different provisions; with
+    ``ends``, the health permits of a quarter of those end then (a time the run crosses)."""
     if i % 2:
         return []
     kind = (i // 2) % 4
@@ -89,6 +94,8 @@ def consents_of(i: int) -> list[JSON]:
         provisions = [
             _provision("permit", ["health", "behavioral_health"], ["*", "health", "mental_health"])
         ]
+        if ends is not None:
+            provisions[0]["period"]["end"] = ends.isoformat().replace("+00:00", "Z")
     elif kind == 2:
         provisions = [
             _provision("permit", ["*"], ["*", "immigration"]),
@@ -99,7 +106,7 @@ def consents_of(i: int) -> list[JSON]:
     return [
         {
             "id": f"c-bench-{i}",
-            "version": 1,
+            "version": version,
             "status": "active",
             "recorded_by": {"role": "self"},
             "provisions": provisions,
@@ -123,11 +130,38 @@ class Scenario:
     partner_keys: dict[str, PrivateKey] = field(default_factory=dict)  # made for each partner
     seed: int = 11
     partners: int = len(PARTNERS)  # subscribed to the events (``partner_rows``)
+    # Who the events are about: "round" (event n about survivor n % survivors), "realistic"
+    # (each survivor a few to dozens of events, interleaved), "distinct" (each event another
+    # survivor: nothing to reuse but the survivors without consent).
+    mix: str = "round"
+    events: int = 3000  # how many events "realistic" and "distinct" assign
+    ends: datetime | None = None  # when some consents end (``consents_of``)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)  # noqa: S311 - a load mix, not a secret
         for pid in self.partner_ids:
             self.partner_keys.setdefault(pid, PrivateKey.generate())
+        self._order = realistic_order(self.events, self.seed)
+
+    def survivor_of(self, n: int) -> int:
+        if self.mix == "distinct":
+            return n
+        if self.mix == "realistic":
+            return self._order[n % len(self._order)]
+        return n % self.survivors
+
+    @property
+    def survivor_count(self) -> int:
+        if self.mix == "distinct":
+            return self.events
+        if self.mix == "realistic":
+            return max(self._order) + 1
+        return self.survivors
+
+    def events_per_survivor(self) -> tuple[int, float, int]:
+        """Fewest, mean and most events per survivor of the mix."""
+        counts = Counter(self.survivor_of(n) for n in range(self.events))
+        return min(counts.values()), self.events / len(counts), max(counts.values())
 
     @property
     def partner_ids(self) -> list[str]:
@@ -135,7 +169,7 @@ class Scenario:
 
     @property
     def consents(self) -> dict[str, list[JSON]]:
-        return {f"sv-bench-{i}": consents_of(i) for i in range(self.survivors)}
+        return {f"sv-bench-{i}": consents_of(i, ends=self.ends) for i in range(self.survivor_count)}
 
     def relay_settings(self, s: Settings) -> Settings:
         return s.model_copy(
@@ -177,7 +211,7 @@ class Scenario:
     def event(self, n: int, *, at: datetime | None = None) -> bytes:
         """The ``n``-th event: a signed referral about survivor ``n % survivors``."""
         rng = self._rng
-        i = n % self.survivors
+        i = self.survivor_of(n)
         data: JSON = {
             "survivor_name": f"Survivor {i}",
             "age": age_of(i),
@@ -222,6 +256,53 @@ class Scenario:
         return open_record
 
 
+def realistic_order(events: int, seed: int) -> list[int]:
+    """Survivor of each of ``events`` events: each survivor gets a few to dozens of events
+    (log-normal, median 8, 1 to 60), their events interleaved with everyone else's."""
+    rng = random.Random(seed * 31)  # noqa: S311 - a load mix, not a secret
+    order: list[int] = []
+    i = 0
+    while len(order) < events:
+        order += [i] * max(1, min(60, round(rng.lognormvariate(math.log(8), 0.9))))
+        i += 1
+    rng.shuffle(order)
+    return order[:events]
+
+
+async def change_consents(
+    s: Settings, scenario: Scenario, stop: asyncio.Event, *, every_s: float = 0.25
+) -> Counter[str]:
+    """Until ``stop``: every ``every_s`` a survivor with consent amends it (a new version,
+    one category more denied) or revokes it, as the consent API would publish it."""
+    rng = random.Random(scenario.seed * 17)  # noqa: S311 - a load mix, not a secret
+    producer = AIOKafkaProducer(**kafka(s, ADMIN).kwargs(), acks="all")
+    await producer.start()
+    sealer = EventSealer.for_settings(s)
+    seq: Counter[int] = Counter()
+    done: Counter[str] = Counter()
+    try:
+        while not stop.is_set():
+            i = 2 * rng.randrange(max(1, scenario.survivor_count // 2))
+            seq[i] += 1
+            consents = consents_of(i, ends=scenario.ends, version=1 + seq[i])
+            kind = "revoked" if rng.random() < 0.3 else "amended"
+            if kind == "revoked":
+                consents[0]["status"] = "revoked"
+            else:
+                consents[0]["provisions"].append(_provision("deny", ["*"], ["contact"]))
+            survivor = f"sv-bench-{i}"
+            record = {"survivor_id": survivor, "seq": 1 + seq[i], "consents": consents}
+            value = sealer.snapshot(json.dumps(record).encode(), survivor_id=survivor)
+            await producer.send_and_wait(s.topic_consents, value, key=survivor.encode())
+            done[kind] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every_s)
+    finally:
+        sealer.close()
+        await producer.stop()
+    return done
+
+
 def prepare_database(url: str, scenario: Scenario) -> None:
     """Migrate the database and register the scenario's agency and partners."""
     migrations.upgrade(url)
@@ -243,7 +324,7 @@ async def prepare_topics(s: Settings, scenario: Scenario) -> None:
     await producer.start()
     sealer = EventSealer.for_settings(s)
     try:
-        for survivor, consents in scenario.consents.items():
+        for survivor, consents in scenario.consents.items():  # seq 1 each
             record = {"survivor_id": survivor, "seq": 1, "consents": consents}
             value = sealer.snapshot(json.dumps(record).encode(), survivor_id=survivor)
             await producer.send(s.topic_consents, value, key=survivor.encode())

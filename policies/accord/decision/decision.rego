@@ -13,6 +13,7 @@ import data.accord.necessity
 import data.accord.reporting
 import data.accord.sensitivity
 import data.accord.validation
+import data.accord.validity
 
 # METADATA
 # title: Decision for one event × partner (input is one item)
@@ -90,6 +91,7 @@ refusal(item, rule) := {
 	"review_required": false,
 	"flags": [],
 	"policy_revision": policy_revision,
+	"valid_until": null,
 }
 
 # METADATA
@@ -101,7 +103,33 @@ refusal(item, rule) := {
 #   the categories that pass them. Each field is then judged by lookups: released on
 #   consent or a legal basis, or withheld by the rules of its category (R1 unclassified,
 #   R7 internal).
-judgement(item) := {
+judgement(item) := _judged(item).decision
+
+# METADATA
+# title: A well-formed item's decision, and what each released field rests on
+# description: >-
+#   decision: the decision (judgement). field_reasons: released field → the rules that
+#   allowed it; field_consents: field released on consent → the consents (id, version)
+#   that released it. Every part of the decision is a union over the fields, each field
+#   judged apart from the others, so these parts let a plan (below) be restricted to any
+#   of its fields.
+_judged(item) := {
+	"decision": _decision(known, event, side, fields, item),
+	"field_reasons": {field: sort(allowing_rules(known, event.classified[field], basis)) |
+		some field, basis in fields.released
+	},
+	"field_consents": {field: sort(side.consents[event.classified[field]]) |
+		some field, "consent" in fields.released
+	},
+} if {
+	event := _event_shape(item.event.type, item.event.fields)
+	known := facts(item)
+	gates := _bars(known, event.categories)
+	side := _consent_side(known, gates.open)
+	fields := _fields_judged(event, known, gates, side)
+}
+
+_decision(known, event, side, fields, item) := {
 	"allow": count(fields.released) > 0,
 	"fields": sort(object.keys(fields.released)),
 	"withheld": _withheld_in_field_order(fields.withheld),
@@ -113,13 +141,39 @@ judgement(item) := {
 	"review_required": needs_review(fields.bases, known.age_unknown_report),
 	"flags": flags(known),
 	"policy_revision": policy_revision,
-} if {
-	event := _event_shape(item.event.type, item.event.fields)
-	known := facts(item)
-	gates := _bars(known, event.categories)
-	side := _consent_side(known, gates.open)
-	fields := _fields_judged(event, known, gates, side)
+	"valid_until": validity.valid_until(item),
 }
+
+# METADATA
+# title: Plans for input.items, one per item, in the same order (R13, decision reuse)
+# description: >-
+#   An item's plan is its decision for every field its event type classifies besides its
+#   own fields, with field_reasons and field_consents (see _judged): the relay restricts it
+#   to the fields of any event of the same sharing state (services/broker/pipeline/reuse.py),
+#   which gives this policy's decision for that event, as the reuse test proves.
+# entrypoint: true
+# schemas:
+#   - input: schema.input
+# custom:
+#   rule: R13
+plans := [plan(item) | some item in input.items]
+
+# METADATA
+# title: The plan of one item
+plan(item) := _plan(_widened(item))
+
+_plan(item) := object.union(j.decision, {"field_reasons": j.field_reasons, "field_consents": j.field_consents}) if {
+	validation.well_formed(item)
+	not sensitivity.internal_event_type(item)
+	j := _judged(item)
+} else := object.union(decide(item), {"field_reasons": {}, "field_consents": {}})
+
+# METADATA
+# title: The item with its event's fields and every field its type classifies
+_widened(item) := object.union(item, {"event": {"fields": sort(names)}}) if {
+	validation.fields_listed(item.event)
+	names := {field | some field in item.event.fields} | object.keys(object.get(data.accord.classification.event_types, item.event.type, {}))
+} else := item
 
 # METADATA
 # title: Each releasable field released on a legal basis or consent, every other field withheld

@@ -163,3 +163,25 @@ test_R2_withheld_field_always_names_a_rule if {
 	)) with data.accord.consent.failures as {}
 	testing.rules_of(d, "survivor_name") == {"R2"}
 }
+
+test_R13_a_plan_decides_every_field_of_the_type_with_what_released_fields_rest_on if {
+	[plan, refused] := decision.plans with input as {"items": [testing.base, {}]}
+	decided := {w.field | some w in plan.withheld} | object.keys(plan.field_basis)
+	typed := object.keys(data.accord.classification.event_types[testing.base.event.type])
+	decided == typed | {f | some f in testing.base.event.fields}
+	count(plan.field_basis) > 0
+	every field, _ in plan.field_basis {
+		count(plan.field_reasons[field]) > 0
+	}
+	object.keys(plan.field_consents) == {f | some f, "consent" in plan.field_basis}
+	plan.policy_revision == shelter_decision.policy_revision
+	refused.reasons == ["R1"]
+	refused.field_reasons == {}
+}
+
+test_R13_a_plan_of_the_events_own_fields_is_its_decision if {
+	typed := object.keys(data.accord.classification.event_types[testing.base.event.type])
+	item := json.patch(testing.base, [{"op": "replace", "path": "/event/fields", "value": sort(typed)}])
+	[plan] := decision.plans with input as {"items": [item]}
+	object.remove(plan, ["field_reasons", "field_consents"]) == decision.decide(item)
+}

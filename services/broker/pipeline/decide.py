@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -37,11 +39,22 @@ from services.broker.pipeline.model import (
     Withheld,
     rfc3339,
 )
+from services.broker.pipeline.reuse import (
+    EVENT_SIDE,
+    PARTNER_SIDE,
+    Key,
+    ReuseStore,
+    ns,
+    restrict,
+    side_digest,
+    valid_until,
+)
 from services.observability.metrics import OPA_FAILOVERS, OPA_REQUEST_SECONDS
 from services.unavailable import Unavailable
 
 POLICY_PACKAGE = "accord/decision"
 BATCH_RULE = "batch"
+PLANS_RULE = "plans"
 
 
 class PolicyUnavailable(Unavailable):
@@ -53,6 +66,13 @@ class PolicyUnavailable(Unavailable):
 class Policy(Protocol):
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
         """Raw decisions, one per input item, in order."""
+        ...
+
+
+@runtime_checkable
+class Planner(Policy, Protocol):
+    async def plan(self, items: Sequence[JSON]) -> list[Any]:
+        """Raw plans (rule ``data.accord.decision.plans``), one per input item, in order."""
         ...
 
 
@@ -78,6 +98,70 @@ class Audience(Protocol):
 
 
 Question = tuple[InboundEvent, Recipient, JSON]  # an event, a recipient, the policy input
+
+
+class Ask:
+    """A question whose policy input is built when first read (``build_input``): with reuse,
+    only an event's first question and each recipient's first, and the misses, are built."""
+
+    __slots__ = ("_build", "_item", "event", "recipient")
+
+    def __init__(self, event: InboundEvent, recipient: Recipient, build: Callable[[], JSON]):
+        self.event = event
+        self.recipient = recipient
+        self._build = build
+        self._item: JSON | None = None
+
+    @classmethod
+    def of(cls, question: Question | Ask) -> Ask:
+        if isinstance(question, Ask):
+            return question
+        event, recipient, item = question
+        ask = cls(event, recipient, lambda: item)
+        ask._item = item
+        return ask
+
+    @property
+    def item(self) -> JSON:
+        if self._item is None:
+            self._item = self._build()
+        return self._item
+
+
+@dataclass
+class Planned:
+    """A plan in the reuse store, with the decisions already restricted from it by the
+    event's field names (at most ``SHAPES_KEPT`` field sets)."""
+
+    plan: JSON
+    decisions: dict[tuple[str, ...], Decision] = field(default_factory=dict)
+
+
+SHAPES_KEPT = 16
+# Equal plans are kept once (the same partner and age class without consent share theirs):
+# a plan is some 17 kB as Python objects, and the store holds thousands.
+_PLANS: weakref.WeakValueDictionary[str, Planned] = weakref.WeakValueDictionary()
+
+
+def _planned(plan: Mapping[str, Any]) -> Planned:
+    text = json.dumps(plan, sort_keys=True, separators=(",", ":"))
+    held = _PLANS.get(text)
+    if held is None:
+        held = _PLANS[text] = Planned(dict(plan))
+    return held
+
+
+def _from_plan(planned: Planned, event: InboundEvent, names: list[str]) -> Decision | None:
+    shape = tuple(names)
+    decision = planned.decisions.get(shape)
+    if decision is None:
+        raw = restrict(planned.plan, names)
+        if raw is None:
+            return None
+        decision = parse_decision(raw, event_fields=list(event.data))
+        if len(planned.decisions) < SHAPES_KEPT:
+            planned.decisions[shape] = decision
+    return decision
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -193,12 +277,16 @@ class OpaPolicy:
         await self._client.__aexit__(None, None, None)
 
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._query(items, BATCH_RULE)
+
+    async def plan(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._query(items, PLANS_RULE)
+
+    async def _query(self, items: Sequence[JSON], rule: str) -> list[Any]:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
-                answer = await self._client.query_rule(
-                    {"items": list(items)}, POLICY_PACKAGE, BATCH_RULE
-                )
+                answer = await self._client.query_rule({"items": list(items)}, POLICY_PACKAGE, rule)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             OPA_REQUEST_SECONDS.labels("unavailable").observe(time.perf_counter() - started)
             raise PolicyUnavailable(f"OPA unavailable: {type(exc).__name__}") from exc
@@ -239,10 +327,20 @@ class FailoverPolicy:
         return ready + [i for i in range(len(self._servers)) if i not in ready]
 
     async def decide(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._first(items, plans=False)
+
+    async def plan(self, items: Sequence[JSON]) -> list[Any]:
+        return await self._first(items, plans=True)
+
+    async def _first(self, items: Sequence[JSON], *, plans: bool) -> list[Any]:
         order = self.order()
         for n, i in enumerate(order):
+            server = self._servers[i]
             try:
-                answer = await self._servers[i].decide(items)
+                if plans and isinstance(server, Planner):
+                    answer = await server.plan(items)
+                else:  # a server that cannot plan: its answers serve no plan (asked again)
+                    answer = await server.decide(items)
             except PolicyUnavailable:
                 self._resting_until[i] = self._clock() + self._cooldown_s
                 if n + 1 == len(order):
@@ -263,30 +361,141 @@ def request_size(pairs: int, *, chunk: int, concurrency: int) -> int:
 
 async def decide_all(
     policy: Policy,
-    asked: Sequence[Question],
+    asked: Sequence[Question | Ask],
     *,
     chunk: int = 100,
     concurrency: int = 2,
+    reuse: ReuseStore[Planned] | None = None,
+    now: datetime | None = None,
 ) -> list[Judged]:
     """Ask every question (event, recipient, policy input), at most ``chunk`` per request,
     ``concurrency`` requests at a time.
 
     Chunks keep each request well inside the policy timeout however large the relay's batch,
-    and let OPA evaluate on several cores; one unavailable chunk fails the whole batch.
+    and let OPA evaluate on several cores; one unavailable chunk fails the whole batch. With
+    ``reuse`` (and the poll's ``now``), decisions the store holds are not asked again.
     """
+    asks = [Ask.of(q) for q in asked]
+    if reuse is not None and now is not None and isinstance(policy, Planner):
+        return await _decide_reusing(policy, asks, reuse, now, chunk=chunk, concurrency=concurrency)
+    raw = await _ask(policy, [a.item for a in asks], chunk=chunk, concurrency=concurrency)
+    return [
+        Judged(a.event, a.recipient, parse_decision(answer, event_fields=list(a.event.data)))
+        for a, answer in zip(asks, raw, strict=True)
+    ]
+
+
+async def _ask(
+    policy: Policy,
+    inputs: Sequence[JSON],
+    *,
+    chunk: int,
+    concurrency: int,
+    plans: bool = False,
+) -> list[Any]:
+    if not inputs:
+        return []
     gate = asyncio.Semaphore(concurrency)
 
     async def ask(part: Sequence[JSON]) -> list[Any]:
         async with gate:
+            if plans and isinstance(policy, Planner):
+                return await policy.plan(part)
             return await policy.decide(part)
 
-    inputs = [i for _, _, i in asked]
     size = request_size(len(inputs), chunk=chunk, concurrency=concurrency)
     parts = [inputs[i : i + size] for i in range(0, len(inputs), size)]
-    raw = [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
+    return [answer for answers in await asyncio.gather(*map(ask, parts)) for answer in answers]
+
+
+async def policy_revision(policy: Policy) -> str:
+    """The revision the policy decides under now: that of its answer to an empty item (a
+    refusal, R1, which names the revision like every decision)."""
+    (answer,) = await policy.decide([{}])
+    revision = answer.get("policy_revision") if isinstance(answer, Mapping) else None
+    if not isinstance(revision, str):
+        raise PolicyUnavailable("the policy did not name its revision")
+    return revision
+
+
+def _keys(asked: Sequence[Ask], revision: str) -> tuple[list[Key], list[list[str]]]:
+    """Each question's reuse key and its event's field names: the event side of the key
+    computed once per event and the partner side once per recipient (see _decide_reusing)."""
+    by_event: dict[int, tuple[bytes, list[str]]] = {}
+    by_recipient: dict[int, bytes] = {}
+    keys: list[Key] = []
+    fields: list[list[str]] = []
+    for ask in asked:
+        e = by_event.get(id(ask.event))
+        if e is None:
+            item = ask.item
+            e = by_event[id(ask.event)] = (side_digest(item, EVENT_SIDE), item["event"]["fields"])
+        p = by_recipient.get(id(ask.recipient))
+        if p is None:
+            p = by_recipient[id(ask.recipient)] = side_digest(ask.item, PARTNER_SIDE)
+        keys.append((revision, e[0], p))
+        fields.append(e[1])
+    return keys, fields
+
+
+async def _decide_reusing(
+    policy: Planner,
+    asked: Sequence[Ask],
+    store: ReuseStore[Planned],
+    now: datetime,
+    *,
+    chunk: int,
+    concurrency: int,
+) -> list[Judged]:
+    """As ``decide_all``, from plans (``data.accord.decision.plans``: an input's decision for
+    every field of its event type, restricted to each event's fields by ``reuse.restrict``):
+    the store holds plans by the key of services/broker/pipeline/reuse.py (the input without
+    its event's id, time and field names), and the policy is asked a plan only for the keys
+    it does not hold at ``now``, or holds without one of the event's fields, each distinct
+    key once; every fresh plan that names its ``valid_until`` is stored under the revision it
+    names. An input no plan can serve (an event without fields) is asked as it is. Every
+    input of the poll is built with this ``now``, from the same facts per event and the same
+    registry entry per recipient: the key's two sides are computed once each (``_keys``)."""
+    now_ns = ns(now)
+    keys, fields = _keys(asked, await policy_revision(policy))
+    decided: list[Decision | None] = [None] * len(asked)
+    first: dict[Key, int] = {}  # one plan asked per distinct key
+    for i, key in enumerate(keys):
+        held = store.get(key, now_ns)
+        if held is not None:
+            decided[i] = _from_plan(held, asked[i].event, fields[i])
+            if decided[i] is None:
+                store.uncovered(key)
+        if decided[i] is None:
+            first.setdefault(key, i)
+    once = list(first.values())
+    store.stats.asked += len(once)
+    plans = await _ask(
+        policy, [asked[i].item for i in once], chunk=chunk, concurrency=concurrency, plans=True
+    )
+    fresh: dict[Key, Planned | None] = {}
+    for i, plan in zip(once, plans, strict=True):
+        planned = fresh[keys[i]] = _planned(plan) if isinstance(plan, Mapping) else None
+        until = valid_until(plan)
+        if until is not False and planned is not None:
+            revised = (str(planned.plan.get("policy_revision")), keys[i][1], keys[i][2])
+            store.put(revised, planned, decided_ns=now_ns, until=until)
+    exact: list[int] = []  # no plan serves them: asked as they are
+    for i, key in enumerate(keys):
+        if decided[i] is None:
+            planned = fresh[key]
+            decided[i] = _from_plan(planned, asked[i].event, fields[i]) if planned else None
+            if decided[i] is None:
+                exact.append(i)
+    store.stats.asked += len(exact)
+    answers = await _ask(
+        policy, [asked[i].item for i in exact], chunk=chunk, concurrency=concurrency
+    )
+    for i, answer in zip(exact, answers, strict=True):
+        decided[i] = parse_decision(answer, event_fields=list(asked[i].event.data))
     return [
-        Judged(event, recipient, parse_decision(answer, event_fields=list(event.data)))
-        for (event, recipient, _), answer in zip(asked, raw, strict=True)
+        Judged(ask.event, ask.recipient, d or Decision.deny(fields=list(ask.event.data), rule="R1"))
+        for ask, d in zip(asked, decided, strict=True)
     ]
 
 
@@ -296,20 +505,23 @@ def questions(
     audience: Audience,
     facts: Callable[[str], SurvivorFacts],
     now: datetime,
-) -> list[Question]:
+) -> list[Ask]:
     """One policy question per partner subscribed to the event (not its publisher), or for a
     referral's payload, its addressee alone."""
     survivor = facts(event.survivor_id)
     jurisdiction = audience.jurisdictions[event.agency_id]
-    return [
-        (event, r, build_input(event, r, jurisdiction=jurisdiction, facts=survivor, now=now))
-        for r in audience.recipients(
-            event.type,
-            publisher=event.agency_id,
-            event_id=event.id,
-            survivor_id=event.survivor_id,
+
+    def asking(r: Recipient) -> Ask:
+        return Ask(
+            event,
+            r,
+            lambda: build_input(event, r, jurisdiction=jurisdiction, facts=survivor, now=now),
         )
-    ]
+
+    recipients = audience.recipients(
+        event.type, publisher=event.agency_id, event_id=event.id, survivor_id=event.survivor_id
+    )
+    return [asking(r) for r in recipients]
 
 
 async def decide(
@@ -321,15 +533,19 @@ async def decide(
     now: datetime,
     chunk: int,
     concurrency: int,
+    reuse: ReuseStore[Planned] | None = None,
 ) -> list[PollItem]:
     """The poll's items, each validated event with one ``Judged`` per recipient: one policy
-    fan-out (``decide_all``) for the whole poll."""
+    fan-out (``decide_all``) for the whole poll; with ``reuse``, only the store's misses are
+    asked (each distinct key once)."""
     asked = [
         questions(item.event, audience=audience, facts=facts, now=now) if item.event else []
         for item in items
     ]
     flat = [q for qs in asked for q in qs]
-    judged = iter(await decide_all(policy, flat, chunk=chunk, concurrency=concurrency))
+    judged = iter(
+        await decide_all(policy, flat, chunk=chunk, concurrency=concurrency, reuse=reuse, now=now)
+    )
     return [
         replace(item, judged=tuple(itertools.islice(judged, len(qs))))
         for item, qs in zip(items, asked, strict=True)

@@ -1,5 +1,6 @@
 """Stage 6, deliver: the Kafka records of each poll item: its dead letter, or its replay-guard
-marker, its sealed deliveries (stage 5) and one decision record per pair.
+marker, its sealed deliveries (stage 5) and one decision record per event (folded: every
+partner's decision in it; ``split_decisions`` gives them back).
 
 Pure: the relay loop writes a partition's records inside one transaction, together with the
 consumed offsets, so a delivery never exists without its decision record and vice versa.
@@ -12,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import groupby
 
 from services.broker.pipeline.model import (
     JSON,
@@ -25,6 +27,7 @@ from services.broker.pipeline.model import (
 from services.broker.pipeline.seal import delivery_id
 from services.broker.pipeline.validate import event_key
 from services.broker.replay import seen_record
+from services.decision_records import folded_record
 
 
 def _dumps(value: JSON) -> bytes:
@@ -79,15 +82,18 @@ def records(
     decisions_topic: str,
     partner_topic_prefix: str,
 ) -> list[OutRecord]:
-    """The sealed delivery of every allowed pair, and a decision record for every pair."""
+    """The sealed delivery of every allowed pair, and one decision record per event naming
+    every partner's decision (``judged`` holds each event's pairs one after another)."""
     out: list[OutRecord] = []
-    for j in judged:
-        key = j.event.survivor_id.encode()
-        if j.sealed is not None:
-            out.append(OutRecord(partner_topic_prefix + j.recipient.partner_id, key, j.sealed))
-        out.append(
-            OutRecord(decisions_topic, key, _dumps(decision_record(j, decided_at=decided_at)))
-        )
+    for _, pairs in groupby(judged, key=lambda j: j.event.id):
+        mine = list(pairs)
+        event = mine[0].event
+        key = event.survivor_id.encode()
+        for j in mine:
+            if j.sealed is not None:
+                out.append(OutRecord(partner_topic_prefix + j.recipient.partner_id, key, j.sealed))
+        docs = [decision_record(j, decided_at=decided_at) for j in mine]
+        out.append(OutRecord(decisions_topic, key, _dumps(folded_record(event.id, docs))))
     return out
 
 
