@@ -36,6 +36,7 @@ from services.contact.gate import NoticeType, dispatch_due
 from services.contact.models import SurvivorNotice
 from services.contact.service import read_preference
 from services.db import transaction
+from services.decision_records import split_decisions
 from services.kafka import client as kafka_client
 from services.kafka.client import ADMIN, AUDIT, kafka
 from services.referrals import events
@@ -319,7 +320,8 @@ async def test_a_referral_closes_the_loop_and_no_one_else_learns_of_it(
             p: await collect(c, until=0, timeout_s=3, settle_s=1, opener=opener(p))
             for p, c in topics.items()
         }
-        records = await collect(decisions, until=0, timeout_s=2, settle_s=1)
+        # One record per event; each partner's decision in it.
+        records = await collect(decisions, until=0, timeout_s=2, settle_s=1, split=split_decisions)
 
     ids = {forbidden["id"], first["id"], second["id"]}
     event_ids = {forbidden["event_id"], first["event_id"], second["event_id"]}
