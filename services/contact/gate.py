@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.contact import models
@@ -177,7 +177,7 @@ def still_applies(kind: NoticeType) -> Callable[[Applies], Applies]:
 
 class NoticeTransport(Protocol):
     """Delivers a notice the gate let through, inside the transaction that marks it sent (an
-    exception rolls both back; the notice is tried again at the next dispatch). A transport
+    exception rolls both back; the notice is tried again ``RETRY_AFTER`` later). A transport
     that leaves the database (an SMS gateway) must de-duplicate by ``notice.id``."""
 
     def deliver(
@@ -201,7 +201,7 @@ class Dispatched:
     held: int = 0
     suppressed: int = 0
     withdrawn: int = 0
-    failed: int = 0  # not decided (rolled back), tried again at the next dispatch
+    failed: int = 0  # not decided (rolled back), tried again ``RETRY_AFTER`` later
 
     @property
     def decided(self) -> int:
@@ -246,15 +246,37 @@ def dispatch_due(
                     continue  # another dispatcher has it, or decided it already
                 _decide(session, row, now, transport, preference, out)
         except Exception as exc:  # one notice's failure must not stop the others
-            # Rolled back: the notice stays open and is tried again at the next dispatch. A
-            # transport down, or a row that does not open (altered at rest), fails this notice
-            # alone; the id and the kind of failure only, never what the notice is about.
+            # Rolled back: the notice stays open. A transport down, or a row that does not open
+            # (altered at rest), fails this notice alone; the id and the kind of failure only,
+            # never what the notice is about. It is tried again after RETRY_AFTER, so notices
+            # that keep failing never fill the round's ``limit`` and starve the others.
             out.failed += 1
             log.warning(
-                "survivor notice not decided; tried again at the next dispatch",
+                "survivor notice not decided; tried again later",
                 extra={"notice_id": notice_id, "error": type(exc).__name__},
             )
+            _retry_later(sessions, notice_id, now + RETRY_AFTER)
     return out
+
+
+RETRY_AFTER = timedelta(minutes=5)
+
+
+def _retry_later(sessions: sessionmaker[Session], notice_id: str, at: datetime) -> None:
+    """Move a failed notice's due time to ``at`` (still open: no other change). If even this
+    fails (the database away), the notice is simply due again at the next round."""
+    try:
+        with sessions() as session, session.begin():
+            session.execute(
+                update(models.SurvivorNotice)
+                .where(
+                    models.SurvivorNotice.id == notice_id,
+                    models.SurvivorNotice.status.in_(OPEN),
+                )
+                .values(due_at=at)
+            )
+    except Exception:  # the round goes on; logged once above
+        return
 
 
 def _decide(

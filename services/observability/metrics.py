@@ -148,7 +148,7 @@ REFERRALS_OVERDUE_OPEN = Gauge(
 NOTICES_DECIDED = PromCounter(
     "accord_survivor_notices_decided",
     "Notices to survivors decided by the notice gate, by outcome (sent, held, suppressed, "
-    "withdrawn; failed: rolled back, tried again next round).",
+    "withdrawn; failed: rolled back, tried again 5 minutes later).",
     ["outcome"],
 )
 NOTICE_ROUNDS_FAILED = PromCounter(

@@ -190,8 +190,10 @@ def test_a_crash_mid_delivery_leaves_the_notice_to_be_sent_once_later(
     assert done.failed >= len(ids)  # each notice's transaction rolled back, the next one tried
     assert {s for s, _ in statuses(sessions, ids).values()} == {"pending"}
     transport = Recorder(survivor)
+    dispatch(sessions, NOON, transport)  # a failed notice waits before it is tried again
+    assert transport.delivered == []
     for _ in range(3):  # a restarted dispatcher, run again and again
-        dispatch(sessions, NOON, transport)
+        dispatch(sessions, NOON + gate.RETRY_AFTER, transport)
     assert sorted(i for i, _ in transport.delivered) == sorted(ids)
 
 
