@@ -19,13 +19,14 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.contact import renewal  # noqa: F401  (registers the renewal notice's check)
 from services.contact.gate import Dispatched, NoticeTransport, dispatch_due
 from services.contact.service import read_preference
 from services.observability.metrics import NOTICE_ROUNDS_FAILED, NOTICES_DECIDED
+from services.observability.readiness import database_check, readiness
 
 log = logging.getLogger("accord.contact.worker")
 
@@ -62,11 +63,13 @@ class NoticeWorker:
         self,
         sessions: sessionmaker[Session],
         *,
+        engine: Engine,
         interval_s: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
         transport: NoticeTransport | None = None,
     ) -> None:
         self._sessions = sessions
+        self._database = database_check(engine)  # the readiness probe
         self._interval_s = interval_s
         self._clock = clock
         self._transport = transport
@@ -89,16 +92,10 @@ class NoticeWorker:
                 pass
 
     async def readiness(self) -> dict[str, bool]:
-        """The database reachable and the last round completed. Never blocks the loop."""
-        return {
-            "database": await asyncio.to_thread(self._ping),
-            "last_round_ok": self.last_round_ok,
-        }
+        """The database reachable (``database_check``: in a thread, one probe at a time) and
+        the last round completed. Never blocks the loop."""
 
-    def _ping(self) -> bool:
-        try:
-            with self._sessions() as session:
-                session.execute(text("SELECT 1"))
-        except Exception:  # any failure to reach the database is "not ready"
-            return False
-        return True
+        async def last_round_ok() -> bool:
+            return self.last_round_ok
+
+        return await readiness({"database": self._database, "last_round_ok": last_round_ok})
