@@ -6,16 +6,14 @@ from typing import Any
 
 import httpx
 
+from services.sdk.answers import AccordRefused, answer
 from services.sdk.source import RawItem
 
 
-class FeedError(RuntimeError):
+class FeedError(AccordRefused):
     """The feed answered with an error (the status code and Accord's message)."""
 
-    def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(f"feed answered {status}: {detail}")
-        self.status = status
-        self.detail = detail
+    what = "feed answered"
 
 
 class HttpFeed:
@@ -35,14 +33,9 @@ class HttpFeed:
         self._cursor: str | None = None  # None: start at the acknowledged position
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
-        response = await self._http.request(method, path, headers=self._headers, **kw)
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text[:200]
-            raise FeedError(response.status_code, detail)
-        return response.json()
+        return await answer(
+            self._http, method, path, headers=self._headers, refused=FeedError, **kw
+        )
 
     async def fetch(self, *, wait_s: float) -> list[RawItem]:
         params: dict[str, Any] = {"limit": self._limit, "wait": min(max(wait_s, 0), 20)}

@@ -18,12 +18,11 @@ from typing import Any
 
 import httpx
 
+from services.sdk.answers import AccordRefused, answer
 
-class ReferralRefused(RuntimeError):
-    def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(f"referral move refused ({status}): {detail}")
-        self.status = status
-        self.detail = detail
+
+class ReferralRefused(AccordRefused):
+    what = "referral move refused"
 
 
 class Referrals:
@@ -34,14 +33,9 @@ class Referrals:
         self._headers = {"Authorization": f"Bearer {api_key}"}
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:
-        response = await self._http.request(method, path, headers=self._headers, **kw)
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text[:200]
-            raise ReferralRefused(response.status_code, detail)
-        return response.json()
+        return await answer(
+            self._http, method, path, headers=self._headers, refused=ReferralRefused, **kw
+        )
 
     async def list(self, *, state: str | None = None) -> list[dict[str, Any]]:
         """Your referrals (a partner: those delivered to you), newest first."""
