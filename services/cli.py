@@ -584,9 +584,7 @@ def notices(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)  # finish the notice in hand, then stop
-            gate = worker.NoticeWorker(
-                sessions, engine=engine, interval_s=interval or s.notices_interval_s
-            )
+            gate = worker.NoticeWorker(sessions, interval_s=interval or s.notices_interval_s)
             async with running_health(s.notices_health_host, s.notices_health_port, gate.readiness):
                 await gate.serve(stop)
 

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import store
@@ -27,6 +26,7 @@ from services.broker.edges.rejections import rejection_sink
 from services.db import make_engine, make_sessionmaker
 from services.kafka.client import AUDIT, kafka
 from services.kafka.sink import TopicSink
+from services.observability.readiness import readiness, sessions_check
 from services.referrals import service as referrals
 from services.referrals.replies import ReplyReader
 from services.settings import Settings
@@ -45,6 +45,7 @@ def rejections_group(s: Settings) -> str:
 class SinkWorker:
     def __init__(self, s: Settings, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self._database = sessions_check(sessions)  # the readiness probe
         conn = kafka(s, AUDIT)
         self.audit = audit_sink(
             conn, s.topic_decisions, audit_group(s), sessions, then=referrals.on_decision
@@ -91,23 +92,12 @@ class SinkWorker:
         """Kafka and the database reachable, and each sink has partitions assigned and its last
         batch stored. Never blocks the loop: the database is pinged in a thread."""
         kafka_ok = await self.audit.kafka_reachable(timeout_s)
-        try:
-            database = await asyncio.wait_for(asyncio.to_thread(self._ping), timeout_s)
-        except TimeoutError:
-            database = False
+        database = (await readiness({"database": self._database}, timeout_s=timeout_s))["database"]
         ready = {"kafka": kafka_ok, "database": database}
         for name, sink in self.sinks.items():
             ready[f"{name}_assigned"] = sink.assigned()
             ready[f"{name}_storing"] = sink.database_ok
         return ready
-
-    def _ping(self) -> bool:
-        try:
-            with self._sessions() as session:
-                session.execute(text("SELECT 1"))
-        except Exception:  # any failure to reach the database is "not ready"
-            return False
-        return True
 
 
 @asynccontextmanager

@@ -19,14 +19,13 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.contact import renewal  # noqa: F401  (registers the renewal notice's check)
 from services.contact.gate import Dispatched, NoticeTransport, dispatch_due
 from services.contact.service import read_preference
 from services.observability.metrics import NOTICE_ROUNDS_FAILED, NOTICES_DECIDED
-from services.observability.readiness import database_check, readiness
+from services.observability.readiness import readiness, sessions_check
 
 log = logging.getLogger("accord.contact.worker")
 
@@ -63,13 +62,12 @@ class NoticeWorker:
         self,
         sessions: sessionmaker[Session],
         *,
-        engine: Engine,
         interval_s: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
         transport: NoticeTransport | None = None,
     ) -> None:
         self._sessions = sessions
-        self._database = database_check(engine)  # the readiness probe
+        self._database = sessions_check(sessions)  # the readiness probe
         self._interval_s = interval_s
         self._clock = clock
         self._transport = transport

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import httpx
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 Check = Callable[[], Awaitable[bool]]
 Ready = Callable[[], Awaitable[dict[str, bool]]]
@@ -66,6 +67,14 @@ def database_check(engine: Engine) -> Check:
         return True
 
     return check
+
+
+def sessions_check(sessions: sessionmaker[Session]) -> Check:
+    """``database_check`` of the engine a worker's sessions are bound to."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the sessions are not bound to one engine")
+    return database_check(bind)
 
 
 class OpaCheck:

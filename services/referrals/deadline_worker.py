@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +35,7 @@ from services.audit import store as audit
 from services.audit.signing import appender_key
 from services.db import make_engine, make_sessionmaker
 from services.observability import metrics
+from services.observability.readiness import readiness, sessions_check
 from services.referrals import service
 from services.referrals.coverage import coverage_of
 from services.referrals.deadlines import Deadline, Kind, Terms, fallen_due, owed
@@ -131,6 +132,7 @@ class DeadlineWorker:
     ) -> None:
         self._s = s
         self._sessions = sessions
+        self._database = sessions_check(sessions)  # the readiness probe
         self._terms = terms
         self._clock = clock
         self.stopped = asyncio.Event()
@@ -190,19 +192,12 @@ class DeadlineWorker:
 
     async def readiness(self) -> dict[str, bool]:
         """The database and OPA reachable, and the last pass completed. Never blocks the loop."""
+        database = (await readiness({"database": self._database}))["database"]
         return {
-            "database": await asyncio.to_thread(self._ping),
+            "database": database,
             "opa": await self._terms.reachable(),
             "last_pass_ok": self.last_pass_ok,
         }
-
-    def _ping(self) -> bool:
-        try:
-            with self._sessions() as session:
-                session.execute(text("SELECT 1"))
-        except Exception:  # any failure to reach the database is "not ready"
-            return False
-        return True
 
     def _watched(self) -> list[Watched]:
         with self._sessions() as session:
