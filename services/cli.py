@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 
 import typer
@@ -436,6 +438,16 @@ def bench_api(
     run(Params(partners=counts, requests=requests, backlog=backlog), typer.echo)
 
 
+def stopped_by_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, on the running loop: a worker finishes what it holds,
+    then stops (the long-running commands' one way to stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 @app.command("asyncapi")
 def asyncapi(
     check: bool = typer.Option(
@@ -523,7 +535,6 @@ def sink() -> None:
     """Run the sink worker until interrupted: decision records into the audit chain, dead
     letters into the rejections listing, each exactly once."""
     import asyncio
-    import signal
 
     from services import logs
     from services.observability.server import running_health
@@ -533,10 +544,7 @@ def sink() -> None:
     s = Settings()
 
     async def forever() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)  # finish the batch in hand, then stop
+        stop = stopped_by_signals()  # finish the batch in hand, then stop
         async with (
             running_sinks(s, stop=stop) as worker,
             running_health(s.sink_health_host, s.sink_health_port, worker.readiness),
@@ -557,7 +565,6 @@ def notices(
     their safe-contact preference allows), held until a safe time, or suppressed; exactly once
     (docs/safe-contact.md). Serves /healthz, /readyz and /metrics on ACCORD_NOTICES_HEALTH_PORT."""
     import asyncio
-    import signal
 
     from services import logs
     from services.atrest.keys import kek_ring
@@ -580,10 +587,7 @@ def notices(
             return
 
         async def forever() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)  # finish the notice in hand, then stop
+            stop = stopped_by_signals()  # finish the notice in hand, then stop
             gate = worker.NoticeWorker(sessions, interval_s=interval or s.notices_interval_s)
             async with running_health(s.notices_health_host, s.notices_health_port, gate.readiness):
                 await gate.serve(stop)
@@ -598,7 +602,6 @@ def deadlines() -> None:
     """Run the referral deadline worker until interrupted: each breach of a deadline to
     acknowledge, to answer or of expiry fires once (alert, overdue flag, audit entry)."""
     import asyncio
-    import signal
 
     from services import logs
     from services.observability.server import running_health
@@ -608,10 +611,7 @@ def deadlines() -> None:
     s = Settings()
 
     async def forever() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)  # finish the breach in hand, then stop
+        stop = stopped_by_signals()  # finish the breach in hand, then stop
         async with (
             running_deadlines(s, stop=stop) as worker,
             running_health(s.deadlines_health_host, s.deadlines_health_port, worker.readiness),
