@@ -3,6 +3,7 @@ sealed to the key it registered; suspended, it receives nothing more; bad input 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -10,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.auth.principals import Role
 from services.auth.service import issue_credential
@@ -33,6 +35,7 @@ NEW = "admin-new-vs"
 # An event type no other test module publishes, so this partner changes nobody's counts.
 TYPE = "accord.referral.acknowledged"
 SURVIVOR = "sv-int-admin"
+DECISION_WAIT_S = 90
 
 
 def body(**over: Any) -> dict[str, Any]:
@@ -88,19 +91,40 @@ async def deliver_one(
         tail(kafka(settings, AUDIT), settings.topic_decisions) as decisions,
         tail(kafka(settings, kafka_client.partner(NEW)), settings.partner_topic(NEW)) as topic,
     ):
-        await producer.send_and_wait(
+        sent = await producer.send_and_wait(
             settings.topic_inbound, inbound_record(settings, event), key=SURVIVOR.encode()
         )
         mine: list[dict[str, Any]] = []
-        for _ in range(30):
+        loop = asyncio.get_running_loop()
+        # Generous: on a fresh CI broker the session's first relayed event has waited long.
+        deadline = loop.time() + DECISION_WAIT_S
+        while not mine and loop.time() < deadline:
             got = await collect(decisions, until=1, timeout_s=1, split=split_decisions)
             mine += [d for d in got if d["event_id"] == event["id"] and d["partner_id"] == NEW]
-            if mine:
-                break
         # The delivery is written in the same transaction as the decision record.
         received = await collect(topic, until=0, timeout_s=1, settle_s=0.5, opener=opener(NEW))
-    assert len(mine) == 1, "the relay wrote no decision for the new partner"
+    if not mine:
+        where = await relayed_past(settings, TopicPartition(sent.topic, sent.partition))
+        state = (
+            "the relay committed past the event without a decision for the new partner"
+            if where is not None and where > sent.offset
+            else f"the relay had not committed it (group offset {where}, event {sent.offset})"
+        )
+        pytest.fail(f"no decision for the new partner in {DECISION_WAIT_S} s: {state}")
+    assert len(mine) == 1, mine
     return mine[0], [d for d in received if d["id"] == event["id"]]
+
+
+async def relayed_past(settings: Settings, tp: TopicPartition) -> int | None:
+    """The relay group's committed offset of ``tp`` (None: nothing committed)."""
+    admin = AIOKafkaAdminClient(**kafka(settings, ADMIN).kwargs())
+    await admin.start()
+    try:
+        got = await admin.list_consumer_group_offsets(settings.relay_group, partitions=[tp])
+    finally:
+        await admin.close()
+    meta = got.get(tp)
+    return None if meta is None or meta.offset < 0 else int(meta.offset)
 
 
 async def test_not_admin_is_401_or_403(api: str, creds: dict[str, str]) -> None:
