@@ -35,6 +35,7 @@ from services.settings import Settings
 
 log = logging.getLogger("accord.relay")
 
+RETRY_BACKOFF_MS = 20
 ProducerFactory = Callable[[str], AIOKafkaProducer]  # transactional id → an unstarted producer
 
 
@@ -55,7 +56,11 @@ class PartitionProducers:
             transactional_id=transactional_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            linger_ms=0,
+            # A transaction begun while the previous one's markers are being written is told
+            # CONCURRENT_TRANSACTIONS and retried after this back-off (aiokafka's 100 ms
+            # default was most of a poll's commit at half load).
+            retry_backoff_ms=RETRY_BACKOFF_MS,
         )
 
     def committed(self, tp: TopicPartition, next_offset: int) -> None:

@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar, cast
 
 from aiokafka import (
     AIOKafkaConsumer,
@@ -48,6 +49,9 @@ from services.settings import Settings
 from services.unavailable import Unavailable
 
 log = logging.getLogger("accord.relay")
+A = TypeVar("A")
+B = TypeVar("B")
+T = TypeVar("T")
 
 Clock = Callable[[], datetime]
 
@@ -127,16 +131,23 @@ class Relay:
         return key in self._seen or key in self._committing
 
     async def process(
-        self, batch: dict[TopicPartition, list[ConsumerRecord]], snapshot: RegistrySnapshot
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        snapshot: RegistrySnapshot,
+        *,
+        views_ms: float | None = None,
     ) -> dict[TopicPartition, BatchResult]:
         """Unseal, validate, decide, project, seal and deliver one poll into output records
         per inbound partition (writes nothing). The stages run in order over one list of poll
         items: one replay check and one policy fan-out serve the whole poll; each partition's
-        records go into that partition's own transaction."""
+        records go into that partition's own transaction. With ``views_ms`` the views were
+        brought up to date by the caller, in that time."""
         lap = _Laps()
-        await self._consents.catch_up()
-        await self._seen.catch_up()
-        lap("views")
+        if views_ms is None:
+            await self._catch_up()
+            lap("views")
+        else:  # caught up already, beside the registry read (see _prepare)
+            lap.ms["views"] = views_ms
         s = self._s
         # In a thread: the poll's key fetch is a database query (and opening is crypto work);
         # the loop stays free for the consumer's heartbeats and the producers.
@@ -176,6 +187,10 @@ class Relay:
         items = deliver.deliver(items, topics=self._topics, decided_at=now)
         lap("seal")
         return batch_results(items, stages_ms=lap.ms)
+
+    async def _catch_up(self) -> None:
+        """The consent view and the replay guard up to their topics' ends, side by side."""
+        await _both(self._consents.catch_up(), self._seen.catch_up())
 
     def _log_reuse(self) -> None:
         if self._reuse is not None:
@@ -327,23 +342,23 @@ class Relay:
         producers: PartitionProducers,
         batch: dict[TopicPartition, list[ConsumerRecord]],
     ) -> Prepared:
-        """Claim and process one poll (writes nothing); ``held`` if any of it is held."""
-        try:  # one registry snapshot per poll, shared by its partitions
-            started = time.perf_counter()
-            snapshot = await asyncio.to_thread(self._registry.snapshot)  # SQL: off the loop
-            await self._ensure_partner_topics(snapshot)
-            registry_ms = round((time.perf_counter() - started) * 1000, 1)
-        except (Unavailable, KafkaError) as exc:
-            self._hold(consumer, batch, exc)
-            return Prepared({}, {}, 0.0, held=True)
+        """Claim and process one poll (writes nothing); ``held`` if any of it is held.
+
+        The poll's fixed waits run side by side: one registry snapshot (shared by its
+        partitions) and the views' catch-up."""
         ready, owned = await self._claim(consumer, producers, batch)
         if not ready:
-            return Prepared({}, {}, registry_ms, held=not owned)
+            return Prepared({}, {}, 0.0, held=not owned)
         try:
-            results = await self.process(ready, snapshot)
+            (snapshot, registry_ms), (_, views_ms) = await _both(
+                _timed(asyncio.to_thread(self._registry.snapshot)),  # SQL: off the loop
+                _timed(self._catch_up()),
+            )
+            await self._ensure_partner_topics(snapshot)
+            results = await self.process(ready, snapshot, views_ms=views_ms)
         except (Unavailable, KafkaError) as exc:
             self._hold(consumer, ready, exc)
-            return Prepared({}, {}, registry_ms, held=True)
+            return Prepared({}, {}, 0.0, held=True)
         metrics.record_stages({"registry": registry_ms, **next(iter(results.values())).stages_ms})
         for r in results.values():
             self._committing.update(r.accepted)
@@ -491,6 +506,24 @@ class Relay:
             for f in sends:  # an aborted transaction fails them all; the abort is what counts
                 if f.done() and not f.cancelled():
                     f.exception()
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both waits' results, side by side; both finished before either's failure is raised (a
+    view is never read by two catch-ups at once, as a cancelled one could leave its thread
+    running)."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for result in (a, b):
+        if isinstance(result, BaseException):
+            raise result
+    return cast(A, a), cast(B, b)
+
+
+async def _timed(wait: Awaitable[T]) -> tuple[T, float]:
+    """``wait``'s result and how long it took (ms)."""
+    started = time.perf_counter()
+    result = await wait
+    return result, round((time.perf_counter() - started) * 1000, 1)
 
 
 def _log_fetched(batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:

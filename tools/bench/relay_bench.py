@@ -352,6 +352,21 @@ def stage_medians(
     return {stage: statistics.median(v) for stage, v in stages.items()}
 
 
+def slowest_polls(log: Path, *, skip_lines: int = 0, share: float = 0.02) -> dict[str, float]:
+    """Mean milliseconds per stage over the slowest ``share`` of the polls (by the sum of
+    their stages): what the latency's tail is made of, which medians hide."""
+    polls = [
+        {stage: float(ms) for stage, ms in entry.get("stages_ms", {}).items()}
+        for entry in log_entries(log, skip_lines=skip_lines)
+        if entry.get("msg") == "batch relayed"
+    ]
+    if not polls:
+        return {}
+    polls.sort(key=lambda stages: sum(stages.values()), reverse=True)
+    tail = polls[: max(1, round(len(polls) * share))]
+    return {stage: statistics.fmean(p.get(stage, 0.0) for p in tail) for stage in tail[0]}
+
+
 def opa_requests(pairs: Sequence[int], chunk: int, concurrency: int) -> Counter[int]:
     """The sizes of the OPA requests the relay made: each batch's pairs spread over
     ``concurrency`` requests of at most ``chunk`` (as ``decide_all`` does)."""
@@ -548,6 +563,12 @@ async def measure_relay(
         echo(
             "    per poll, median ms:     "
             + ", ".join(f"{stage} {ms:.1f}" for stage, ms in r.stages_ms.items())
+        )
+        echo(
+            "    slowest 2% of polls, mean ms: "
+            + ", ".join(
+                f"{stage} {ms:.1f}" for stage, ms in slowest_polls(log, skip_lines=logged).items()
+            )
         )
         pid = child_pid(relay.pid) if wrap else relay.pid
         r.peak_rss = (peak_rss_bytes(pid) if pid else None) or 0
