@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     relay_fetch_max_wait_ms: int = Field(default=10, ge=0)
     # How long a poll waits for what arrived while the previous poll was processed.
     relay_poll_top_up_ms: int = Field(default=5, ge=0)
+    # How long the relay's producers wait to fill a batch (Kafka's linger.ms): 5 ms gave ~10 %
+    # more throughput than 0, and 0 a p99 some 60 ms lower at half load (docs/relay.md#latency).
+    relay_linger_ms: int = Field(default=5, ge=0)
     # Commit a poll while the next one is fetched and processed (docs/relay.md#overlap): off,
     # it made no measurable difference to throughput here and the p99 latency worse.
     relay_overlap: bool = False

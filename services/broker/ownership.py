@@ -56,7 +56,7 @@ class PartitionProducers:
             transactional_id=transactional_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=0,
+            linger_ms=self._s.relay_linger_ms,
             # A transaction begun while the previous one's markers are being written is told
             # CONCURRENT_TRANSACTIONS and retried after this back-off (aiokafka's 100 ms
             # default was most of a poll's commit at half load).
