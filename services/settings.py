@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # WebAssembly in the relay (docs/policy-performance.md), the server answering what it cannot.
     policy_engine: Literal["opa", "wasm"] = "opa"
     # Decisions kept for reuse until their valid_until (docs/relay.md#decision-reuse); 0: none.
-    decision_reuse_entries: int = Field(default=7000, ge=0)
+    decision_reuse_entries: int = Field(default=6000, ge=0)
     relay_retry_initial_s: float = Field(default=0.2, gt=0)
     relay_retry_max_s: float = Field(default=5.0, gt=0)
     # The relay's /healthz, /readyz and /metrics (docs/operations.md). Several instances on one

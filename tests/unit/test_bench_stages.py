@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.bench.relay_bench import stage_medians
+from tools.bench.relay_bench import latency_tail_causes, stage_medians
 
 
 def line(**stages: float) -> str:
@@ -27,3 +27,29 @@ def test_medians_per_stage_after_the_skipped_lines(tmp_path: Path) -> None:
         )
     )
     assert stage_medians(log, skip_lines=1) == {"views": 2.0, "decide": 50.0, "commit": 10.0}
+
+
+def reused(asked: int) -> str:
+    return json.dumps({"msg": "decisions reused", "hits": 0, "misses": 0, "asked": asked})
+
+
+def test_latency_tail_causes_count_only_the_polls_after_the_skipped_lines(tmp_path: Path) -> None:
+    retry = (
+        "Got error produce response on topic-partition t, retrying. "
+        "Error: <class 'aiokafka.errors.NotEnoughReplicasError'>"
+    )
+    log = tmp_path / "relay.log"
+    log.write_text(
+        "\n".join(
+            [
+                reused(500),  # throughput phase: skipped, but its total is where counting starts
+                json.dumps({"msg": retry}),
+                reused(500),
+                reused(520),
+                json.dumps({"msg": retry}),
+                reused(520),
+                reused(523),
+            ]
+        )
+    )
+    assert latency_tail_causes(log, skip_lines=2) == ((4, 2, 23), 1)

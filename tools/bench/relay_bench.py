@@ -367,6 +367,24 @@ def slowest_polls(log: Path, *, skip_lines: int = 0, share: float = 0.02) -> dic
     return {stage: statistics.fmean(p.get(stage, 0.0) for p in tail) for stage in tail[0]}
 
 
+def latency_tail_causes(log: Path, *, skip_lines: int) -> tuple[tuple[int, int, int], int]:
+    """What makes a poll slow, counted after ``skip_lines`` lines of a relay log: (polls, polls
+    that asked OPA for plans, plans asked) from its cumulative "decisions reused" lines, and
+    the produce requests aiokafka retried on the broker's NOT_ENOUGH_REPLICAS."""
+    asked = [int(e.get("asked", 0)) for e in log_entries(log) if e.get("msg") == "decisions reused"]
+    before = sum(
+        1 for e in log_entries(log, until_line=skip_lines) if e.get("msg") == "decisions reused"
+    )
+    start = asked[before - 1] if before else 0
+    deltas = [b - a for a, b in zip([start, *asked[before:]], asked[before:], strict=False)]
+    retried = sum(
+        1
+        for e in log_entries(log, skip_lines=skip_lines)
+        if "NotEnoughReplicasError" in str(e.get("msg", ""))
+    )
+    return (len(deltas), sum(1 for d in deltas if d > 0), sum(deltas)), retried
+
+
 def opa_requests(pairs: Sequence[int], chunk: int, concurrency: int) -> Counter[int]:
     """The sizes of the OPA requests the relay made: each batch's pairs spread over
     ``concurrency`` requests of at most ``chunk`` (as ``decide_all`` does)."""
@@ -569,6 +587,13 @@ async def measure_relay(
             + ", ".join(
                 f"{stage} {ms:.1f}" for stage, ms in slowest_polls(log, skip_lines=logged).items()
             )
+        )
+        planned, retried = latency_tail_causes(log, skip_lines=logged)
+        echo(
+            f"    during the latency run: {planned[1]} of {planned[0]} polls asked OPA for plans "
+            f"({planned[2]} plans); {retried} produce requests retried (the broker's "
+            "NOT_ENOUGH_REPLICAS: a transaction's first send verified before the previous "
+            "transaction's markers were written)"
         )
         pid = child_pid(relay.pid) if wrap else relay.pid
         r.peak_rss = (peak_rss_bytes(pid) if pid else None) or 0
